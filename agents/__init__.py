@@ -1,0 +1,1 @@
+"""kpimon's shell: CLI, Faust app, embedded broker, simulator, metrics."""
