@@ -1,0 +1,267 @@
+"""The KPI engine: events in, closed-window records and alerts out.
+
+Time is event time. The watermark is the largest event timestamp seen (or a
+later instant a timer passes to `advance`); the frontier is the watermark
+minus the allowed lateness. An event older than the frontier is late: it is
+counted per source and reported, and changes nothing. A window closes when
+its end is at or before the frontier; its records are then final.
+
+    events      ...e(ts=100) ........ e(ts=160)
+    watermark                              |160
+    frontier (lateness 30)           |130
+    1m windows  [60,120) closes at frontier >= 120; [120,180) still open
+
+The engine never reads the clock; `advance(now)` is how a live worker lets a
+silent plant's windows close.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.config import EngineConfig
+from streams.machine import MachineTimeline, Segment
+from streams.oee import OeeState
+from streams.orders import OrderBook
+from streams.pchart import PChart
+from streams.perfect_order import OrderVerdict, PerfectOrderState
+from streams.records import (
+    chain_record,
+    no_data_alert,
+    oee_record,
+    pchart_alert,
+    pchart_record,
+    perfect_order_record,
+)
+from streams.windows import TumblingWindows, Window, split_planned
+
+MachineKey = tuple[str, str, str]  # site, line, machine
+SegmentKey = tuple[str, str]  # direction, segment
+
+
+@dataclass
+class Output:
+    """What one step of the engine produced."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        self.records += other.records
+        self.alerts += other.alerts
+
+
+class Engine:
+    """Incremental KPI computation over event-time windows."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        c = self.config
+        self.windows = c.window_set()
+        self.lateness_us = c.us("allowed_lateness")
+        self.heartbeat_us = c.us("heartbeat_timeout")
+        self.decided_memory_us = c.us("decided_memory")
+        self._ticks = TumblingWindows(min(t.size_us for t in self.windows.tumbling))
+        self._label_rank = {label: i for i, label in enumerate(self.windows.labels)}
+        self._pchart_config = c.pchart.build()
+
+        self.machines: dict[str, MachineTimeline] = {}
+        self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
+        self.orders: dict[Window, dict[SegmentKey, PerfectOrderState]] = defaultdict(dict)
+        self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"))
+        self.charts: dict[str, PChart] = {}
+        self.seen: dict[tuple[str, str], int] = {}  # (source, event_id) -> ts
+        self.silence_alerted: dict[str, int] = {}
+
+        self.watermark_us: int | None = None
+        self.closed_until_us: int | None = None
+        self._next_close_us: int | None = None
+        self.stats: Counter[str] = Counter()
+
+    # -- input ---------------------------------------------------------------
+    @property
+    def frontier_us(self) -> int | None:
+        return None if self.watermark_us is None else self.watermark_us - self.lateness_us
+
+    def ingest(self, event: Any) -> str | None:
+        """Apply one validated event. Returns 'duplicate' or 'late' when it is not applied."""
+        source = event.source
+        self.stats[f"events.{source}"] += 1
+        key = (source, event.event_id)
+        if key in self.seen:
+            self.stats[f"duplicates.{source}"] += 1
+            return "duplicate"
+        ts = event.ts_us
+        frontier = self.frontier_us
+        if frontier is not None and ts < frontier:
+            self.stats[f"late.{source}"] += 1
+            return "late"
+        self.seen[key] = ts
+        if source == "machine-state":
+            self._machine_event(event)
+        else:
+            ignored = self.book.apply(event)
+            if ignored:
+                self.stats[f"ignored.{ignored}"] += 1
+        if self.watermark_us is None or ts > self.watermark_us:
+            self.watermark_us = ts
+        return None
+
+    def _machine_event(self, event: Any) -> None:
+        timeline = self.machines.get(event.machine)
+        if timeline is None:
+            timeline = self.machines[event.machine] = MachineTimeline(
+                event.site, event.line, event.machine
+            )
+        timeline.site, timeline.line = event.site, event.line
+        if event.type == "state":
+            timeline.add(event.ts_us, event.state, event.reason)
+            return
+        timeline.add(event.ts_us, None)
+        ideal_us = round(event.ideal_cycle_s * event.total * 1_000_000)
+        mkey = (event.site, event.line, event.machine)
+        for window in self.windows.containing(event.ts_us):
+            state = self.oee[window].setdefault(mkey, OeeState())
+            state.add_units(event.total, event.good, ideal_us)
+
+    def run(self, events: Iterable[Any]) -> Output:
+        """Ingest events in order, advancing the watermark as they come."""
+        out = Output()
+        for event in events:
+            if self.ingest(event) is None:
+                out.extend(self.advance(self.watermark_us))  # type: ignore[arg-type]
+        return out
+
+    # -- time ----------------------------------------------------------------
+    def advance(self, watermark_us: int) -> Output:
+        """Move the watermark forward (never back) and close what is due."""
+        if self.watermark_us is None or watermark_us > self.watermark_us:
+            self.watermark_us = watermark_us
+        frontier = self.frontier_us
+        assert frontier is not None
+        if self._next_close_us is not None and frontier < self._next_close_us:
+            return Output()
+        return self._close_until(frontier, final=False)
+
+    def flush(self) -> Output:
+        """End of input: attribute time up to the watermark and close every window."""
+        if self.watermark_us is None:
+            return Output()
+        return self._close_until(self.watermark_us, final=True)
+
+    def _close_until(self, frontier: int, *, final: bool) -> Output:
+        out = Output()
+        for timeline in self.machines.values():
+            self._attribute(timeline, frontier, out)
+        floor = frontier if self.closed_until_us is None else self.closed_until_us
+        for verdict in self.book.decide(frontier, floor):
+            self._count_order(verdict)
+        due = sorted(
+            {w for w in (*self.oee, *self.orders) if final or w.end_us <= frontier},
+            key=lambda w: (w.end_us, w.start_us, self._label_rank[w.label]),
+        )
+        for window in due:
+            out.extend(self._close_window(window))
+        self.closed_until_us = frontier
+        self._next_close_us = self._next_boundary(frontier)
+        self.seen = {k: ts for k, ts in self.seen.items() if ts >= frontier}
+        self.book.forget_decided(frontier - self.decided_memory_us)
+        return out
+
+    def _next_boundary(self, frontier: int) -> int:
+        nxt = self._ticks.containing(frontier).end_us
+        if self.windows.calendar:
+            for shift in self.windows.calendar.occurrences(frontier, nxt):
+                if frontier < shift.end_us < nxt:
+                    nxt = shift.end_us
+        return nxt
+
+    # -- attribution ---------------------------------------------------------
+    def _attribute(self, timeline: MachineTimeline, until_us: int, out: Output) -> None:
+        mkey = (timeline.site, timeline.line, timeline.machine)
+        for segment in timeline.attribute(until_us, self.heartbeat_us):
+            self._add_segment(mkey, segment)
+        silent_since = timeline.silent_since_us(self.heartbeat_us)
+        if (
+            silent_since is not None
+            and silent_since < until_us
+            and self.silence_alerted.get(timeline.machine) != silent_since
+        ):
+            self.silence_alerted[timeline.machine] = silent_since
+            out.alerts.append(no_data_alert(*mkey, silent_since))
+
+    def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
+        if seg.failure_at_start:
+            for window in self.windows.containing(seg.start_us):
+                self.oee[window].setdefault(mkey, OeeState()).failures += 1
+            return
+        for start, end, in_shift in split_planned(seg.start_us, seg.end_us, self.windows.calendar):
+            # Outside shifts all time is planned downtime, except running:
+            # overtime production is production (its units count too).
+            bucket = seg.bucket if in_shift or seg.bucket == "running" else "planned_stop"
+            reason = seg.reason if bucket == seg.bucket else None
+            for window in self.windows.overlapping(start, end):
+                piece = min(end, window.end_us) - max(start, window.start_us)
+                state = self.oee[window].setdefault(mkey, OeeState())
+                state.add_time(bucket, piece, reason)
+
+    def _count_order(self, verdict: OrderVerdict) -> None:
+        key = (verdict.direction, verdict.segment)
+        for window in self.windows.containing(verdict.decided_us):
+            self.orders[window].setdefault(key, PerfectOrderState()).add(verdict)
+        self.stats[f"orders_decided.{verdict.how}"] += 1
+
+    # -- closing -------------------------------------------------------------
+    def _close_window(self, window: Window) -> Output:
+        out = Output()
+        machines = self.oee.pop(window, {})
+        orders = self.orders.pop(window, {})
+        lines: dict[tuple[str, str], OeeState] = defaultdict(OeeState)
+        sites: dict[str, OeeState] = defaultdict(OeeState)
+        for (site, line, machine), state in sorted(machines.items()):
+            out.records.append(
+                oee_record(
+                    "machine", {"site": site, "line": line, "machine": machine}, window, state
+                )
+            )
+            lines[site, line].merge(state)
+            sites[site].merge(state)
+        for (site, line), state in sorted(lines.items()):
+            out.records.append(oee_record("line", {"site": site, "line": line}, window, state))
+        for site, state in sorted(sites.items()):
+            out.records.append(oee_record("site", {"site": site}, window, state))
+        if window.label == self.config.pchart_scrap_label():
+            for (site, line), state in sorted(lines.items()):
+                self._chart(
+                    f"scrap/{site}/{line}", window, state.total - state.good, state.total, out
+                )
+        for (direction, segment), state in sorted(orders.items()):
+            out.records.append(perfect_order_record(direction, segment, window, state))
+        if window.label == self.config.pchart_orders_label():
+            for (direction, segment), state in sorted(orders.items()):
+                chart = f"orders/{direction}/{segment}"
+                self._chart(chart, window, state.decided - state.perfect, state.decided, out)
+        if window.label in self.config.chain_labels() and (machines or orders):
+            by_direction: dict[str, PerfectOrderState] = defaultdict(PerfectOrderState)
+            for (direction, _), state in orders.items():
+                by_direction[direction].merge(state)
+            plant = OeeState.merged(machines.values()).result()["oee"]
+            out.records.append(
+                chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
+            )
+        self.stats["windows_closed"] += 1
+        return out
+
+    def _chart(self, name: str, window: Window, d: int, n: int, out: Output) -> None:
+        chart = self.charts.get(name)
+        if chart is None:
+            chart = self.charts[name] = PChart(self._pchart_config)
+        point = chart.add(d, n)
+        if point is None:
+            return
+        out.records.append(pchart_record(name, window, point))
+        if point.violations:
+            out.alerts.append(pchart_alert(name, window, point))

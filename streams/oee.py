@@ -1,0 +1,138 @@
+"""OEE on the ISO 22400-2 time model, as an additive state.
+
+An `OeeState` holds only summable components: time per state bucket in
+integer microseconds, ideal time of the produced units, unit counts and the
+number of failures. Ratios are computed once, from the sums, by `result()`:
+roll-ups (line, site, longer windows) merge states and never average ratios.
+
+    availability = running / planned             (APT / PBT)
+    performance  = ideal / running               (sum of ideal cycle x units / APT)
+    quality      = good / total
+    oee          = availability x performance x quality
+    mtbf         = running / failures, mttr = down / failures
+
+>>> s = OeeState(running_us=2_880 * US, down_us=720 * US, ideal_us=2_304 * US, total=1_000, good=950)
+>>> r = s.result()
+>>> round(r["availability"], 3), round(r["performance"], 3), round(r["quality"], 3), round(r["oee"], 3)
+(0.8, 0.8, 0.95, 0.608)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from streams.timeutil import US
+
+STATE_BUCKETS = ("running", "idle", "down", "setup", "planned_stop", "no_data")
+"""Time buckets: the five machine states of the contract plus no-data."""
+
+LOSS_STATES = frozenset({"down", "setup", "idle"})
+"""States inside planned busy time that lose production; their reasons are kept."""
+
+
+def ratio(num: float, den: float) -> float | None:
+    """num / den, or None when the denominator is zero."""
+    return num / den if den else None
+
+
+@dataclass
+class OeeState:
+    """Summable OEE components of one machine (or a roll-up) over one window."""
+
+    running_us: int = 0
+    idle_us: int = 0
+    down_us: int = 0
+    setup_us: int = 0
+    planned_stop_us: int = 0
+    no_data_us: int = 0
+    ideal_us: int = 0
+    total: int = 0
+    good: int = 0
+    failures: int = 0
+    downtime_by_reason_us: dict[str, int] = field(default_factory=dict)
+
+    # -- updates -----------------------------------------------------------
+    def add_time(self, bucket: str, duration_us: int, reason: str | None = None) -> None:
+        """Add time to a state bucket; losses also count by reason."""
+        attr = f"{bucket}_us"
+        setattr(self, attr, getattr(self, attr) + duration_us)
+        if bucket in LOSS_STATES:
+            key = reason or bucket
+            self.downtime_by_reason_us[key] = self.downtime_by_reason_us.get(key, 0) + duration_us
+
+    def add_units(self, total: int, good: int, ideal_us: int) -> None:
+        self.total += total
+        self.good += good
+        self.ideal_us += ideal_us
+
+    def merge(self, other: OeeState) -> OeeState:
+        """In-place sum with another state; returns self."""
+        for f in fields(self):
+            if f.name == "downtime_by_reason_us":
+                for key, value in other.downtime_by_reason_us.items():
+                    self.downtime_by_reason_us[key] = self.downtime_by_reason_us.get(key, 0) + value
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    @classmethod
+    def merged(cls, states: Iterable[OeeState]) -> OeeState:
+        total = cls()
+        for s in states:
+            total.merge(s)
+        return total
+
+    # -- results -----------------------------------------------------------
+    @property
+    def planned_us(self) -> int:
+        """Planned busy time (PBT): in-shift time not planned-stopped, data known."""
+        return self.running_us + self.idle_us + self.down_us + self.setup_us
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.planned_us or self.planned_stop_us or self.no_data_us or self.total)
+
+    def result(self) -> dict[str, Any]:
+        """Seconds, counts and ratios in the field names of the `oee` record."""
+        availability = ratio(self.running_us, self.planned_us)
+        performance = ratio(self.ideal_us, self.running_us)
+        quality = ratio(self.good, self.total)
+        parts = (availability, performance, quality)
+        oee = None if None in parts else availability * performance * quality  # type: ignore[operator]
+        return {
+            "planned_s": self.planned_us / US,
+            "running_s": self.running_us / US,
+            "down_s": self.down_us / US,
+            "setup_s": self.setup_us / US,
+            "idle_s": self.idle_us / US,
+            "planned_stop_s": self.planned_stop_us / US,
+            "no_data_s": self.no_data_us / US,
+            "ideal_s": self.ideal_us / US,
+            "total": self.total,
+            "good": self.good,
+            "failures": self.failures,
+            "availability": availability,
+            "performance": performance,
+            "quality": quality,
+            "oee": oee,
+            "mtbf_s": ratio(self.running_us / US, self.failures),
+            "mttr_s": ratio(self.down_us / US, self.failures),
+            "downtime_by_reason_s": {
+                k: v / US for k, v in sorted(self.downtime_by_reason_us.items())
+            },
+            # Performance above 1 means the ideal cycle time is set too slow:
+            # exported as it is, flagged for data quality, never clipped.
+            "performance_above_ideal": performance is not None and performance > 1.0,
+        }
+
+    # -- storage -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["downtime_by_reason_us"] = dict(self.downtime_by_reason_us)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OeeState:
+        return cls(**{**data, "downtime_by_reason_us": dict(data["downtime_by_reason_us"])})

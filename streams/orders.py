@@ -1,0 +1,172 @@
+"""Open orders and the moment each one is decided.
+
+An order is decided at the earliest of:
+- complete: the delivery that brings every line to its ordered quantity
+  (time: that delivery's `delivered_at`);
+- closed: an `order_closed` event (time: its `ts`);
+- expired: `promised_at + grace` while still open (time: that instant).
+
+A decision at time T is final only once the engine's frontier (watermark
+minus allowed lateness) has passed T: until then an earlier delivery may
+still arrive. Deliveries up to T are judged; later ones are counted as
+arriving after the decision and change nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.perfect_order import OrderVerdict
+
+Shipment = tuple[int, bool, list[tuple[int, float, float]]]
+"""(delivered_us, documents_ok, [(line_no, qty, damaged_qty), ...])"""
+
+
+@dataclass
+class OpenOrder:
+    order_id: str
+    direction: str | None = None
+    segment: str | None = None
+    partner: str | None = None
+    created_us: int | None = None
+    amended_us: int | None = None
+    promised_us: int | None = None
+    lines: dict[int, float] = field(default_factory=dict)
+    shipments: list[Shipment] = field(default_factory=list)
+    closed_us: int | None = None
+
+    def completed_us(self) -> int | None:
+        """delivered_at of the delivery that completes every line, if any."""
+        if not self.lines:
+            return None
+        delivered = dict.fromkeys(self.lines, 0.0)
+        for at, _, items in sorted(self.shipments, key=lambda s: s[0]):
+            for line_no, qty, _ in items:
+                if line_no in delivered:
+                    delivered[line_no] += qty
+            if all(delivered[n] >= q for n, q in self.lines.items()):
+                return at
+        return None
+
+    def decision(self, grace_us: int) -> tuple[int, str] | None:
+        """(time, how) of this order's decision as the data stand now."""
+        if self.promised_us is None:
+            return None  # shipments seen, the order itself not yet
+        candidates = [(self.promised_us + grace_us, "expired")]
+        if (done := self.completed_us()) is not None:
+            candidates.append((done, "complete"))
+        if self.closed_us is not None:
+            candidates.append((self.closed_us, "closed"))
+        return min(candidates)
+
+    def judge(self, decided_us: int, how: str, tolerance_us: int) -> OrderVerdict:
+        """The verdict on deliveries up to the decision time."""
+        assert self.promised_us is not None and self.created_us is not None
+        counted = [s for s in self.shipments if s[0] <= decided_us]
+        delivered = dict.fromkeys(self.lines, 0.0)
+        damaged = 0.0
+        for _, _, items in counted:
+            for line_no, qty, bad in items:
+                damaged += bad
+                if line_no in delivered:
+                    delivered[line_no] += qty
+        lines_in_full = sum(delivered[n] >= q for n, q in self.lines.items())
+        deadline = self.promised_us + tolerance_us
+        return OrderVerdict(
+            order_id=self.order_id,
+            direction=self.direction or "",
+            segment=self.segment or "",
+            partner=self.partner or "",
+            decided_us=decided_us,
+            how=how,
+            on_time=bool(counted) and all(s[0] <= deadline for s in counted),
+            in_full=lines_in_full == len(self.lines),
+            damage_free=damaged == 0,
+            documents_ok=all(s[1] for s in counted),
+            lines_ordered=len(self.lines),
+            lines_in_full=lines_in_full,
+            units_ordered=sum(self.lines.values()),
+            units_delivered=sum(min(delivered[n], q) for n, q in self.lines.items()),
+            cycle_time_us=decided_us - self.created_us if how == "complete" else None,
+        )
+
+
+class OrderBook:
+    """Open orders keyed by order id, with a heap of decision candidates."""
+
+    def __init__(self, grace_us: int, tolerance_us: int) -> None:
+        self.grace_us = grace_us
+        self.tolerance_us = tolerance_us
+        self.open: dict[str, OpenOrder] = {}
+        self.decided: dict[str, int] = {}  # order id -> decision time
+        self.ignored: Counter[str] = Counter()
+        self._heap: list[tuple[int, str]] = []
+
+    def apply(self, event: Any) -> str | None:
+        """Apply an orders or shipments event; returns why it was ignored, if it was."""
+        oid = event.order_id
+        if oid in self.decided:
+            self.ignored[f"{event.type}_after_decision"] += 1
+            return f"{event.type}_after_decision"
+        order = self.open.setdefault(oid, OpenOrder(oid))
+        if event.type == "order":
+            ts = event.ts_us
+            if order.amended_us is not None and ts < order.amended_us:
+                self.ignored["stale_amendment"] += 1
+                return "stale_amendment"  # an older version arriving late
+            order.created_us = ts if order.created_us is None else min(order.created_us, ts)
+            order.amended_us = ts
+            order.direction, order.segment, order.partner = (
+                event.direction,
+                event.segment,
+                event.partner,
+            )
+            order.promised_us = event.promised_at_us
+            order.lines = {line.line_no: float(line.qty) for line in event.lines}
+        elif event.type == "shipment":
+            items = [
+                (line.line_no, float(line.qty), float(line.damaged_qty)) for line in event.lines
+            ]
+            order.shipments.append((event.delivered_at_us, event.documents_ok, items))
+        elif event.type == "order_closed":
+            order.closed_us = (
+                event.ts_us if order.closed_us is None else min(order.closed_us, event.ts_us)
+            )
+        elif event.type == "order_cancelled":
+            del self.open[oid]
+            self.decided[oid] = event.ts_us  # nothing more of it counts
+            self.ignored["cancelled"] += 1
+            return None
+        if (found := order.decision(self.grace_us)) is not None:
+            heapq.heappush(self._heap, (found[0], oid))
+        return None
+
+    def decide(self, frontier_us: int, floor_us: int) -> list[OrderVerdict]:
+        """Orders whose decision time is before the frontier, in time order.
+
+        A decision time before `floor_us` (the frontier already passed, e.g.
+        an order that arrived after its grace ran out) is moved up to it, so
+        that it lands in a window that is still open.
+        """
+        verdicts: list[OrderVerdict] = []
+        while self._heap and self._heap[0][0] < frontier_us:
+            _, oid = heapq.heappop(self._heap)
+            order = self.open.get(oid)
+            if order is None:
+                continue
+            found = order.decision(self.grace_us)
+            if found is None or found[0] >= frontier_us:
+                continue  # the candidate moved (an amendment); a newer entry waits
+            decided_us = max(found[0], floor_us)
+            verdicts.append(order.judge(decided_us, found[1], self.tolerance_us))
+            del self.open[oid]
+            self.decided[oid] = decided_us
+        verdicts.sort(key=lambda v: (v.decided_us, v.order_id))
+        return verdicts
+
+    def forget_decided(self, before_us: int) -> None:
+        """Drop the memory of orders decided before `before_us`."""
+        self.decided = {k: v for k, v in self.decided.items() if v >= before_us}

@@ -1,0 +1,142 @@
+"""Perfect order (SCOR RL.1.1), OTIF and fill rates, as an additive state.
+
+Each decided order is judged once (see `streams.orders`) and counted into a
+`PerfectOrderState` per direction, segment and window. Rates are computed
+from the sums:
+
+    perfect_order_rate = perfect / decided          (the true per-order rate)
+    component_product  = on_time% x in_full% x damage_free% x documents_ok%
+    otif_rate          = on time and in full / decided
+    line_fill_rate     = lines in full / lines ordered
+    unit_fill_rate     = sum(min(delivered, ordered)) / sum(ordered)
+    order_fill_rate    = orders in full / decided
+
+>>> s = PerfectOrderState(decided=100, perfect=50, on_time=90, in_full=80, damage_free=70, documents_ok=100)
+>>> round(s.result()["component_product"], 3)
+0.504
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from streams.oee import ratio
+from streams.timeutil import US
+
+
+@dataclass(frozen=True)
+class OrderVerdict:
+    """The judgement of one decided order."""
+
+    order_id: str
+    direction: str
+    segment: str
+    partner: str
+    decided_us: int
+    how: str  # "complete", "closed" or "expired"
+    on_time: bool
+    in_full: bool
+    damage_free: bool
+    documents_ok: bool
+    lines_ordered: int
+    lines_in_full: int
+    units_ordered: float
+    units_delivered: float
+    cycle_time_us: int | None
+
+    @property
+    def perfect(self) -> bool:
+        return self.on_time and self.in_full and self.damage_free and self.documents_ok
+
+    @property
+    def quality_ok(self) -> bool:
+        """Undamaged with accurate documents (the chain's quality factor)."""
+        return self.damage_free and self.documents_ok
+
+
+@dataclass
+class PerfectOrderState:
+    """Summable counts of decided orders over one window."""
+
+    decided: int = 0
+    perfect: int = 0
+    on_time: int = 0
+    in_full: int = 0
+    damage_free: int = 0
+    documents_ok: int = 0
+    otif: int = 0
+    quality_ok: int = 0
+    lines_ordered: int = 0
+    lines_in_full: int = 0
+    units_ordered: float = 0.0
+    units_delivered: float = 0.0
+    cycle_time_us: int = 0
+    cycle_count: int = 0
+
+    def add(self, v: OrderVerdict) -> None:
+        self.decided += 1
+        self.perfect += v.perfect
+        self.on_time += v.on_time
+        self.in_full += v.in_full
+        self.damage_free += v.damage_free
+        self.documents_ok += v.documents_ok
+        self.otif += v.on_time and v.in_full
+        self.quality_ok += v.quality_ok
+        self.lines_ordered += v.lines_ordered
+        self.lines_in_full += v.lines_in_full
+        self.units_ordered += v.units_ordered
+        self.units_delivered += v.units_delivered
+        if v.cycle_time_us is not None:
+            self.cycle_time_us += v.cycle_time_us
+            self.cycle_count += 1
+
+    def merge(self, other: PerfectOrderState) -> PerfectOrderState:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def result(self) -> dict[str, Any]:
+        shares = [
+            ratio(x, self.decided)
+            for x in (self.on_time, self.in_full, self.damage_free, self.documents_ok)
+        ]
+        product = None
+        if None not in shares:
+            product = shares[0] * shares[1] * shares[2] * shares[3]  # type: ignore[operator]
+        mean_cycle = ratio(self.cycle_time_us, self.cycle_count)
+        return {
+            "decided": self.decided,
+            "perfect": self.perfect,
+            "on_time": self.on_time,
+            "in_full": self.in_full,
+            "damage_free": self.damage_free,
+            "documents_ok": self.documents_ok,
+            "otif": self.otif,
+            "lines_ordered": self.lines_ordered,
+            "lines_in_full": self.lines_in_full,
+            "units_ordered": self.units_ordered,
+            "units_delivered": self.units_delivered,
+            "perfect_order_rate": ratio(self.perfect, self.decided),
+            "component_product": product,
+            "otif_rate": ratio(self.otif, self.decided),
+            "line_fill_rate": ratio(self.lines_in_full, self.lines_ordered),
+            "unit_fill_rate": ratio(self.units_delivered, self.units_ordered),
+            "order_fill_rate": ratio(self.in_full, self.decided),
+            "mean_cycle_time_s": None if mean_cycle is None else mean_cycle / US,
+        }
+
+    @property
+    def quality_rate(self) -> float | None:
+        return ratio(self.quality_ok, self.decided)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        return ratio(self.otif, self.decided)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerfectOrderState:
+        return cls(**data)

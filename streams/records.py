@@ -1,0 +1,117 @@
+"""Output records of the event contract (kpi-windows and kpi-alerts).
+
+Plain functions from engine state to JSON-ready dicts, one per record kind,
+so the live pipeline and `kpimon replay` print the very same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from streams.oee import OeeState
+from streams.pchart import PChartPoint
+from streams.perfect_order import PerfectOrderState
+from streams.timeutil import iso
+from streams.windows import Window
+
+
+def window_fields(window: Window) -> dict[str, Any]:
+    return {"window": window.label, "start": iso(window.start_us), "end": iso(window.end_us)}
+
+
+def oee_record(scope: str, keys: dict[str, str], window: Window, state: OeeState) -> dict[str, Any]:
+    return {"kpi": "oee", "scope": scope, **keys, **window_fields(window), **state.result()}
+
+
+def perfect_order_record(
+    direction: str, segment: str, window: Window, state: PerfectOrderState
+) -> dict[str, Any]:
+    return {
+        "kpi": "perfect_order",
+        "direction": direction,
+        "segment": segment,
+        **window_fields(window),
+        **state.result(),
+    }
+
+
+def pchart_record(chart: str, window: Window, point: PChartPoint) -> dict[str, Any]:
+    return {
+        "kpi": "pchart",
+        "chart": chart,
+        **window_fields(window),
+        "d": point.d,
+        "n": point.n,
+        "p": point.p,
+        "center": point.center,
+        "ucl": point.ucl,
+        "lcl": point.lcl,
+        "sigma": point.sigma,
+        "z": point.z,
+        "phase": point.phase,
+        "method": point.method,
+        "sigma_z": point.sigma_z,
+        "violations": list(point.violations),
+        "low_count": point.low_count,
+    }
+
+
+def chain_record(
+    window: Window,
+    inbound: PerfectOrderState,
+    outbound: PerfectOrderState,
+    oee: float | None,
+) -> dict[str, Any]:
+    """OPE x OEE x OLE; each factor None when its data are missing."""
+    iq, idl = inbound.quality_rate, inbound.delivery_rate
+    oq, odl = outbound.quality_rate, outbound.delivery_rate
+    ope = None if iq is None or idl is None else iq * idl
+    ole = None if oq is None or odl is None else oq * odl
+    overall = None if None in (ope, oee, ole) else ope * oee * ole  # type: ignore[operator]
+    return {
+        "kpi": "chain",
+        **window_fields(window),
+        "ope": ope,
+        "oee": oee,
+        "ole": ole,
+        "overall": overall,
+        "inbound_quality": iq,
+        "inbound_delivery": idl,
+        "outbound_quality": oq,
+        "outbound_delivery": odl,
+        "inbound_decided": inbound.decided,
+        "outbound_decided": outbound.decided,
+    }
+
+
+def alert_id(*parts: object) -> str:
+    """A stable id: the same breach published twice has the same id."""
+    text = "|".join(str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def pchart_alert(chart: str, window: Window, point: PChartPoint) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id("pchart_rule", chart, window.label, window.start_us),
+        "kind": "pchart_rule",
+        "severity": "critical" if "WE1" in point.violations else "warning",
+        "chart": chart,
+        **window_fields(window),
+        "rules": list(point.violations),
+        "value": point.p,
+        "limit": point.ucl if point.p >= point.center else point.lcl,
+        "center": point.center,
+    }
+
+
+def no_data_alert(site: str, line: str, machine: str, silent_since_us: int) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id("no_data", machine, silent_since_us),
+        "kind": "no_data",
+        "severity": "warning",
+        "site": site,
+        "line": line,
+        "machine": machine,
+        "since": iso(silent_since_us),
+    }
