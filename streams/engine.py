@@ -74,7 +74,6 @@ class Engine:
         self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"))
         self.charts: dict[str, PChart] = {}
         self.seen: dict[tuple[str, str], int] = {}  # (source, event_id) -> ts
-        self.silence_alerted: dict[str, int] = {}
 
         self.watermark_us: int | None = None
         self.closed_until_us: int | None = None
@@ -157,7 +156,8 @@ class Engine:
         for timeline in self.machines.values():
             self._attribute(timeline, frontier, out)
         floor = frontier if self.closed_until_us is None else self.closed_until_us
-        for verdict in self.book.decide(frontier, floor):
+        # At the end of input a decision at the last instant is final too.
+        for verdict in self.book.decide(frontier + final, floor):
             self._count_order(verdict)
         due = sorted(
             {w for w in (*self.oee, *self.orders) if final or w.end_us <= frontier},
@@ -184,14 +184,8 @@ class Engine:
         mkey = (timeline.site, timeline.line, timeline.machine)
         for segment in timeline.attribute(until_us, self.heartbeat_us):
             self._add_segment(mkey, segment)
-        silent_since = timeline.silent_since_us(self.heartbeat_us)
-        if (
-            silent_since is not None
-            and silent_since < until_us
-            and self.silence_alerted.get(timeline.machine) != silent_since
-        ):
-            self.silence_alerted[timeline.machine] = silent_since
-            out.alerts.append(no_data_alert(*mkey, silent_since))
+            if segment.silence_starts:
+                out.alerts.append(no_data_alert(*mkey, segment.start_us))
 
     def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
         if seg.failure_at_start:

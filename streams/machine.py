@@ -35,6 +35,7 @@ class Segment:
     bucket: str
     reason: str | None = None
     failure_at_start: bool = False
+    silence_starts: bool = False
 
 
 @dataclass
@@ -102,7 +103,8 @@ class MachineTimeline:
         if live_until > start_us:
             yield Segment(start_us, live_until, self.state, self.reason)
         if end_us > live_until:
-            yield Segment(live_until, end_us, "no_data")
+            lapse = self.last_seen_us is not None and live_until == self.last_seen_us + heartbeat_us
+            yield Segment(live_until, end_us, "no_data", silence_starts=lapse)
 
     def silent_since_us(self, heartbeat_us: int) -> int | None:
         """When the machine's data stopped (its last event + heartbeat), if known."""

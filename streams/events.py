@@ -1,0 +1,534 @@
+"""Input events of the kpimon contract v1: strict models and a decoder that never raises.
+
+A Kafka message value is one event object or a JSON array of them (a batch).
+`decode_message` turns raw bytes into validated events plus one readable
+`EventError` per rejected message or batch element; the good elements of a
+batch survive their bad neighbours. Timestamps must be RFC 3339 with an
+explicit offset; every `*_us` property is integer microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from streams.timeutil import to_us
+
+MAX_STR = 256
+"""Longest accepted string field, in characters: garbage can't blow memory."""
+MAX_LINES = 10_000
+"""Most lines accepted in one order or shipment."""
+
+MachineState = Literal["running", "idle", "down", "setup", "planned_stop"]
+Direction = Literal["outbound", "inbound"]
+ErrorReason = Literal[
+    "undecodable",
+    "schema",
+    "key_mismatch",
+    "wrong_topic",
+    "message_too_large",
+    "batch_too_long",
+    "not_an_object",
+]
+
+# ---------------------------------------------------------------- field types
+
+_RFC3339_TEXT = r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+_RFC3339 = re.compile(_RFC3339_TEXT + "?")  # offset optional here so a naive one gets its own error
+
+
+def _error(template: str, **ctx: Any) -> PydanticCustomError:
+    """A contract violation; ctx `field` reports it under that sub-field of the failing location."""
+    return PydanticCustomError("contract", template, ctx)
+
+
+def _parse_rfc3339(value: object) -> object:
+    """RFC 3339 text -> aware datetime; datetimes pass through for Python producers.
+
+    Done by hand rather than by pydantic's lax datetime parsing, which would
+    also take unix-second numbers and digit strings as timestamps.
+    """
+    if isinstance(value, datetime):
+        return value  # AwareDatetime still rejects a naive one
+    if not isinstance(value, str):
+        raise _error("expected an RFC 3339 timestamp string, got {got}", got=_json_type(value))
+    match = _RFC3339.fullmatch(value) if len(value) <= 64 else None
+    if match is None:
+        raise _error("not an RFC 3339 timestamp like 2026-11-22T06:00:00Z: {t}", t=_short(value))
+    date, time, fraction, offset = match.groups()
+    if offset is None:
+        raise _error("timestamp has no timezone offset")
+    micros = (fraction or "")[:6].ljust(6, "0")  # RFC 3339 allows any precision; keep µs
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
+        to_us(parsed)  # far-off years overflow here rather than in a later `ts_us`
+    except (ValueError, OverflowError):
+        raise _error("not a valid date and time: {t}", t=_short(value)) from None
+    return parsed
+
+
+def _as_lines(value: object) -> object:
+    """Check a `lines` array's length, then make it a tuple so frozen events stay hashable.
+
+    The length is checked here, before the items: pydantic's own tuple length
+    check would add a bogus "too short" error whenever an item is invalid.
+    """
+    if not isinstance(value, list | tuple):
+        return value
+    if not value:
+        raise _error("must not be empty")
+    if len(value) > MAX_LINES:
+        raise _error("{n} lines, over the limit of {limit}", n=len(value), limit=MAX_LINES)
+    return tuple(value)
+
+
+_L = TypeVar("_L", bound="OrderLine | ShipmentLine")
+
+
+def _unique_line_nos(lines: tuple[_L, ...]) -> tuple[_L, ...]:
+    first: dict[int, int] = {}
+    for i, line in enumerate(lines):
+        if line.line_no in first:
+            raise _error(
+                "duplicate line_no {no} (also in lines[{first}])",
+                field=f"[{i}].line_no",
+                no=line.line_no,
+                first=first[line.line_no],
+            )
+        first[line.line_no] = i
+    return lines
+
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_STR)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_parse_rfc3339),
+    Field(json_schema_extra={"pattern": f"^{_RFC3339_TEXT}$"}),
+]
+Quantity = Annotated[float, Field(ge=0)]
+UnitCount = Annotated[int, Field(ge=0)]
+
+
+def _lines(model: type[_L]) -> Any:
+    return Annotated[
+        tuple[model, ...],  # type: ignore[valid-type]
+        BeforeValidator(_as_lines),
+        Field(json_schema_extra={"minItems": 1, "maxItems": MAX_LINES}),
+        AfterValidator(_unique_line_nos),
+    ]
+
+
+def _require_type(schema: dict[str, Any]) -> None:
+    # `type` has a default for Python producers, but on the wire it is required.
+    schema["required"] = ["type", *schema.get("required", [])]
+
+
+# ---------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        str_max_length=MAX_STR,
+    )
+
+
+class _EventBase(_Model):
+    model_config = ConfigDict(json_schema_extra=_require_type)
+
+    source: ClassVar[str]
+    """Input topic kind this event belongs on."""
+    key_field: ClassVar[str]
+    """Field whose value is the Kafka message key."""
+
+    type: str
+    event_id: Id = Field(description="Unique per producer; used to drop duplicates.")
+    ts: Timestamp = Field(description="Event time at the source, RFC 3339 with offset.")
+
+    @property
+    def ts_us(self) -> int:
+        """Event time, microseconds since the epoch."""
+        return to_us(self.ts)
+
+    @property
+    def key(self) -> str:
+        """The Kafka message key this event belongs to."""
+        return str(getattr(self, self.key_field))
+
+
+class _MachineEvent(_EventBase):
+    source: ClassVar[str] = "machine-state"
+    key_field: ClassVar[str] = "machine"
+
+    site: Id
+    line: Id
+    machine: Id = Field(description="Machine id; the message key.")
+
+
+class StateEvent(_MachineEvent):
+    """A machine entered `state` at `ts` and stays in it until its next state event."""
+
+    type: Literal["state"] = "state"
+    state: MachineState
+    reason: Id | None = Field(
+        default=None, description="Optional code, e.g. jam, no_material, break, changeover."
+    )
+
+
+class CountEvent(_MachineEvent):
+    """Units a machine produced since its previous count event (deltas, 0 <= good <= total)."""
+
+    type: Literal["count"] = "count"
+    product: Id
+    ideal_cycle_s: float = Field(gt=0, description="Ideal cycle time per unit, seconds (> 0).")
+    total: UnitCount = Field(description="Units produced since the previous count event.")
+    good: UnitCount = Field(description="Good units among `total`.")
+
+    @model_validator(mode="after")
+    def _good_within_total(self) -> CountEvent:
+        if self.good > self.total:
+            raise _error(
+                "{good} exceeds total {total}", field="good", good=self.good, total=self.total
+            )
+        return self
+
+
+class OrderLine(_Model):
+    """One ordered line: `qty` units of `sku`."""
+
+    line_no: int = Field(ge=1)
+    sku: Id
+    qty: Quantity = Field(description="Ordered quantity, units (>= 0).")
+
+
+class ShipmentLine(_Model):
+    """Units delivered against one order line, and how many of them arrived damaged."""
+
+    line_no: int = Field(ge=1, description="The order line this delivers against.")
+    qty: Quantity = Field(description="Delivered quantity, units (>= 0).")
+    damaged_qty: Quantity = Field(
+        description="Damaged units among `qty` (0 <= damaged_qty <= qty)."
+    )
+
+    @model_validator(mode="after")
+    def _damage_within_qty(self) -> ShipmentLine:
+        if self.damaged_qty > self.qty:
+            damaged, qty = _num(self.damaged_qty), _num(self.qty)
+            raise _error(
+                "{damaged} exceeds qty {qty}", field="damaged_qty", damaged=damaged, qty=qty
+            )
+        return self
+
+
+OrderLines = _lines(OrderLine)
+ShipmentLines = _lines(ShipmentLine)
+
+
+class _OrderKeyed(_EventBase):
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Id = Field(description="Order id; the message key.")
+
+
+class OrderEvent(_OrderKeyed):
+    """A customer (outbound) or purchase (inbound) order; a later one with the same order_id amends it."""
+
+    source: ClassVar[str] = "orders"
+
+    type: Literal["order"] = "order"
+    direction: Direction
+    partner: Id = Field(description="Customer (outbound) or supplier (inbound).")
+    segment: Id
+    promised_at: Timestamp = Field(description="Promised delivery time, RFC 3339 with offset.")
+    lines: OrderLines
+
+    @property
+    def promised_at_us(self) -> int:
+        """Promised delivery time, microseconds since the epoch."""
+        return to_us(self.promised_at)
+
+
+class OrderCancelled(_OrderKeyed):
+    """The order is cancelled and not counted."""
+
+    source: ClassVar[str] = "orders"
+    type: Literal["order_cancelled"] = "order_cancelled"
+
+
+class OrderClosed(_OrderKeyed):
+    """The order is closed short: no more deliveries will come, decide it now."""
+
+    source: ClassVar[str] = "orders"
+    type: Literal["order_closed"] = "order_closed"
+
+
+class ShipmentEvent(_OrderKeyed):
+    """A delivery against an order; an order may have several."""
+
+    source: ClassVar[str] = "shipments"
+
+    type: Literal["shipment"] = "shipment"
+    shipment_id: Id
+    direction: Direction
+    delivered_at: Timestamp = Field(description="Delivery time, RFC 3339 with offset.")
+    documents_ok: bool = Field(description="Whether the shipping documents were accurate.")
+    lines: ShipmentLines
+
+    @property
+    def delivered_at_us(self) -> int:
+        """Delivery time, microseconds since the epoch."""
+        return to_us(self.delivered_at)
+
+
+Event = Annotated[
+    StateEvent | CountEvent | OrderEvent | OrderCancelled | OrderClosed | ShipmentEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_MODELS: tuple[type[_EventBase], ...] = get_args(get_args(Event)[0])
+
+
+def event_type(model: type[_EventBase]) -> str:
+    """The `type` tag of an event model, e.g. "state"."""
+    return get_args(model.model_fields["type"].annotation)[0]
+
+
+TOPIC_MODELS: dict[str, tuple[type[_EventBase], ...]] = {
+    topic: tuple(m for m in EVENT_MODELS if m.source == topic)
+    for topic in ("machine-state", "orders", "shipments")
+}
+"""Input topic kind -> the event models that belong on it."""
+EVENT_TYPES: tuple[str, ...] = tuple(event_type(m) for m in EVENT_MODELS)
+
+# ---------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """Why a message, or one element of a batch (`index`), was rejected."""
+
+    reason: ErrorReason
+    message: str
+    index: int | None = None
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """The valid events of one message and one error per rejected message or element."""
+
+    events: list[Event] = field(default_factory=list)
+    errors: list[EventError] = field(default_factory=list)
+
+
+class EventValidationError(ValueError):
+    """An event object broke the contract; the message lists each problem."""
+
+
+_JSON_TYPES = {
+    str: "string", int: "integer", float: "number", bool: "boolean",
+    dict: "object", list: "array", tuple: "array", type(None): "null",
+}  # fmt: skip
+_MAX_PROBLEMS = 10
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _num(value: float) -> int | float:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _short(value: object) -> str:
+    # Never repr containers: a deeply nested one would recurse, a big one would flood logs.
+    if isinstance(value, dict | list | tuple):
+        return _json_type(value)
+    text = repr(_num(value) if isinstance(value, float) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("["):
+            out += part
+        else:
+            out += f".{part}" if out else part
+    return out or "event"
+
+
+_PROBLEMS = {
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field",
+    "literal_error": "unknown value {input}, expected {expected}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "longer than {max_length} characters",
+    "greater_than_equal": "must be >= {ge}, got {input}",
+    "greater_than": "must be > {gt}, got {input}",
+    "finite_number": "must be a finite number",
+    "timezone_aware": "timestamp has no timezone offset",
+    "string_type": "expected a string, got {got}",
+    "int_type": "expected an integer, got {got}",
+    "float_type": "expected a number, got {got}",
+    "bool_type": "expected true or false, got {got}",
+    "tuple_type": "expected an array, got {got}",
+    "model_type": "expected an object, got {got}",
+    "model_attributes_type": "expected an object, got {got}",
+}
+"""Pydantic error type -> our wording; ctx keys, `input` and `got` (its JSON type) fill it."""
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """Pydantic errors -> '<field path>: <problem>', one per problem."""
+    out = []
+    allowed = ", ".join(EVENT_TYPES)
+    for err in exc.errors(include_url=False):
+        kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
+        if kind == "union_tag_invalid":
+            out.append(f"type: unknown event type {_short(ctx.get('tag'))}; allowed: {allowed}")
+            continue
+        if kind == "union_tag_not_found":
+            out.append(f"type: required field is missing; allowed: {allowed}")
+            continue
+        loc = loc[1:] if loc and loc[0] in EVENT_TYPES else loc  # drop the union tag
+        if "field" in ctx:
+            loc = (*loc, ctx["field"])
+        template = _PROBLEMS.get(kind)
+        problem = err["msg"]  # our own errors are already worded
+        if template is not None:
+            fill = {k: _num(v) for k, v in ctx.items()}
+            problem = template.format(input=_short(value), got=_json_type(value), **fill)
+        out.append(f"{_path(loc)}: {problem}")
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = _problems(exc)
+    if len(problems) > _MAX_PROBLEMS:
+        rest = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], f"... and {rest} more"]
+    return "; ".join(problems)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def parse_event(obj: dict[str, Any]) -> Event:
+    """Validate one event object (as decoded from JSON, or built in Python).
+
+    Raises EventValidationError with a '<field path>: <problem>; ...' message.
+    """
+    if not isinstance(obj, dict):
+        raise EventValidationError(f"expected an event object, got {_json_type(obj)}")
+    try:
+        return EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise EventValidationError(_describe(exc)) from exc
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of the event; timestamps as RFC 3339 strings. Inverse of parse_event."""
+    return event.model_dump(mode="json")
+
+
+def _check_one(
+    obj: object, index: int | None, key: str | None, source: str | None
+) -> Event | EventError:
+    if not isinstance(obj, dict):
+        return EventError(
+            "not_an_object", f"expected an event object, got {_json_type(obj)}", index
+        )
+    try:
+        event = EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        return EventError("schema", _describe(exc), index)
+    except Exception as exc:  # a poison message must become an error, never stall the partition
+        return EventError("schema", f"event: cannot validate ({type(exc).__name__})", index)
+    if source is not None and event.source != source:
+        allowed = ", ".join(event_type(m) for m in TOPIC_MODELS[source])
+        message = f"type: {event.type!r} does not belong on topic {source!r} (allowed: {allowed})"
+        return EventError("wrong_topic", message, index)
+    if key is not None and event.key != key:
+        message = (
+            f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
+        )
+        return EventError("key_mismatch", message, index)
+    return event
+
+
+def decode_message(
+    value: bytes | str,
+    *,
+    key: str | bytes | None = None,
+    source: str | None = None,
+    max_bytes: int = 1_048_576,
+    max_batch: int = 10_000,
+) -> DecodeResult:
+    """One Kafka message value (an event object or a JSON array of them) -> events and errors.
+
+    `key`, if given, must equal every event's `key`; `source` ("machine-state",
+    "orders", "shipments"), if given, must be every event's topic kind.
+    `max_bytes` is the largest accepted value in bytes, `max_batch` the longest
+    accepted batch in events. Never raises on any value; raises ValueError only
+    for an unknown `source`, which is a caller bug.
+    """
+    if source is not None and source not in TOPIC_MODELS:
+        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(TOPIC_MODELS)}")
+    if isinstance(value, str):
+        size = len(value) if len(value) > max_bytes else len(value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, bytes | bytearray | memoryview):
+        size = len(value)
+    else:
+        return _rejected("undecodable", f"expected bytes, got {_json_type(value)}")
+    if size > max_bytes:
+        return _rejected(
+            "message_too_large", f"message is {size} bytes, over the limit of {max_bytes}"
+        )
+    try:
+        doc = orjson.loads(value)
+    except Exception as exc:  # JSONDecodeError, including depth limit, bad UTF-8 and NaN
+        return _rejected("undecodable", f"not valid JSON: {exc}")
+    if isinstance(doc, list) and len(doc) > max_batch:
+        return _rejected(
+            "batch_too_long", f"batch has {len(doc)} events, over the limit of {max_batch}"
+        )
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    items: Iterable[tuple[int | None, object]] = (
+        enumerate(doc) if isinstance(doc, list) else [(None, doc)]
+    )
+    result = DecodeResult()
+    for index, obj in items:
+        outcome = _check_one(obj, index, key, source)
+        if isinstance(outcome, EventError):
+            result.errors.append(outcome)
+        else:
+            result.events.append(outcome)
+    return result
+
+
+def _rejected(reason: ErrorReason, message: str) -> DecodeResult:
+    return DecodeResult(errors=[EventError(reason, message)])

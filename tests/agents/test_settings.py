@@ -1,0 +1,76 @@
+"""Configuration from a TOML file and the environment, validated up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.settings import SettingsError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kpimon.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_documented_values() -> None:
+    engine = load_settings().engine
+    assert engine.window_labels() == ["1m", "1h", "1d"]
+    assert (engine.allowed_lateness, engine.heartbeat_timeout, engine.decision_grace) == (
+        "5m",
+        "10m",
+        "7d",
+    )
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[engine]\nallowed_lateness = "2m"\nheartbeat_timeout = "20m"\n')
+    monkeypatch.setenv("KPIMON_ENGINE__HEARTBEAT_TIMEOUT", "3m")
+    engine = load_settings(path).engine
+    assert (engine.allowed_lateness, engine.heartbeat_timeout) == ("2m", "3m")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[engine]\nwindows = ["1x"]\n', "engine.windows"),
+        ('[engine]\nheartbeat_timeout = "0s"\n', "engine.heartbeat_timeout"),
+        ("[engine]\nbogus = 1\n", "engine.bogus"),
+        ('[engine.pchart]\nmode = "magic"\n', "engine.pchart.mode"),
+        ('[engine.pchart]\nscrap_window = "2h"\n', "pchart.scrap_window"),
+        (
+            '[engine.shift_calendar]\ntimezone = "Mars/Olympus"\nshifts = [{name = "a", start = "06:00", end = "14:00"}]\n',
+            "Mars/Olympus",
+        ),
+        (
+            '[engine.shift_calendar]\nshifts = [{name = "a", start = "06:00", end = "14:00"},'
+            ' {name = "b", start = "13:00", end = "20:00"}]\n',
+            "overlap",
+        ),
+        (
+            '[engine.shift_calendar]\nshifts = [{name = "a", start = "25:00", end = "14:00"}]\n',
+            "start",
+        ),
+    ],
+)
+def test_bad_settings_name_the_setting(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, text))
+    assert names in str(err.value)
+
+
+def test_cli_reports_bad_config_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, '[engine]\nwindows = ["1x"]\n')
+    assert main(["config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "engine.windows" in err and "Traceback" not in err
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
