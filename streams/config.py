@@ -76,6 +76,11 @@ class PChartSettings(_Strict):
     scrap_window: str = Field("1h", description="window size of the scrap charts' subgroups")
     orders_window: str = Field("1d", description="window size of the order-error charts")
 
+    @model_validator(mode="after")
+    def _valid(self) -> PChartSettings:
+        self.build()  # e.g. laney with a configured centre has no baseline for sigma_z
+        return self
+
     def build(self) -> PChartConfig:
         return PChartConfig(
             baseline_n=self.baseline_n,
