@@ -18,7 +18,7 @@ silent plant's windows close.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,13 @@ from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.records import (
     chain_record,
     no_data_alert,
-    oee_record,
+    oee_rollup,
     pchart_alert,
     pchart_record,
     perfect_order_record,
+    series_key,
 )
-from streams.windows import TumblingWindows, Window, split_planned
+from streams.windows import ShiftCalendar, TumblingWindows, Window, split_planned
 
 MachineKey = tuple[str, str, str]  # site, line, machine
 SegmentKey = tuple[str, str]  # direction, segment
@@ -52,6 +53,19 @@ class Output:
     def extend(self, other: Output) -> None:
         self.records += other.records
         self.alerts += other.alerts
+
+
+def segment_pieces(
+    seg: Segment, calendar: ShiftCalendar | None
+) -> Iterator[tuple[int, int, str, str | None]]:
+    """(start, end, bucket, reason) of a segment, split at shift edges.
+
+    Outside shifts all time is planned downtime, except running: overtime
+    production is production (its units count too).
+    """
+    for start, end, in_shift in split_planned(seg.start_us, seg.end_us, calendar):
+        bucket = seg.bucket if in_shift or seg.bucket == "running" else "planned_stop"
+        yield start, end, bucket, seg.reason if bucket == seg.bucket else None
 
 
 class Engine:
@@ -79,6 +93,7 @@ class Engine:
         self.closed_until_us: int | None = None
         self._next_close_us: int | None = None
         self.stats: Counter[str] = Counter()
+        self.last_closed: dict[str, dict[str, Any]] = {}  # series -> its latest closed record
 
     # -- input ---------------------------------------------------------------
     @property
@@ -192,11 +207,7 @@ class Engine:
             for window in self.windows.containing(seg.start_us):
                 self.oee[window].setdefault(mkey, OeeState()).failures += 1
             return
-        for start, end, in_shift in split_planned(seg.start_us, seg.end_us, self.windows.calendar):
-            # Outside shifts all time is planned downtime, except running:
-            # overtime production is production (its units count too).
-            bucket = seg.bucket if in_shift or seg.bucket == "running" else "planned_stop"
-            reason = seg.reason if bucket == seg.bucket else None
+        for start, end, bucket, reason in segment_pieces(seg, self.windows.calendar):
             for window in self.windows.overlapping(start, end):
                 piece = min(end, window.end_us) - max(start, window.start_us)
                 state = self.oee[window].setdefault(mkey, OeeState())
@@ -213,20 +224,8 @@ class Engine:
         out = Output()
         machines = self.oee.pop(window, {})
         orders = self.orders.pop(window, {})
-        lines: dict[tuple[str, str], OeeState] = defaultdict(OeeState)
-        sites: dict[str, OeeState] = defaultdict(OeeState)
-        for (site, line, machine), state in sorted(machines.items()):
-            out.records.append(
-                oee_record(
-                    "machine", {"site": site, "line": line, "machine": machine}, window, state
-                )
-            )
-            lines[site, line].merge(state)
-            sites[site].merge(state)
-        for (site, line), state in sorted(lines.items()):
-            out.records.append(oee_record("line", {"site": site, "line": line}, window, state))
-        for site, state in sorted(sites.items()):
-            out.records.append(oee_record("site", {"site": site}, window, state))
+        records, lines, _ = oee_rollup(window, machines)
+        out.records += records
         if window.label == self.config.pchart_scrap_label():
             for (site, line), state in sorted(lines.items()):
                 self._chart(
@@ -247,6 +246,8 @@ class Engine:
                 chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
             )
         self.stats["windows_closed"] += 1
+        for record in out.records:
+            self.last_closed[series_key(record)] = record
         return out
 
     def _chart(self, name: str, window: Window, d: int, n: int, out: Output) -> None:

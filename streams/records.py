@@ -7,6 +7,7 @@ so the live pipeline and `kpimon replay` print the very same bytes.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from typing import Any
 
 from streams.oee import OeeState
@@ -22,6 +23,54 @@ def window_fields(window: Window) -> dict[str, Any]:
 
 def oee_record(scope: str, keys: dict[str, str], window: Window, state: OeeState) -> dict[str, Any]:
     return {"kpi": "oee", "scope": scope, **keys, **window_fields(window), **state.result()}
+
+
+def oee_rollup(
+    window: Window, machines: dict[tuple[str, str, str], OeeState]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], OeeState], dict[str, OeeState]]:
+    """Machine, line and site records of one window; lines and sites summed."""
+    records: list[dict[str, Any]] = []
+    lines: dict[tuple[str, str], OeeState] = defaultdict(OeeState)
+    sites: dict[str, OeeState] = defaultdict(OeeState)
+    for (site, line, machine), state in sorted(machines.items()):
+        records.append(
+            oee_record("machine", {"site": site, "line": line, "machine": machine}, window, state)
+        )
+        lines[site, line].merge(state)
+        sites[site].merge(state)
+    for (site, line), state in sorted(lines.items()):
+        records.append(oee_record("line", {"site": site, "line": line}, window, state))
+    for site, state in sorted(sites.items()):
+        records.append(oee_record("site", {"site": site}, window, state))
+    return records, lines, sites
+
+
+_IDENTITY = (
+    "kpi",
+    "scope",
+    "site",
+    "line",
+    "machine",
+    "direction",
+    "segment",
+    "chart",
+    "window",
+    "start",
+)
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """The identity of a record: the same window of the same entity.
+
+    Used as the Kafka message key, so a record published twice (after a
+    restart) is recognisably the same one.
+    """
+    return "|".join(str(record[k]) for k in _IDENTITY if k in record)
+
+
+def series_key(record: dict[str, Any]) -> str:
+    """The identity of a record's series: its entity and window size, any start."""
+    return "|".join(str(record[k]) for k in _IDENTITY[:-1] if k in record)
 
 
 def perfect_order_record(

@@ -1,0 +1,71 @@
+"""The live view: current (still open) windows, as of the watermark.
+
+Closed windows are final; an open window is shown provisionally: each
+machine's pending time is attributed up to the watermark (not only up to
+the frontier), without changing the engine. A machine that stopped sending
+keeps accruing its last state here until its heartbeat runs out, and then
+shows no data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from streams.engine import Engine, segment_pieces
+from streams.machine import Segment
+from streams.oee import OeeState
+from streams.records import oee_rollup, perfect_order_record
+from streams.timeutil import iso
+from streams.windows import Window
+
+
+def current_windows(engine: Engine) -> list[dict[str, Any]]:
+    """Provisional OEE and perfect-order records of the windows holding the watermark."""
+    if engine.watermark_us is None:
+        return []
+    now = engine.watermark_us
+    wanted = engine.windows.containing(max(now - 1, 0))
+    oee: dict[Window, dict[tuple[str, str, str], OeeState]] = defaultdict(dict)
+    for window in wanted:
+        for key, state in engine.oee.get(window, {}).items():
+            oee[window][key] = OeeState.from_dict(state.to_dict())
+    for timeline in engine.machines.values():
+        key = (timeline.site, timeline.line, timeline.machine)
+        for seg in timeline.preview(now, engine.heartbeat_us):
+            for window in wanted:
+                if seg.failure_at_start:
+                    if window.start_us <= seg.start_us < window.end_us:
+                        oee[window].setdefault(key, OeeState()).failures += 1
+                    continue
+                clipped = Segment(
+                    max(seg.start_us, window.start_us),
+                    min(seg.end_us, window.end_us),
+                    seg.bucket,
+                    seg.reason,
+                )
+                for start, end, bucket, reason in segment_pieces(clipped, engine.windows.calendar):
+                    oee[window].setdefault(key, OeeState()).add_time(bucket, end - start, reason)
+    records: list[dict[str, Any]] = []
+    for window in wanted:
+        records += oee_rollup(window, oee.get(window, {}))[0]
+        for (direction, segment), state in sorted(engine.orders.get(window, {}).items()):
+            records.append(perfect_order_record(direction, segment, window, state))
+    return records
+
+
+def live_view(engine: Engine) -> dict[str, Any]:
+    """What /kpi shows: the clock, current windows, latest closed records."""
+    frontier = engine.frontier_us
+    return {
+        "watermark": None if engine.watermark_us is None else iso(engine.watermark_us),
+        "frontier": None if frontier is None else iso(frontier),
+        "current": current_windows(engine),
+        "last_closed": sorted(
+            engine.last_closed.values(),
+            key=lambda r: (r["kpi"], r["window"], str(r.get("chart", ""))),
+        ),
+        "open_orders": len(engine.book.open),
+        "machines": len(engine.machines),
+        "stats": dict(engine.stats),
+    }
