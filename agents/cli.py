@@ -76,6 +76,129 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_with_broker(args: argparse.Namespace):
+    settings = load_settings(args.config)
+    updates = {}
+    if getattr(args, "broker", None):
+        updates["broker"] = args.broker
+    kafka = settings.kafka.model_copy(update=updates)
+    worker = settings.worker
+    if getattr(args, "port", None) is not None:
+        worker = worker.model_copy(update={"web_port": args.port})
+    return settings.model_copy(update={"kafka": kafka, "worker": worker})
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from agents.worker import add_console, start_worker
+
+    settings = _settings_with_broker(args)
+    return start_worker(settings, extra=None if args.quiet else add_console, duration=args.duration)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agents.worker import add_console, add_simulator, start_worker
+
+    settings = _settings_with_broker(args)
+    if settings.kafka.broker is None:
+        # The demo compresses time: a shorter idle advance keeps a paused plant moving.
+        pass
+
+    def extra(running):  # type: ignore[no-untyped-def]
+        add_simulator(running, seed=args.seed, history_days=args.history_days, speed=args.speed)
+        add_console(running)
+
+    return start_worker(settings, extra=extra, duration=args.duration)
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agents.producer import EventProducer
+    from agents.replay import open_input
+    from streams.events import EventValidationError
+
+    settings = _settings_with_broker(args)
+    if not settings.kafka.broker:
+        print(
+            "kpimon produce: give --broker kafka://host:port (or KPIMON_KAFKA__BROKER)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def send() -> int:
+        async with EventProducer(
+            settings.kafka.broker.removeprefix("kafka://"),
+            topics=settings.topics,
+            kafka=settings.kafka,
+            max_batch=args.max_batch,
+        ) as producer:
+            with open_input(args.file) as fh:
+                chunk: list[dict] = []
+                for number, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    obj = orjson.loads(line)
+                    chunk += obj if isinstance(obj, list) else [obj]
+                    if len(chunk) >= 1000:
+                        try:
+                            await producer.send(chunk)
+                        except EventValidationError as exc:
+                            print(f"kpimon produce: line {number}: {exc}", file=sys.stderr)
+                            return 1
+                        chunk = []
+                await producer.send(chunk)
+            print(
+                f"kpimon produce: {producer.sent_events} events in {producer.sent_messages} messages",
+                file=sys.stderr,
+            )
+        return 0
+
+    return asyncio.run(send())
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import datetime
+
+    from agents.producer import EventProducer
+    from agents.simulator import SimConfig, simulate
+    from streams.timeutil import to_us
+
+    start = to_us(datetime.fromisoformat(args.start))
+    events = simulate(SimConfig(id_prefix=args.id_prefix), args.seed, start, args.days * 86_400)
+    if args.out:
+        with open(args.out, "wb") as fh:
+            for event in events:
+                fh.write(orjson.dumps(event) + b"\n")
+        return 0
+    settings = _settings_with_broker(args)
+    if not settings.kafka.broker:
+        print("kpimon simulate: give --broker kafka://host:port or --out FILE", file=sys.stderr)
+        return 2
+
+    async def send() -> None:
+        async with EventProducer(
+            settings.kafka.broker.removeprefix("kafka://"),
+            topics=settings.topics,
+            kafka=settings.kafka,
+            validate=False,
+        ) as producer:
+            chunk: list[dict] = []
+            for event in events:
+                chunk.append(event)
+                if len(chunk) >= 2000:
+                    await producer.send(chunk)
+                    chunk = []
+            await producer.send(chunk)
+            print(
+                f"kpimon simulate: {producer.sent_events} events in {producer.sent_messages} messages",
+                file=sys.stderr,
+            )
+
+    asyncio.run(send())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpimon", description="Streaming KPI monitor")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +217,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", choices=["machine-state", "orders", "shipments"])
     p.add_argument("--write", metavar="DIR", help="write one schema file per topic into DIR")
     p.set_defaults(func=_cmd_schema)
+
+    def kafka_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML settings file (default: $KPIMON_CONFIG)")
+        p.add_argument(
+            "--broker", help="kafka://host:port (default: settings; none = embedded broker)"
+        )
+
+    p = sub.add_parser("worker", help="run a worker (embedded broker when none is configured)")
+    kafka_args(p)
+    p.add_argument("--port", type=int, help="HTTP port (default 6066)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live summary")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("demo", help="broker, simulated plant and worker on this machine")
+    kafka_args(p)
+    p.add_argument("--port", type=int, help="HTTP port (default 6066)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--history-days", type=float, default=3.0, help="simulated days sent at once first"
+    )
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topics")
+    kafka_args(p)
+    p.add_argument("file", help="events as JSON lines; '-' for stdin; .gz ok")
+    p.add_argument("--max-batch", type=int, default=100, help="events per message at most")
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("simulate", help="drive a broker (or write a file) with the plant simulator")
+    kafka_args(p)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--start", default="2026-11-02T00:00:00+00:00", help="RFC 3339 start of the simulation"
+    )
+    p.add_argument("--days", type=float, default=1.0)
+    p.add_argument(
+        "--id-prefix", default="", help="prefix of event ids (distinct runs need distinct ones)"
+    )
+    p.add_argument("--out", help="write JSON lines here instead of sending")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML settings file (default: $KPIMON_CONFIG)")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,63 @@ from pydantic_settings import (
 )
 
 from streams.config import EngineConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSettings(_Section):
+    machine_state: str = "machine-state"
+    orders: str = "orders"
+    shipments: str = "shipments"
+    windows: str = "kpi-windows"
+    alerts: str = "kpi-alerts"
+    dead_letter: str = "kpi-dead-letter"
+    engine: str = "kpimon-engine"
+    input_partitions: int = Field(4, ge=1, description="partitions of input topics kpimon creates")
+    engine_partitions: int = Field(
+        1, ge=1, description="partitions of the engine topic; 1 keeps every roll-up exact"
+    )
+
+    def sources(self) -> dict[str, str]:
+        """Input topic name -> the contract's topic kind."""
+        return {
+            self.machine_state: "machine-state",
+            self.orders: "orders",
+            self.shipments: "shipments",
+        }
+
+
+class KafkaSettings(_Section):
+    broker: str | None = Field(
+        None, description="kafka://host:port[;host:port]; none starts the embedded broker"
+    )
+    security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    sasl_mechanism: str | None = Field(None, pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    session_timeout: float = Field(
+        10.0, gt=0, description="seconds; short so restarts rebalance fast"
+    )
+    heartbeat_interval: float = Field(1.0, gt=0)
+    rebalance_timeout: float = Field(10.0, gt=0)
+
+
+class WorkerSettings(_Section):
+    app_id: str = "kpimon"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    store: str = Field("memory://", description="memory:// or rocksdb:// for the table store")
+    data_dir: str = Field(".kpimon-data", description="Faust data directory (RocksDB files)")
+    snapshot_interval: float = Field(2.0, gt=0, description="seconds between state snapshots")
+    tick_interval: float = Field(1.0, gt=0, description="seconds between clock ticks")
+    idle_advance_after: float = Field(
+        30.0, gt=0, description="seconds without events after which event time follows the clock"
+    )
+    max_message_bytes: int = Field(1_048_576, ge=1024)
+    max_batch: int = Field(10_000, ge=1)
 
 
 class SettingsError(ValueError):
@@ -33,6 +90,9 @@ class Settings(BaseSettings):
     )
 
     engine: EngineConfig = EngineConfig()
+    topics: TopicSettings = TopicSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import orjson
 
+from agents.producer import batched, key_of, topic_of  # noqa: F401 (re-exported)
 from agents.simulator_orders import OrderConfig, order_events
 from streams.timeutil import US, iso, to_us
 
@@ -348,41 +349,6 @@ def simulate(config: SimConfig, seed: int, start_us: int, duration_s: float) -> 
         numbers[kind] = numbers.get(kind, 0) + 1
         event["event_id"] = f"{config.id_prefix}{kind}-{numbers[kind]}"
         yield event
-
-
-_TOPICS = dict.fromkeys(["state", "count"], "machine-state")
-_TOPICS |= dict.fromkeys(["order", "order_cancelled", "order_closed"], "orders")
-_TOPICS["shipment"] = "shipments"
-
-
-def topic_of(event: dict) -> str:
-    """Input topic of an event: "machine-state", "orders" or "shipments"."""
-    try:
-        return _TOPICS[event["type"]]
-    except KeyError:
-        raise ValueError(f"unknown event type {event.get('type')!r}") from None
-
-
-def key_of(event: dict) -> str:
-    """Message key: the machine id for machine-state events, else the order id."""
-    return event["machine"] if topic_of(event) == "machine-state" else event["order_id"]
-
-
-def batched(events: Iterable[dict], max_batch: int = 50) -> Iterator[tuple[str, str, list[dict]]]:
-    """Group runs of consecutive events with the same topic and key into (topic, key, batch)."""
-    if max_batch < 1:
-        raise ValueError("max_batch must be >= 1")
-    batch: list[dict] = []
-    topic = key = ""
-    for event in events:
-        where = (topic_of(event), key_of(event))
-        if batch and (where != (topic, key) or len(batch) >= max_batch):
-            yield topic, key, batch
-            batch = []
-        topic, key = where
-        batch.append(event)
-    if batch:
-        yield topic, key, batch
 
 
 # --- the committed sample day ---------------------------------------------------

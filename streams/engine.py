@@ -71,8 +71,11 @@ def segment_pieces(
 class Engine:
     """Incremental KPI computation over event-time windows."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, *, auto_watermark: bool = True) -> None:
+        """`auto_watermark`: events move the watermark (replay). A live worker
+        sets it False and calls `advance` with the slowest input's progress."""
         self.config = config or EngineConfig()
+        self.auto_watermark = auto_watermark
         c = self.config
         self.windows = c.window_set()
         self.lateness_us = c.us("allowed_lateness")
@@ -120,7 +123,7 @@ class Engine:
             ignored = self.book.apply(event)
             if ignored:
                 self.stats[f"ignored.{ignored}"] += 1
-        if self.watermark_us is None or ts > self.watermark_us:
+        if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
 

@@ -32,7 +32,10 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
             oee[window][key] = OeeState.from_dict(state.to_dict())
     for timeline in engine.machines.values():
         key = (timeline.site, timeline.line, timeline.machine)
-        for seg in timeline.preview(now, engine.heartbeat_us):
+        # Units are counted as their events arrive; show time up to the
+        # machine's own newest event too, so units and time match.
+        newest = timeline.pending[-1][0] if timeline.pending else now
+        for seg in timeline.preview(max(now, newest), engine.heartbeat_us):
             for window in wanted:
                 if seg.failure_at_start:
                     if window.start_us <= seg.start_us < window.end_us:

@@ -81,11 +81,11 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     }
 
 
-def restore(config: EngineConfig, data: dict[str, Any]) -> Engine:
+def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool = True) -> Engine:
     """An engine in exactly the state `snapshot` saw."""
     if data.get("version") != VERSION:
         raise ValueError(f"snapshot version {data.get('version')!r} is not {VERSION}")
-    engine = Engine(config)
+    engine = Engine(config, auto_watermark=auto_watermark)
     engine.watermark_us = data["watermark_us"]
     engine.closed_until_us = data["closed_until_us"]
     engine._next_close_us = data["next_close_us"]

@@ -1,0 +1,243 @@
+"""The Faust app: topics, agents, the snapshot table, timers and web views.
+
+Agents only move bytes: decoding, validation and the dead-letter envelope
+are in `agents.pipeline.route`, KPI arithmetic is in `streams`. Agent
+concurrency is 1 everywhere (Faust tables and ordering need it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from agents.pipeline import Shard, chunks, route, tick_message
+from agents.settings import Settings
+from streams.live import live_view
+from streams.records import record_key
+
+log = logging.getLogger("kpimon")
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class Runtime:
+    """What the worker process knows besides the tables: counters and shards."""
+
+    settings: Settings
+    embedded: bool
+    shards: dict[int, Shard] = field(default_factory=dict)
+    unacked: dict[int, list[Any]] = field(default_factory=dict)
+    snapshot_at: dict[int, float] = field(default_factory=dict)
+    consumed: Counter[str] = field(default_factory=Counter)  # per input topic
+    events_in: Counter[str] = field(default_factory=Counter)  # valid events per input topic
+    dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, reason)
+    last_event_wall: dict[str, float] = field(default_factory=dict)  # per source
+    published: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def views(self) -> list[dict[str, Any]]:
+        return [{"partition": p, **live_view(s.engine)} for p, s in sorted(self.shards.items())]
+
+
+def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[faust.App, Runtime]:
+    s, k, w = settings.topics, settings.kafka, settings.worker
+    runtime = Runtime(settings, embedded)
+    if embedded:
+        from agents.offsets import patch_faust_for_embedded
+
+        patch_faust_for_embedded()
+    broker_credentials = None
+    if k.sasl_mechanism:
+        import ssl
+
+        context = (
+            ssl.create_default_context(cafile=k.ssl_cafile)
+            if "SSL" in k.security_protocol
+            else None
+        )
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        if k.sasl_mechanism == "PLAIN":
+            broker_credentials = faust.SASLCredentials(
+                username=k.sasl_username, password=password, ssl_context=context
+            )
+        else:
+            broker_credentials = faust.SASLCredentials(
+                username=k.sasl_username,
+                password=password,
+                ssl_context=context,
+                mechanism=k.sasl_mechanism,
+            )
+    elif k.security_protocol == "SSL":
+        import ssl
+
+        broker_credentials = faust.SSLCredentials(ssl.create_default_context(cafile=k.ssl_cafile))
+
+    app = faust.App(
+        w.app_id,
+        broker=broker_url,
+        broker_credentials=broker_credentials,
+        store=w.store,
+        datadir=w.data_dir,
+        web_enabled=True,
+        web_bind=w.web_host,
+        web_host=w.web_host,
+        web_port=w.web_port,
+        web_in_thread=False,
+        topic_partitions=s.engine_partitions,
+        topic_replication_factor=1 if embedded else 3,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.session_timeout,
+        broker_heartbeat_interval=k.heartbeat_interval,
+        broker_rebalance_timeout=k.rebalance_timeout,
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        # Engine input is acknowledged only once a snapshot covers it, so
+        # shutdown must not wait for every message to be acked.
+        stream_wait_empty=False,
+        producer_max_request_size=max(w.max_message_bytes * 2, 2_097_152),
+        logging_config=None,
+    )
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    sources = s.sources()
+    inputs = app.topic(*sources, **raw)
+    engine_topic = app.topic(s.engine, partitions=s.engine_partitions, **raw)
+    windows_topic = app.topic(s.windows, **raw)
+    alerts_topic = app.topic(s.alerts, **raw)
+    dead_topic = app.topic(s.dead_letter, **raw)
+    snapshots = app.Table(
+        "snapshots",
+        default=None,
+        partitions=s.engine_partitions,
+        key_type=str,
+        value_type=str,
+    )
+
+    @app.agent(inputs, concurrency=1)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            source = sources[msg.topic]
+            now = wall_us()
+            routed = route(
+                msg.value,
+                key=msg.key,
+                topic=msg.topic,
+                source=source,
+                partition=msg.partition,
+                offset=msg.offset,
+                wall_us=now,
+                max_bytes=w.max_message_bytes,
+                max_batch=w.max_batch,
+            )
+            runtime.consumed[msg.topic] += 1
+            if routed.forward is not None:
+                runtime.events_in[msg.topic] += routed.events
+                runtime.last_event_wall[source] = now / 1e6
+                await engine_topic.send(key=routed.shard.encode(), value=routed.forward)
+            if routed.dead_letter is not None:
+                runtime.dead_letters[msg.topic, routed.reasons[0]] += 1
+                await dead_topic.send(key=msg.key, value=routed.dead_letter)
+
+    def load_shard(partition: int) -> Shard:
+        shard = runtime.shards.get(partition)
+        if shard is not None:
+            return shard
+        idle_us = round(w.idle_advance_after * 1e6)
+        manifest = snapshots.get(f"{partition}/manifest")
+        if manifest is None:
+            shard = Shard(settings.engine, idle_us)
+        else:
+            slot, count = manifest.split(":")
+            data = "".join(snapshots[f"{partition}/{slot}/{i}"] for i in range(int(count))).encode()
+            shard = Shard.from_bytes(settings.engine, idle_us, data)
+            log.info("partition %s restored at offset %s", partition, shard.next_offset)
+        runtime.shards[partition] = shard
+        runtime.unacked[partition] = []
+        runtime.snapshot_at[partition] = time.monotonic()
+        return shard
+
+    def save_shard(partition: int, shard: Shard) -> None:
+        """Write chunks to the slot not in use, then switch the manifest (one row)."""
+        manifest = snapshots.get(f"{partition}/manifest")
+        slot = "b" if manifest is not None and manifest.startswith("a") else "a"
+        parts = chunks(shard.to_bytes().decode())
+        for i, part in enumerate(parts):
+            snapshots[f"{partition}/{slot}/{i}"] = part
+        snapshots[f"{partition}/manifest"] = f"{slot}:{len(parts)}"
+
+    @app.agent(engine_topic, concurrency=1)
+    async def run_engine(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            msg = event.message
+            shard = load_shard(msg.partition)
+            out = shard.apply(msg.offset, msg.value)
+            if out is not None:
+                for record in out.records:
+                    await windows_topic.send(key=record_key(record).encode(), value=_json(record))
+                runtime.published["records"] += len(out.records)
+                for alert in out.alerts:
+                    await alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
+                runtime.published["alerts"] += len(out.alerts)
+            runtime.unacked[msg.partition].append(event)
+            if time.monotonic() - runtime.snapshot_at[msg.partition] >= w.snapshot_interval:
+                save_shard(msg.partition, shard)
+                runtime.snapshot_at[msg.partition] = time.monotonic()
+                pending, runtime.unacked[msg.partition] = runtime.unacked[msg.partition], []
+                for done in pending:
+                    await manual.ack(done)
+
+    @app.timer(w.tick_interval)
+    async def tick() -> None:
+        assigned = app.consumer.assignment() if app.consumer else set()
+        inputs_read = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned if tp.topic in sources)
+        value = tick_message(wall_us(), inputs_read)
+        for partition in range(s.engine_partitions):
+            await engine_topic.send(key=b"tick", value=value, partition=partition)
+
+    @app.on_partitions_revoked.connect
+    async def forget(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == s.engine:
+                runtime.shards.pop(tp.partition, None)
+                runtime.unacked.pop(tp.partition, None)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "partitions": sorted(runtime.shards)})
+
+    @app.page("/kpi")
+    async def kpi(web: Any, request: Any) -> Any:
+        return web.json({"shards": runtime.views(), "pipeline": pipeline_stats(runtime)})
+
+    return app, runtime
+
+
+def pipeline_stats(runtime: Runtime) -> dict[str, Any]:
+    return {
+        "consumed": dict(runtime.consumed),
+        "events": dict(runtime.events_in),
+        "dead_letters": {f"{t}/{r}": n for (t, r), n in runtime.dead_letters.items()},
+        "published": dict(runtime.published),
+        "uptime_s": round(time.monotonic() - runtime.started, 1),
+    }
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    import orjson
+
+    return orjson.dumps(obj)

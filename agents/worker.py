@@ -1,0 +1,210 @@
+"""Running a worker: against a Kafka cluster, or on the embedded broker.
+
+`kpimon worker` with no broker configured starts the embedded broker (Tansu,
+memory-only) on a free loopback port. `kpimon demo` adds the plant
+simulator and a live summary in the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from agents.app import Runtime, build_app, pipeline_stats, wall_us
+from agents.settings import Settings
+
+log = logging.getLogger("kpimon")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def topic_plan(settings: Settings) -> dict[str, int]:
+    """Topics kpimon creates on the embedded broker, with partition counts."""
+    t = settings.topics
+    plan = dict.fromkeys(t.sources(), t.input_partitions)
+    plan |= {t.engine: t.engine_partitions, t.windows: 1, t.alerts: 1, t.dead_letter: 1}
+    return plan
+
+
+@dataclass
+class Running:
+    """What a started worker exposes to the code that started it."""
+
+    app: faust.App
+    runtime: Runtime
+    bootstrap: str
+    web_url: str
+    broker: Any = None
+
+
+def start_worker(
+    settings: Settings,
+    *,
+    extra: Callable[[Running], None] | None = None,
+    duration: float | None = None,
+    log_file: str | None = None,
+) -> int:
+    """Run a worker until Ctrl-C, SIGTERM or `duration` seconds; returns an exit code."""
+    broker = None
+    url = settings.kafka.broker
+    embedded = url is None
+    if embedded:
+        from agents.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker().start()
+        broker.create_topics_sync(topic_plan(settings))
+        url = broker.url
+        print(
+            f"kpimon: embedded broker (Tansu, memory-only) on {broker.bootstrap}", file=sys.stderr
+        )
+    w = settings.worker
+    if not port_is_free(w.web_host, w.web_port):
+        port = free_port(w.web_host)
+        print(f"kpimon: port {w.web_port} is taken; web server on {port}", file=sys.stderr)
+        settings = settings.model_copy(update={"worker": w.model_copy(update={"web_port": port})})
+        w = settings.worker
+    assert url is not None
+    app, runtime = build_app(settings, url, embedded=embedded)
+    bootstrap = url.removeprefix("kafka://")
+    running = Running(app, runtime, bootstrap, f"http://{w.web_host}:{w.web_port}", broker)
+    if extra is not None:
+        extra(running)
+    Path(w.data_dir).mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(
+        app,
+        loglevel="WARNING",
+        quiet=True,
+        logfile=log_file or str(Path(w.data_dir) / "worker.log"),
+    )
+    if duration is not None:
+
+        @app.task
+        async def stop_later() -> None:
+            await asyncio.sleep(duration)
+            worker._on_sigint()
+
+    print(f"kpimon: worker {w.app_id} on {url}", file=sys.stderr)
+    print(
+        f"kpimon: live KPIs {running.web_url}/kpi   health {running.web_url}/healthz",
+        file=sys.stderr,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def add_simulator(running: Running, *, seed: int, history_days: float, speed: float) -> None:
+    """Feed the simulated plant: `history_days` at full speed, then live at `speed`x."""
+    from agents.producer import EventProducer
+    from agents.simulator import SimConfig, simulate
+
+    settings = running.runtime.settings
+    day_us = 86_400_000_000
+    now = wall_us()
+    start = now - now % day_us - round(history_days * day_us)
+    history_end = start + round(history_days * day_us)
+    config = SimConfig(id_prefix=f"demo{seed}-")
+
+    @running.app.task
+    async def feed() -> None:
+        producer = EventProducer(running.bootstrap, topics=settings.topics, validate=False)
+        await producer.start()
+        try:
+            events = iter(simulate(config, seed, start, 365 * 86_400))
+            batch: list[dict[str, Any]] = []
+            first_live = None
+            for event in events:  # the history, as fast as the broker takes it
+                if _ts_us(event["ts"]) >= history_end:
+                    first_live = event
+                    break
+                batch.append(event)
+                if len(batch) >= 2000:
+                    await producer.send(batch, wait=False)
+                    batch = []
+            await producer.send(batch)
+            began = time.monotonic()
+            for event in itertools.chain([first_live] if first_live else [], events):
+                due = began + (_ts_us(event["ts"]) - history_end) / 1e6 / speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await producer.send([event], wait=False)
+        finally:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+def _ts_us(text: str) -> int:
+    from datetime import datetime
+
+    from streams.timeutil import to_us
+
+    return to_us(datetime.fromisoformat(text))
+
+
+def add_console(running: Running, every: float = 3.0) -> None:
+    """Print a short live summary to the terminal."""
+    last = {"events": 0, "t": time.monotonic()}
+
+    @running.app.timer(every)
+    async def show() -> None:
+        stats = pipeline_stats(running.runtime)
+        total = sum(stats["events"].values())
+        now = time.monotonic()
+        rate = (total - last["events"]) / max(now - last["t"], 1e-9)
+        last.update(events=total, t=now)
+        print(summary_line(running.runtime, rate), file=sys.stderr)
+
+
+def summary_line(runtime: Runtime, rate: float) -> str:
+    parts = [f"{rate:8.0f} ev/s"]
+    for view in runtime.views():
+        parts.append(f"t={view['watermark'] or '-'}")
+        for r in view["current"]:
+            if (
+                r["kpi"] == "oee"
+                and r["scope"] == "line"
+                and r["window"] == "1h"
+                and r["oee"] is not None
+            ):
+                parts.append(f"{r['line']} OEE {100 * r['oee']:.0f}%")
+        for r in view["last_closed"]:
+            if r["kpi"] == "perfect_order" and r["window"] == "1d" and r["direction"] == "outbound":
+                rate_po = r["perfect_order_rate"]
+                if rate_po is not None:
+                    parts.append(f"PO {r['segment']} {100 * rate_po:.0f}%")
+            if r["kpi"] == "pchart" and r["chart"].startswith("scrap/") and r["violations"]:
+                parts.append(f"{r['chart']} OUT {','.join(r['violations'])}")
+    dead = sum(runtime.dead_letters.values())
+    if dead:
+        parts.append(f"dead letters {dead}")
+    return "kpimon | " + " | ".join(parts)
