@@ -189,7 +189,7 @@ def summary_line(runtime: Runtime, rate: float) -> str:
     parts = [f"{rate:8.0f} ev/s"]
     for view in runtime.views():
         parts.append(f"t={view['watermark'] or '-'}")
-        for r in view["current"]:
+        for r in view["last_closed"]:
             if (
                 r["kpi"] == "oee"
                 and r["scope"] == "line"
