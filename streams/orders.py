@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.perfect_order import OrderVerdict
@@ -114,10 +114,10 @@ class OrderBook:
         order = self.open.setdefault(oid, OpenOrder(oid))
         if event.type == "order":
             ts = event.ts_us
+            order.created_us = ts if order.created_us is None else min(order.created_us, ts)
             if order.amended_us is not None and ts < order.amended_us:
                 self.ignored["stale_amendment"] += 1
                 return "stale_amendment"  # an older version arriving late
-            order.created_us = ts if order.created_us is None else min(order.created_us, ts)
             order.amended_us = ts
             order.direction, order.segment, order.partner = (
                 event.direction,
@@ -160,10 +160,13 @@ class OrderBook:
             found = order.decision(self.grace_us)
             if found is None or found[0] >= frontier_us:
                 continue  # the candidate moved (an amendment); a newer entry waits
-            decided_us = max(found[0], floor_us)
-            verdicts.append(order.judge(decided_us, found[1], self.tolerance_us))
+            verdict = order.judge(found[0], found[1], self.tolerance_us)
+            if found[0] < floor_us:
+                # Judged at its true decision time, counted in the first open window.
+                verdict = replace(verdict, decided_us=floor_us)
+            verdicts.append(verdict)
             del self.open[oid]
-            self.decided[oid] = decided_us
+            self.decided[oid] = verdict.decided_us
         verdicts.sort(key=lambda v: (v.decided_us, v.order_id))
         return verdicts
 

@@ -69,8 +69,10 @@ class PerfectOrderState:
     quality_ok: int = 0
     lines_ordered: int = 0
     lines_in_full: int = 0
-    units_ordered: float = 0.0
-    units_delivered: float = 0.0
+    # Quantities in millionths, as integers, so that sums are exact and
+    # any merge order gives the same digits.
+    units_ordered_micro: int = 0
+    units_delivered_micro: int = 0
     cycle_time_us: int = 0
     cycle_count: int = 0
 
@@ -85,8 +87,8 @@ class PerfectOrderState:
         self.quality_ok += v.quality_ok
         self.lines_ordered += v.lines_ordered
         self.lines_in_full += v.lines_in_full
-        self.units_ordered += v.units_ordered
-        self.units_delivered += v.units_delivered
+        self.units_ordered_micro += round(v.units_ordered * 1_000_000)
+        self.units_delivered_micro += round(v.units_delivered * 1_000_000)
         if v.cycle_time_us is not None:
             self.cycle_time_us += v.cycle_time_us
             self.cycle_count += 1
@@ -115,13 +117,13 @@ class PerfectOrderState:
             "otif": self.otif,
             "lines_ordered": self.lines_ordered,
             "lines_in_full": self.lines_in_full,
-            "units_ordered": self.units_ordered,
-            "units_delivered": self.units_delivered,
+            "units_ordered": self.units_ordered_micro / 1_000_000,
+            "units_delivered": self.units_delivered_micro / 1_000_000,
             "perfect_order_rate": ratio(self.perfect, self.decided),
             "component_product": product,
             "otif_rate": ratio(self.otif, self.decided),
             "line_fill_rate": ratio(self.lines_in_full, self.lines_ordered),
-            "unit_fill_rate": ratio(self.units_delivered, self.units_ordered),
+            "unit_fill_rate": ratio(self.units_delivered_micro, self.units_ordered_micro),
             "order_fill_rate": ratio(self.in_full, self.decided),
             "mean_cycle_time_s": None if mean_cycle is None else mean_cycle / US,
         }
