@@ -38,6 +38,8 @@ class Runtime:
     unacked: dict[int, list[Any]] = field(default_factory=dict)
     snapshot_at: dict[int, float] = field(default_factory=dict)
     consumed: Counter[str] = field(default_factory=Counter)  # per input topic
+    ingested: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset read
+    announced: list[str] = field(default_factory=list)  # input partitions the engine was told of
     events_in: Counter[str] = field(default_factory=Counter)  # valid events per input topic
     dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, reason)
     last_event_wall: dict[str, float] = field(default_factory=dict)  # per source
@@ -132,6 +134,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             msg = event.message
             source = sources[msg.topic]
             now = wall_us()
+            reading = sorted(
+                f"{tp.topic}:{tp.partition}"
+                for tp in app.consumer.assignment()
+                if tp.topic in sources
+            )
+            announce = reading if reading != runtime.announced else None
             routed = route(
                 msg.value,
                 key=msg.key,
@@ -142,9 +150,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 wall_us=now,
                 max_bytes=w.max_message_bytes,
                 max_batch=w.max_batch,
+                announce=announce,
             )
             runtime.consumed[msg.topic] += 1
+            runtime.ingested[msg.topic, msg.partition] = msg.offset
             if routed.forward is not None:
+                runtime.announced = reading
                 runtime.events_in[msg.topic] += routed.events
                 runtime.last_event_wall[source] = now / 1e6
                 await engine_topic.send(key=routed.shard.encode(), value=routed.forward)
@@ -201,11 +212,19 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 for done in pending:
                     await manual.ack(done)
 
+    def input_progress() -> dict[str, bool]:
+        """Assigned input partitions -> caught up (read to the high watermark)."""
+        progress = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in sources:
+                highwater = app.consumer.highwater(tp)
+                read = runtime.ingested.get((tp.topic, tp.partition), -1) + 1
+                progress[f"{tp.topic}:{tp.partition}"] = highwater is not None and read >= highwater
+        return progress
+
     @app.timer(w.tick_interval)
     async def tick() -> None:
-        assigned = app.consumer.assignment() if app.consumer else set()
-        inputs_read = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned if tp.topic in sources)
-        value = tick_message(wall_us(), inputs_read)
+        value = tick_message(wall_us(), input_progress())
         for partition in range(s.engine_partitions):
             await engine_topic.send(key=b"tick", value=value, partition=partition)
 

@@ -60,8 +60,13 @@ def route(
     wall_us: int,
     max_bytes: int = 1_048_576,
     max_batch: int = 10_000,
+    announce: list[str] | None = None,
 ) -> Routed:
-    """Validate one input message; split it into forwardable events and a dead letter."""
+    """Validate one input message; split it into forwardable events and a dead letter.
+
+    `announce` names the input partitions this worker reads, when that set
+    changed: the engine must know every input before it trusts any one.
+    """
     raw = value if value is not None else b""
     key_text = key.decode("utf-8", "replace") if key is not None else None
     decoded = decode_message(
@@ -72,13 +77,14 @@ def route(
         first = decoded.events[0]
         if source == "machine-state":
             routed.shard = first.site  # type: ignore[union-attr]
-        routed.forward = orjson.dumps(
-            {
-                "wall_us": wall_us,
-                "source": f"{topic}:{partition}",
-                "events": [event_to_json(e) for e in decoded.events],
-            }
-        )
+        forward: dict[str, Any] = {
+            "wall_us": wall_us,
+            "source": f"{topic}:{partition}",
+            "events": [event_to_json(e) for e in decoded.events],
+        }
+        if announce:
+            forward["sources"] = announce
+        routed.forward = orjson.dumps(forward)
     if decoded.errors:
         routed.reasons = [e.reason for e in decoded.errors]
         letter: dict[str, Any] = {
@@ -97,20 +103,27 @@ def route(
     return routed
 
 
-def tick_message(wall_us: int, sources: list[str]) -> bytes:
-    """A clock tick, naming the input partitions this worker reads."""
+def tick_message(wall_us: int, sources: dict[str, bool]) -> bytes:
+    """A clock tick: the input partitions this worker reads, and whether each
+    is caught up (nothing more to read on it right now)."""
     return orjson.dumps({"tick_us": wall_us, "sources": sources})
 
 
 class Shard:
     """One engine partition: the engine, the offsets it covers, input progress.
 
-    The watermark is the slowest input's: the least of the newest event time
-    of each input partition (`source`) that is still active. A partition
-    that sent nothing for `idle_us` of wall time stops holding the others
-    back; a partition a tick names but that never sent holds them until it
-    has been idle that long. When every input is idle, event time follows
-    the wall clock from the last event on.
+    The watermark is the slowest input's: the least, over input partitions
+    (`source`s), of how far each has got in event time.
+    - A partition with unread messages, or one that sent something in the
+      last `idle_us` of wall time, has got as far as its newest event; one
+      that never sent blocks the watermark until it is quiet that long.
+    - A quiet partition (read to its end and silent for `idle_us`) is taken
+      to move on at the pace of the clock from its newest event (or, if it
+      never sent, from the first event the shard saw). So a burst on one
+      input does not make the others' next events late, and a dead input
+      cannot stop the watermark either.
+    - When every input is quiet, everything there is has been read: event
+      time follows the clock from the newest event on.
     """
 
     def __init__(self, config: EngineConfig, idle_advance_after_us: int) -> None:
@@ -119,8 +132,9 @@ class Shard:
         self.engine = Engine(config, auto_watermark=False)
         self.next_offset = 0  # messages below this are in the state
         self.sources: dict[str, list[int | None]] = {}  # source -> [newest ts, last wall]
+        self.caught_up: dict[str, bool] = {}  # source -> per the latest tick
+        self.first_data: tuple[int, int] | None = None  # (event ts, wall) of the first event
         self.last_event_wall_us: int | None = None
-        self.last_event_watermark_us: int | None = None
         self.stats: Counter[str] = Counter()
 
     def apply(self, offset: int, value: bytes) -> Output | None:
@@ -133,6 +147,8 @@ class Shard:
         if "tick_us" in message:
             return self._tick(message["tick_us"], message.get("sources", []))
         wall = message["wall_us"]
+        for source in message.get("sources", ()):
+            self.sources.setdefault(source, [None, wall])
         out = Output()
         newest = None
         for data in message["events"]:
@@ -144,29 +160,45 @@ class Shard:
             progress[0] = newest
         progress[1] = wall
         self.last_event_wall_us = wall
+        if self.first_data is None and newest is not None:
+            self.first_data = (newest, wall)
         self._advance(wall, out)
         return out
 
-    def _tick(self, wall_us: int, sources: list[str]) -> Output:
+    def _tick(self, wall_us: int, sources: dict[str, bool]) -> Output:
         self.stats["ticks"] += 1
-        for source in sources:
+        for source, caught_up in sources.items():
             self.sources.setdefault(source, [None, wall_us])
+            self.caught_up[source] = caught_up
         out = Output()
         self._advance(wall_us, out)
         return out
 
     def _advance(self, wall_us: int, out: Output) -> None:
-        active = [ts for ts, seen in self.sources.values() if wall_us - seen < self.idle_us]  # type: ignore[operator]
-        if active:
-            if None in active:
-                return  # an input that never sent may still bring older events
-            watermark = min(active)  # type: ignore[type-var]
-            self.last_event_watermark_us = max(watermark, self.last_event_watermark_us or watermark)
-        elif self.last_event_wall_us is not None and self.last_event_watermark_us is not None:
-            # Everything idle: event time follows the clock from the last event on.
+        if not self.sources:
+            return
+        holds: list[int] = []
+        all_idle = True
+        for source, (ts, seen) in self.sources.items():
+            idle = self.caught_up.get(source, False) and wall_us - seen >= self.idle_us  # type: ignore[operator]
+            all_idle = all_idle and idle
+            if not idle:
+                if ts is None:
+                    return  # an input that never sent may still bring older events
+                holds.append(ts)
+            elif ts is not None:
+                # A quiet input is assumed to move on at the pace of the clock.
+                holds.append(ts + (wall_us - seen))  # type: ignore[operator]
+            elif self.first_data is not None:
+                holds.append(self.first_data[0] + (wall_us - self.first_data[1]))
+        if all_idle and self.last_event_wall_us is not None:
+            # Everything read and quiet: event time follows the clock from the newest event on.
             newest = max((ts for ts, _ in self.sources.values() if ts is not None), default=None)
-            base = max(self.last_event_watermark_us, newest or self.last_event_watermark_us)
-            watermark = base + (wall_us - self.last_event_wall_us)
+            if newest is None:
+                return
+            watermark = newest + (wall_us - self.last_event_wall_us)
+        elif holds:
+            watermark = min(holds)
         else:
             return
         out.extend(self.engine.advance(watermark))
@@ -176,8 +208,9 @@ class Shard:
             {
                 "next_offset": self.next_offset,
                 "sources": self.sources,
+                "caught_up": self.caught_up,
+                "first_data": self.first_data,
                 "last_event_wall_us": self.last_event_wall_us,
-                "last_event_watermark_us": self.last_event_watermark_us,
                 "engine": snapshot(self.engine),
             }
         )
@@ -189,8 +222,9 @@ class Shard:
         shard.engine = restore(config, state["engine"], auto_watermark=False)
         shard.next_offset = state["next_offset"]
         shard.sources = state["sources"]
+        shard.caught_up = state["caught_up"]
+        shard.first_data = tuple(state["first_data"]) if state["first_data"] else None
         shard.last_event_wall_us = state["last_event_wall_us"]
-        shard.last_event_watermark_us = state["last_event_watermark_us"]
         return shard
 
 
