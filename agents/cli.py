@@ -107,7 +107,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         add_simulator(running, seed=args.seed, history_days=args.history_days, speed=args.speed)
         add_console(running)
 
-    return start_worker(settings, extra=extra, duration=args.duration)
+    return start_worker(settings, extra=extra, duration=args.duration, any_port=args.port is None)
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:

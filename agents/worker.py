@@ -29,6 +29,8 @@ log = logging.getLogger("kpimon")
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the web server binds: connections of a previous run in TIME_WAIT don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -67,6 +69,7 @@ def start_worker(
     extra: Callable[[Running], None] | None = None,
     duration: float | None = None,
     log_file: str | None = None,
+    any_port: bool = False,
 ) -> int:
     """Run a worker until Ctrl-C, SIGTERM or `duration` seconds; returns an exit code."""
     broker = None
@@ -83,6 +86,8 @@ def start_worker(
         )
     w = settings.worker
     if not port_is_free(w.web_host, w.web_port):
+        if not any_port:
+            raise SystemExit(f"kpimon: {w.web_host}:{w.web_port} is in use (set worker.web_port)")
         port = free_port(w.web_host)
         print(f"kpimon: port {w.web_port} is taken; web server on {port}", file=sys.stderr)
         settings = settings.model_copy(update={"worker": w.model_copy(update={"web_port": port})})
