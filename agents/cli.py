@@ -72,8 +72,22 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    print(json.dumps(masked(settings.model_dump(mode="json")), indent=2))
     return 0
+
+
+def masked(value: object) -> object:
+    """Secrets out of printable settings: passwords (already '**********')
+    and credentials inside URLs such as kafka://user:secret@host."""
+    import re
+
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, str):
+        return re.sub(r"(://[^/:@\s]*):[^@/\s]*@", r"\1:*****@", value)
+    return value
 
 
 def _settings_with_broker(args: argparse.Namespace):

@@ -74,3 +74,23 @@ def test_cli_reports_bad_config_without_a_traceback(
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_config_command_masks_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KPIMON_KAFKA__BROKER", "kafka://bob:hunter2@broker-1:9092")
+    monkeypatch.setenv("KPIMON_KAFKA__SASL_USERNAME", "bob")
+    monkeypatch.setenv("KPIMON_KAFKA__SASL_PASSWORD", "hunter2")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "kafka://bob:*****@broker-1:9092" in out and '"sasl_username": "bob"' in out
+
+
+def test_settings_errors_do_not_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPIMON_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("KPIMON_KAFKA__SASL_MECHANISM", "NOPE")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "kafka.sasl_mechanism" in str(err.value) and "hunter2" not in str(err.value)
