@@ -151,6 +151,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 max_bytes=w.max_message_bytes,
                 max_batch=w.max_batch,
                 announce=announce,
+                max_future_us=round(w.max_future_skew * 1e6),
             )
             runtime.consumed[msg.topic] += 1
             runtime.ingested[msg.topic, msg.partition] = msg.offset

@@ -113,9 +113,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from agents.worker import add_console, add_simulator, start_worker
 
     settings = _settings_with_broker(args)
-    if settings.kafka.broker is None:
-        # The demo compresses time: a shorter idle advance keeps a paused plant moving.
-        pass
+    # The demo compresses time: its plant runs ahead of the wall clock.
+    worker = settings.worker.model_copy(update={"max_future_skew": 366 * 86_400.0})
+    settings = settings.model_copy(update={"worker": worker})
 
     def extra(running):  # type: ignore[no-untyped-def]
         add_simulator(running, seed=args.seed, history_days=args.history_days, speed=args.speed)

@@ -32,8 +32,9 @@ import orjson
 
 from streams.config import EngineConfig
 from streams.engine import Engine, Output
-from streams.events import decode_message, event_to_json, parse_event
+from streams.events import DecodeResult, EventError, decode_message, event_to_json, parse_event
 from streams.snapshot import restore, snapshot
+from streams.timeutil import iso
 
 US = 1_000_000
 
@@ -61,6 +62,7 @@ def route(
     max_bytes: int = 1_048_576,
     max_batch: int = 10_000,
     announce: list[str] | None = None,
+    max_future_us: int | None = None,
 ) -> Routed:
     """Validate one input message; split it into forwardable events and a dead letter.
 
@@ -72,6 +74,8 @@ def route(
     decoded = decode_message(
         raw, key=key_text, source=source, max_bytes=max_bytes, max_batch=max_batch
     )
+    if max_future_us is not None:
+        decoded = _reject_future(decoded, wall_us + max_future_us, max_future_us)
     routed = Routed(events=len(decoded.events))
     if decoded.events:
         first = decoded.events[0]
@@ -101,6 +105,25 @@ def route(
             letter["value_text"] = raw.decode("utf-8")[:4096]
         routed.dead_letter = orjson.dumps(letter)
     return routed
+
+
+def _reject_future(decoded: DecodeResult, limit_us: int, skew_us: int) -> DecodeResult:
+    """Events stamped further ahead of this worker's clock than the allowed skew
+    would drag the watermark into the future and make everything else late."""
+    kept, errors = [], list(decoded.errors)
+    for event in decoded.events:
+        if event.ts_us > limit_us:
+            ahead = (event.ts_us - limit_us + skew_us) / US
+            errors.append(
+                EventError(
+                    "future_timestamp",  # type: ignore[arg-type]
+                    f"ts: {iso(event.ts_us)} is {ahead:.0f} s ahead of the receiving clock "
+                    f"(event_id {event.event_id}; at most {skew_us / US:.0f} s allowed)",
+                )
+            )
+        else:
+            kept.append(event)
+    return DecodeResult(kept, errors)
 
 
 def tick_message(wall_us: int, sources: dict[str, bool]) -> bytes:

@@ -76,6 +76,9 @@ class WorkerSettings(_Section):
     idle_advance_after: float = Field(
         30.0, gt=0, description="seconds without events after which event time follows the clock"
     )
+    max_future_skew: float = Field(
+        900.0, gt=0, description="seconds an event may be ahead of the worker's clock"
+    )
     max_message_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(10_000, ge=1)
 
