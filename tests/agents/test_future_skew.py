@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 
 from agents.pipeline import route
+from streams.timeutil import to_us
 from tests.eventfactory import at, state
 
-WALL_US = 1_795_342_000_000_000  # 2026-11-22T10:46:40Z, the receiving clock
+WALL_US = to_us(datetime.fromisoformat(at(10.75)))  # the receiving clock: 10:45
 SKEW_US = 15 * 60 * 1_000_000
 
 
 def test_future_event_is_dead_lettered_and_the_rest_of_the_batch_forwarded() -> None:
-    now_ok = state(at(10.5), "running")  # 16 minutes before the clock
-    future = state(at(12), "down")  # 73 minutes ahead: beyond a 15-minute skew
+    now_ok = state(at(10.5), "running")  # 15 minutes before the clock
+    future = state(at(12), "down")  # 75 minutes ahead: beyond a 15-minute skew
     routed = route(
         orjson.dumps([now_ok, future]),
         key=b"press-1",
