@@ -12,10 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streams.pchart import PChartConfig
-from streams.timeutil import duration_label, parse_duration_us
+from streams.timeutil import US, duration_label, parse_duration_us
 from streams.windows import WEEKDAYS, Shift, ShiftCalendar, WindowSet, parse_clock
 
 Duration = str | int | float
+DAY_US = 86_400 * US
 
 
 class _Strict(BaseModel):
@@ -92,6 +93,96 @@ class PChartSettings(_Strict):
         )
 
 
+class ServicePolicy(_Strict):
+    """One customer segment's service policy (the service-strategy template).
+
+    Applies to the segment's outbound (customer) orders. Every field is
+    optional: an unset target is not judged.
+    """
+
+    response_time: Duration | None = Field(
+        None, description="order creation to its first delivery; later or none is a miss"
+    )
+    order_fill_rate: float | None = Field(None, ge=0, le=1, description="target share in full")
+    perfect_order: float | None = Field(None, ge=0, le=1, description="target perfect-order rate")
+    otif: float | None = Field(None, ge=0, le=1, description="target OTIF rate")
+    min_order_qty: float | None = Field(
+        None, ge=0, description="minimum total ordered quantity (units) of one order"
+    )
+    consolidated_delivery: bool = Field(False, description="informational only")
+    service_level: float | None = Field(
+        None, gt=0.5, lt=1, description="cycle service level for safety stock"
+    )
+
+    @field_validator("response_time")
+    @classmethod
+    def _positive(cls, v: Duration | None) -> Duration | None:
+        return None if v is None else _check_duration(v, positive=True)
+
+
+TARGET_KPIS = ("oee", "availability", "performance", "quality", "mttr")
+
+
+class TargetSettings(_Strict):
+    """Performance targets of one line (no `machine`) or one machine."""
+
+    site: str = Field(min_length=1)
+    line: str = Field(min_length=1)
+    machine: str | None = Field(None, min_length=1)
+    oee: float | None = Field(None, ge=0, le=1)
+    availability: float | None = Field(None, ge=0, le=1)
+    performance: float | None = Field(None, ge=0, le=1)
+    quality: float | None = Field(None, ge=0, le=1)
+    mttr: Duration | None = Field(None, description="at or below is attained")
+
+    @field_validator("mttr")
+    @classmethod
+    def _positive(cls, v: Duration | None) -> Duration | None:
+        return None if v is None else _check_duration(v, positive=True)
+
+    @model_validator(mode="after")
+    def _some_target(self) -> TargetSettings:
+        if all(getattr(self, k) is None for k in TARGET_KPIS):
+            raise ValueError(f"sets no target: give at least one of {', '.join(TARGET_KPIS)}")
+        return self
+
+    @property
+    def entity(self) -> tuple[str, str, str | None]:
+        return self.site, self.line, self.machine
+
+
+class SafetyStockSettings(_Strict):
+    """Safety stock and reorder point per SKU, from demand and lead-time history."""
+
+    enabled: bool = True
+    window: Duration = Field("1d", description="records on close of each window of this size")
+    horizon: Duration = Field("28d", description="history kept and used (whole days)")
+    service_level: float = Field(0.95, gt=0.5, lt=1, description="for SKUs whose segments set none")
+    min_demand_days: int = Field(7, ge=2, description="fewer demand days: no recommendation")
+    min_lead_time_samples: int = Field(3, ge=2, description="fewer lead times: no recommendation")
+
+    @field_validator("window", "horizon")
+    @classmethod
+    def _whole_days(cls, v: Duration) -> Duration:
+        us = parse_duration_us(v)
+        if us <= 0 or us % DAY_US:
+            raise ValueError(f"must be a whole number of days, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SafetyStockSettings:
+        if self.min_demand_days > self.horizon_days:
+            raise ValueError(
+                f"min_demand_days {self.min_demand_days} exceeds the horizon of "
+                f"{self.horizon_days} days"
+            )
+        return self
+
+    @property
+    def horizon_days(self) -> int:
+        return parse_duration_us(self.horizon) // DAY_US
+
+
 class EngineConfig(_Strict):
     """Everything the pure engine needs to know."""
 
@@ -110,6 +201,19 @@ class EngineConfig(_Strict):
     decided_memory: Duration = Field("30d", description="how long decided order ids are remembered")
     chain_windows: list[Duration] = Field(default_factory=lambda: ["1d"])
     pchart: PChartSettings = PChartSettings()
+    policies: dict[str, ServicePolicy] = Field(
+        default_factory=dict, description="service policy per customer segment"
+    )
+    targets: list[TargetSettings] = Field(
+        default_factory=list, description="OEE targets per line or machine"
+    )
+    target_windows: list[Duration] | None = Field(
+        None, description="windows judged against targets; default all sizes but the smallest"
+    )
+    target_critical_shortfall: float = Field(
+        0.1, gt=0, description="relative shortfall from which a miss is critical"
+    )
+    safety_stock: SafetyStockSettings = SafetyStockSettings()
 
     @field_validator("allowed_lateness", "on_time_tolerance", "decided_memory")
     @classmethod
@@ -140,6 +244,24 @@ class EngineConfig(_Strict):
         for label in self.chain_labels():
             if label not in sizes:
                 raise ValueError(f"chain_windows: {label!r} is not one of the windows {sizes}")
+        if self.safety_stock.enabled and self.safety_stock_label() not in sizes:
+            raise ValueError(
+                f"safety_stock.window: {self.safety_stock_label()!r} is not one of the "
+                f"windows {sizes}"
+            )
+        shifts = [s.name for s in self.shift_calendar.shifts] if self.shift_calendar else []
+        for item in self.target_windows or []:
+            if item not in shifts and _maybe_label(item) not in sizes:
+                raise ValueError(
+                    f"target_windows: {item!r} is neither one of the windows {sizes} "
+                    f"nor a shift {shifts}"
+                )
+        seen: set[tuple[str, str, str | None]] = set()
+        for i, target in enumerate(self.targets):
+            if target.entity in seen:
+                where = "/".join(p for p in target.entity if p)
+                raise ValueError(f"targets[{i}]: a second target entry for {where}")
+            seen.add(target.entity)
         self.window_set()  # distinct sizes, shift names not clashing
         return self
 
@@ -162,6 +284,24 @@ class EngineConfig(_Strict):
     def pchart_orders_label(self) -> str:
         return _label(self.pchart.orders_window)
 
+    def target_labels(self) -> list[str]:
+        """Window labels judged against targets: by default every size but the smallest."""
+        if self.target_windows is not None:
+            shifts = {s.name for s in self.shift_calendar.shifts} if self.shift_calendar else set()
+            return [w if w in shifts else _label(w) for w in self.target_windows]
+        sizes = sorted(parse_duration_us(w) for w in self.windows)
+        return [duration_label(us) for us in (sizes[1:] or sizes)]
+
+    def safety_stock_label(self) -> str:
+        return _label(self.safety_stock.window)
+
 
 def _label(value: Duration) -> str:
     return duration_label(parse_duration_us(value))
+
+
+def _maybe_label(value: Duration) -> str | None:
+    try:
+        return _label(value)
+    except ValueError:
+        return None

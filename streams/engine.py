@@ -28,6 +28,7 @@ from streams.oee import OeeState
 from streams.orders import OrderBook
 from streams.pchart import PChart
 from streams.perfect_order import OrderVerdict, PerfectOrderState
+from streams.policies import Targets, order_rules
 from streams.records import (
     chain_record,
     no_data_alert,
@@ -37,6 +38,7 @@ from streams.records import (
     perfect_order_record,
     series_key,
 )
+from streams.safety_stock import SafetyStock
 from streams.windows import ShiftCalendar, TumblingWindows, Window, split_planned
 
 MachineKey = tuple[str, str, str]  # site, line, machine
@@ -88,7 +90,9 @@ class Engine:
         self.machines: dict[str, MachineTimeline] = {}
         self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
         self.orders: dict[Window, dict[SegmentKey, PerfectOrderState]] = defaultdict(dict)
-        self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"))
+        self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"), order_rules(c))
+        self.targets = Targets(c)
+        self.stock = SafetyStock(c)
         self.charts: dict[str, PChart] = {}
         self.seen: dict[tuple[str, str], int] = {}  # (source, event_id) -> ts
 
@@ -123,6 +127,9 @@ class Engine:
             ignored = self.book.apply(event)
             if ignored:
                 self.stats[f"ignored.{ignored}"] += 1
+            if ignored is None or ignored == "stale_amendment":
+                # A stale amendment may be the order's original version: demand.
+                self.stock.order_event(event)
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
@@ -177,8 +184,9 @@ class Engine:
         # At the end of input a decision at the last instant is final too.
         for verdict in self.book.decide(frontier + final, floor):
             self._count_order(verdict)
+        stock_due = self.stock.due(frontier, final)
         due = sorted(
-            {w for w in (*self.oee, *self.orders) if final or w.end_us <= frontier},
+            {w for w in (*self.oee, *self.orders, *stock_due) if final or w.end_us <= frontier},
             key=lambda w: (w.end_us, w.start_us, self._label_rank[w.label]),
         )
         for window in due:
@@ -220,6 +228,7 @@ class Engine:
         key = (verdict.direction, verdict.segment)
         for window in self.windows.containing(verdict.decided_us):
             self.orders[window].setdefault(key, PerfectOrderState()).add(verdict)
+        self.stock.decided(verdict)
         self.stats[f"orders_decided.{verdict.how}"] += 1
 
     # -- closing -------------------------------------------------------------
@@ -235,7 +244,8 @@ class Engine:
                     f"scrap/{site}/{line}", window, state.total - state.good, state.total, out
                 )
         for (direction, segment), state in sorted(orders.items()):
-            out.records.append(perfect_order_record(direction, segment, window, state))
+            rule = self.book.rules.get(segment) if direction == "outbound" else None
+            out.records.append(perfect_order_record(direction, segment, window, state, rule))
         if window.label == self.config.pchart_orders_label():
             for (direction, segment), state in sorted(orders.items()):
                 chart = f"orders/{direction}/{segment}"
@@ -248,6 +258,9 @@ class Engine:
             out.records.append(
                 chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
             )
+        out.alerts += self.targets.judge(window, out.records)
+        if window.label == self.stock.label:
+            out.records += self.stock.close(window)
         self.stats["windows_closed"] += 1
         for record in out.records:
             self.last_closed[series_key(record)] = record

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,19 @@ from streams.perfect_order import OrderVerdict
 
 Shipment = tuple[int, bool, list[tuple[int, float, float]]]
 """(delivered_us, documents_ok, [(line_no, qty, damaged_qty), ...])"""
+
+
+@dataclass(frozen=True)
+class OrderRule:
+    """A customer segment's per-order rules, judged with the rest at the decision.
+
+    - below MOQ: the order's total ordered quantity < `min_order_qty`;
+    - response time missed: no delivery by the decision, or the first one
+      (earliest `delivered_at`) later than creation + `response_time_us`.
+    """
+
+    min_order_qty: float | None = None
+    response_time_us: int | None = None
 
 
 @dataclass
@@ -35,6 +49,7 @@ class OpenOrder:
     amended_us: int | None = None
     promised_us: int | None = None
     lines: dict[int, float] = field(default_factory=dict)
+    skus: dict[int, str] = field(default_factory=dict)  # line_no -> sku
     shipments: list[Shipment] = field(default_factory=list)
     closed_us: int | None = None
 
@@ -62,7 +77,9 @@ class OpenOrder:
             candidates.append((self.closed_us, "closed"))
         return min(candidates)
 
-    def judge(self, decided_us: int, how: str, tolerance_us: int) -> OrderVerdict:
+    def judge(
+        self, decided_us: int, how: str, tolerance_us: int, rule: OrderRule | None = None
+    ) -> OrderVerdict:
         """The verdict on deliveries up to the decision time."""
         assert self.promised_us is not None and self.created_us is not None
         counted = [s for s in self.shipments if s[0] <= decided_us]
@@ -75,6 +92,9 @@ class OpenOrder:
                     delivered[line_no] += qty
         lines_in_full = sum(delivered[n] >= q for n, q in self.lines.items())
         deadline = self.promised_us + tolerance_us
+        rule = rule or OrderRule()
+        units_ordered = sum(self.lines.values())
+        first_us = min((s[0] for s in counted), default=None)
         return OrderVerdict(
             order_id=self.order_id,
             direction=self.direction or "",
@@ -88,18 +108,26 @@ class OpenOrder:
             documents_ok=all(s[1] for s in counted),
             lines_ordered=len(self.lines),
             lines_in_full=lines_in_full,
-            units_ordered=sum(self.lines.values()),
+            units_ordered=units_ordered,
             units_delivered=sum(min(delivered[n], q) for n, q in self.lines.items()),
             cycle_time_us=decided_us - self.created_us if how == "complete" else None,
+            below_moq=rule.min_order_qty is not None and units_ordered < rule.min_order_qty,
+            response_time_missed=rule.response_time_us is not None
+            and (first_us is None or first_us > self.created_us + rule.response_time_us),
+            skus=tuple(sorted({self.skus[n] for n in self.lines if n in self.skus})),
         )
 
 
 class OrderBook:
     """Open orders keyed by order id, with a heap of decision candidates."""
 
-    def __init__(self, grace_us: int, tolerance_us: int) -> None:
+    def __init__(
+        self, grace_us: int, tolerance_us: int, rules: Mapping[str, OrderRule] | None = None
+    ) -> None:
+        """`rules`: per segment, applied to outbound (customer) orders only."""
         self.grace_us = grace_us
         self.tolerance_us = tolerance_us
+        self.rules = dict(rules or {})
         self.open: dict[str, OpenOrder] = {}
         self.decided: dict[str, int] = {}  # order id -> decision time
         self.ignored: Counter[str] = Counter()
@@ -126,6 +154,7 @@ class OrderBook:
             )
             order.promised_us = event.promised_at_us
             order.lines = {line.line_no: float(line.qty) for line in event.lines}
+            order.skus = {line.line_no: line.sku for line in event.lines}
         elif event.type == "shipment":
             items = [
                 (line.line_no, float(line.qty), float(line.damaged_qty)) for line in event.lines
@@ -160,7 +189,8 @@ class OrderBook:
             found = order.decision(self.grace_us)
             if found is None or found[0] >= frontier_us:
                 continue  # the candidate moved (an amendment); a newer entry waits
-            verdict = order.judge(found[0], found[1], self.tolerance_us)
+            rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
+            verdict = order.judge(found[0], found[1], self.tolerance_us, rule)
             if found[0] < floor_us:
                 # Judged at its true decision time, counted in the first open window.
                 verdict = replace(verdict, decided_us=floor_us)

@@ -11,6 +11,10 @@ from the sums:
     unit_fill_rate     = sum(min(delivered, ordered)) / sum(ordered)
     order_fill_rate    = orders in full / decided
 
+Segment policies add two per-order counts (see `streams.orders.OrderRule`),
+`below_moq` and `response_time_missed`; the record shows each only where
+the segment's policy sets its rule (`streams.records.perfect_order_record`).
+
 >>> s = PerfectOrderState(decided=100, perfect=50, on_time=90, in_full=80, damage_free=70, documents_ok=100)
 >>> round(s.result()["component_product"], 3)
 0.504
@@ -44,6 +48,10 @@ class OrderVerdict:
     units_ordered: float
     units_delivered: float
     cycle_time_us: int | None
+    # Segment policy (outbound orders of a segment with a policy; else False).
+    below_moq: bool = False  # total ordered quantity below the minimum order quantity
+    response_time_missed: bool = False  # first delivery after created + response_time, or none
+    skus: tuple[str, ...] = ()  # distinct SKUs of the order's lines
 
     @property
     def perfect(self) -> bool:
@@ -75,6 +83,8 @@ class PerfectOrderState:
     units_delivered_micro: int = 0
     cycle_time_us: int = 0
     cycle_count: int = 0
+    below_moq: int = 0
+    response_time_missed: int = 0
 
     def add(self, v: OrderVerdict) -> None:
         self.decided += 1
@@ -92,6 +102,8 @@ class PerfectOrderState:
         if v.cycle_time_us is not None:
             self.cycle_time_us += v.cycle_time_us
             self.cycle_count += 1
+        self.below_moq += v.below_moq
+        self.response_time_missed += v.response_time_missed
 
     def merge(self, other: PerfectOrderState) -> PerfectOrderState:
         for f in fields(self):

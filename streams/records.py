@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from streams.oee import OeeState
+from streams.orders import OrderRule
 from streams.pchart import PChartPoint
 from streams.perfect_order import PerfectOrderState
 from streams.timeutil import iso
@@ -54,6 +55,7 @@ _IDENTITY = (
     "direction",
     "segment",
     "chart",
+    "sku",
     "window",
     "start",
 )
@@ -74,15 +76,25 @@ def series_key(record: dict[str, Any]) -> str:
 
 
 def perfect_order_record(
-    direction: str, segment: str, window: Window, state: PerfectOrderState
+    direction: str,
+    segment: str,
+    window: Window,
+    state: PerfectOrderState,
+    rule: OrderRule | None = None,
 ) -> dict[str, Any]:
-    return {
+    """`rule`: the segment's per-order policy; each count it judges is added."""
+    record = {
         "kpi": "perfect_order",
         "direction": direction,
         "segment": segment,
         **window_fields(window),
         **state.result(),
     }
+    if rule is not None and rule.min_order_qty is not None:
+        record["below_moq"] = state.below_moq
+    if rule is not None and rule.response_time_us is not None:
+        record["response_time_missed"] = state.response_time_missed
+    return record
 
 
 def pchart_record(chart: str, window: Window, point: PChartPoint) -> dict[str, Any]:
@@ -163,4 +175,34 @@ def no_data_alert(site: str, line: str, machine: str, silent_since_us: int) -> d
         "line": line,
         "machine": machine,
         "since": iso(silent_since_us),
+    }
+
+
+_ENTITY = ("scope", "site", "line", "machine", "direction", "segment")
+
+
+def target_miss_alert(
+    record: dict[str, Any], kpi: str, target: float, shortfall: float, severity: str
+) -> dict[str, Any]:
+    """A closed window of an entity that missed a target; one per (entity, kpi, window).
+
+    `kpi` is the record field judged (e.g. `oee`, `mttr_s`, `otif_rate`);
+    `shortfall` is the miss relative to the target (0.1 = 10 % short).
+    """
+    entity = {k: record[k] for k in _ENTITY if k in record}
+    return {
+        "alert_id": alert_id(
+            "target_miss", record["kpi"], *entity.values(), kpi, record["window"], record["start"]
+        ),
+        "kind": "target_miss",
+        "severity": severity,
+        "record": record["kpi"],
+        **entity,
+        "window": record["window"],
+        "start": record["start"],
+        "end": record["end"],
+        "kpi": kpi,
+        "value": record[kpi],
+        "target": target,
+        "shortfall": shortfall,
     }

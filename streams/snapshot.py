@@ -36,6 +36,7 @@ def _order_to_dict(o: OpenOrder) -> dict[str, Any]:
         "amended_us": o.amended_us,
         "promised_us": o.promised_us,
         "lines": [[n, q] for n, q in o.lines.items()],
+        "skus": [[n, sku] for n, sku in o.skus.items()],
         "shipments": [[at, ok, [list(i) for i in items]] for at, ok, items in o.shipments],
         "closed_us": o.closed_us,
     }
@@ -46,6 +47,7 @@ def _order_from_dict(d: dict[str, Any]) -> OpenOrder:
         **{
             **d,
             "lines": {int(n): float(q) for n, q in d["lines"]},
+            "skus": {int(n): sku for n, sku in d.get("skus", [])},
             "shipments": [(at, ok, [tuple(i) for i in items]) for at, ok, items in d["shipments"]],
         }
     )
@@ -78,6 +80,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "seen": [[src, eid, ts] for (src, eid), ts in engine.seen.items()],
         "stats": dict(engine.stats),
         "last_closed": engine.last_closed,
+        "stock": engine.stock.to_dict(),
     }
 
 
@@ -108,4 +111,6 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     engine.seen = {(src, eid): ts for src, eid, ts in data["seen"]}
     engine.stats = Counter(data["stats"])
     engine.last_closed = dict(data["last_closed"])
+    if "stock" in data:  # absent in a snapshot taken before safety stock existed
+        engine.stock.load(data["stock"])
     return engine
