@@ -68,7 +68,12 @@ class OrderConfig:
     outbound_skus: tuple[str, ...] = (
         "SKU-101", "SKU-102", "SKU-201", "SKU-202", "SKU-301", "SKU-302", "SKU-303",
     )  # fmt: skip
-    inbound_skus: tuple[str, ...] = tuple(f"RM-{i}" for i in range(1, 9))
+    # Purchase orders replenish the goods sold as well as raw material, so
+    # safety stock has both demand and supplier lead time for those SKUs.
+    inbound_skus: tuple[str, ...] = (
+        "SKU-101", "SKU-102", "SKU-201", "SKU-202", "SKU-301", "SKU-302", "SKU-303",
+        "RM-1", "RM-2", "RM-3", "RM-4",
+    )  # fmt: skip
     lines_per_order: tuple[int, int] = (1, 4)
     qty: tuple[int, int] = (10, 500)
     promised_after_h: tuple[int, int] = (24, 72)
