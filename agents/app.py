@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from agents.metrics import install_metrics
 from agents.pipeline import Shard, chunks, route, tick_message
 from agents.settings import Settings
 from streams.live import live_view
@@ -140,6 +141,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 if tp.topic in sources
             )
             announce = reading if reading != runtime.announced else None
+            if announce and s.engine_partitions > 1:
+                # Every engine partition must know every input before it
+                # trusts any one; the forward below reaches only one of them.
+                told = tick_message(now, dict.fromkeys(reading, False))
+                for partition in range(s.engine_partitions):
+                    await engine_topic.send(key=b"tick", value=told, partition=partition)
             routed = route(
                 msg.value,
                 key=msg.key,
@@ -213,19 +220,24 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 for done in pending:
                     await manual.ack(done)
 
-    def input_progress() -> dict[str, bool]:
+    async def input_progress() -> dict[str, bool]:
         """Assigned input partitions -> caught up (read to the high watermark)."""
         progress = {}
         for tp in app.consumer.assignment():
             if tp.topic in sources:
                 highwater = app.consumer.highwater(tp)
-                read = runtime.ingested.get((tp.topic, tp.partition), -1) + 1
-                progress[f"{tp.topic}:{tp.partition}"] = highwater is not None and read >= highwater
+                last = runtime.ingested.get((tp.topic, tp.partition))
+                # Nothing read since start-up: the consumer's position says
+                # where it stands (after a restart, maybe at the end already).
+                read = last + 1 if last is not None else await app.consumer.position(tp)
+                progress[f"{tp.topic}:{tp.partition}"] = (
+                    highwater is not None and read is not None and read >= highwater
+                )
         return progress
 
     @app.timer(w.tick_interval)
     async def tick() -> None:
-        value = tick_message(wall_us(), input_progress())
+        value = tick_message(wall_us(), await input_progress())
         for partition in range(s.engine_partitions):
             await engine_topic.send(key=b"tick", value=value, partition=partition)
 
@@ -244,6 +256,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def kpi(web: Any, request: Any) -> Any:
         return web.json({"shards": runtime.views(), "pipeline": pipeline_stats(runtime)})
 
+    install_metrics(app, runtime)
     return app, runtime
 
 

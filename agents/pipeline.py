@@ -75,7 +75,8 @@ def route(
         raw, key=key_text, source=source, max_bytes=max_bytes, max_batch=max_batch
     )
     if max_future_us is not None:
-        decoded = _reject_future(decoded, wall_us + max_future_us, max_future_us)
+        is_batch = raw.lstrip()[:1] == b"["
+        decoded = _reject_future(decoded, wall_us + max_future_us, max_future_us, batch=is_batch)
     routed = Routed(events=len(decoded.events))
     if decoded.events:
         first = decoded.events[0]
@@ -107,22 +108,28 @@ def route(
     return routed
 
 
-def _reject_future(decoded: DecodeResult, limit_us: int, skew_us: int) -> DecodeResult:
+def _reject_future(
+    decoded: DecodeResult, limit_us: int, skew_us: int, *, batch: bool
+) -> DecodeResult:
     """Events stamped further ahead of this worker's clock than the allowed skew
     would drag the watermark into the future and make everything else late."""
     kept, errors = [], list(decoded.errors)
-    for event in decoded.events:
+    bad = {e.index for e in decoded.errors}
+    indices = [i for i in range(len(decoded.events) + len(bad)) if i not in bad] if batch else []
+    for position, event in enumerate(decoded.events):
         if event.ts_us > limit_us:
             ahead = (event.ts_us - limit_us + skew_us) / US
             errors.append(
                 EventError(
-                    "future_timestamp",  # type: ignore[arg-type]
+                    "future_timestamp",
                     f"ts: {iso(event.ts_us)} is {ahead:.0f} s ahead of the receiving clock "
                     f"(event_id {event.event_id}; at most {skew_us / US:.0f} s allowed)",
+                    indices[position] if batch else None,
                 )
             )
         else:
             kept.append(event)
+    errors.sort(key=lambda e: -1 if e.index is None else e.index)
     return DecodeResult(kept, errors)
 
 
@@ -146,7 +153,9 @@ class Shard:
       input does not make the others' next events late, and a dead input
       cannot stop the watermark either.
     - When every input is quiet, everything there is has been read: event
-      time follows the clock from the newest event on.
+      time follows the clock from the newest event on. An input that lags
+      the others (transport delay) then needs `allowed_lateness` to cover
+      that lag, or its next event is late.
     """
 
     def __init__(self, config: EngineConfig, idle_advance_after_us: int) -> None:

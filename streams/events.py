@@ -1,21 +1,17 @@
-"""Input events of the kpimon contract v1: strict models and a decoder that never raises.
+"""Input events of the kpimon contract v1: strict, frozen pydantic models.
 
-A Kafka message value is one event object or a JSON array of them (a batch).
-`decode_message` turns raw bytes into validated events plus one readable
-`EventError` per rejected message or batch element; the good elements of a
-batch survive their bad neighbours. Timestamps must be RFC 3339 with an
-explicit offset; every `*_us` property is integer microseconds since the epoch.
+A Kafka message value is one event object or a JSON array of them (a batch);
+turning bytes into events and readable errors is `streams.decode`, whose
+names are re-exported here. Timestamps must be RFC 3339 with an explicit
+offset; every `*_us` property is integer microseconds since the epoch.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
-import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -24,12 +20,19 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from streams.timeutil import to_us
+
+if TYPE_CHECKING:  # at run time these come lazily from streams.decode, see __getattr__
+    from streams.decode import DecodeResult as DecodeResult
+    from streams.decode import ErrorReason as ErrorReason
+    from streams.decode import EventError as EventError
+    from streams.decode import EventValidationError as EventValidationError
+    from streams.decode import decode_message as decode_message
+    from streams.decode import parse_event as parse_event
 
 MAX_STR = 256
 """Longest accepted string field, in characters: garbage can't blow memory."""
@@ -38,15 +41,6 @@ MAX_LINES = 10_000
 
 MachineState = Literal["running", "idle", "down", "setup", "planned_stop"]
 Direction = Literal["outbound", "inbound"]
-ErrorReason = Literal[
-    "undecodable",
-    "schema",
-    "key_mismatch",
-    "wrong_topic",
-    "message_too_large",
-    "batch_too_long",
-    "not_an_object",
-]
 
 # ---------------------------------------------------------------- field types
 
@@ -321,35 +315,18 @@ TOPIC_MODELS: dict[str, tuple[type[_EventBase], ...]] = {
 """Input topic kind -> the event models that belong on it."""
 EVENT_TYPES: tuple[str, ...] = tuple(event_type(m) for m in EVENT_MODELS)
 
-# ---------------------------------------------------------------- errors
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of the event; timestamps as RFC 3339 strings. Inverse of parse_event."""
+    return event.model_dump(mode="json")
 
 
-@dataclass(frozen=True, slots=True)
-class EventError:
-    """Why a message, or one element of a batch (`index`), was rejected."""
-
-    reason: ErrorReason
-    message: str
-    index: int | None = None
-
-
-@dataclass(slots=True)
-class DecodeResult:
-    """The valid events of one message and one error per rejected message or element."""
-
-    events: list[Event] = field(default_factory=list)
-    errors: list[EventError] = field(default_factory=list)
-
-
-class EventValidationError(ValueError):
-    """An event object broke the contract; the message lists each problem."""
-
+# ---------------------------------------------------------------- value wording
 
 _JSON_TYPES = {
     str: "string", int: "integer", float: "number", bool: "boolean",
     dict: "object", list: "array", tuple: "array", type(None): "null",
 }  # fmt: skip
-_MAX_PROBLEMS = 10
 
 
 def _json_type(value: object) -> str:
@@ -368,167 +345,28 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith("["):
-            out += part
-        else:
-            out += f".{part}" if out else part
-    return out or "event"
+# ---------------------------------------------------------------- re-exports
+
+_DECODE_NAMES = frozenset(
+    [
+        "DecodeResult",
+        "ErrorReason",
+        "EventError",
+        "EventValidationError",
+        "decode_message",
+        "parse_event",
+    ]
+)
 
 
-_PROBLEMS = {
-    "missing": "required field is missing",
-    "extra_forbidden": "unknown field",
-    "literal_error": "unknown value {input}, expected {expected}",
-    "string_too_short": "must not be empty",
-    "string_too_long": "longer than {max_length} characters",
-    "greater_than_equal": "must be >= {ge}, got {input}",
-    "greater_than": "must be > {gt}, got {input}",
-    "finite_number": "must be a finite number",
-    "timezone_aware": "timestamp has no timezone offset",
-    "string_type": "expected a string, got {got}",
-    "int_type": "expected an integer, got {got}",
-    "float_type": "expected a number, got {got}",
-    "bool_type": "expected true or false, got {got}",
-    "tuple_type": "expected an array, got {got}",
-    "model_type": "expected an object, got {got}",
-    "model_attributes_type": "expected an object, got {got}",
-}
-"""Pydantic error type -> our wording; ctx keys, `input` and `got` (its JSON type) fill it."""
+def __getattr__(name: str) -> Any:
+    """`from streams.events import decode_message` still works (PEP 562).
 
-
-def _problems(exc: ValidationError) -> list[str]:
-    """Pydantic errors -> '<field path>: <problem>', one per problem."""
-    out = []
-    allowed = ", ".join(EVENT_TYPES)
-    for err in exc.errors(include_url=False):
-        kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
-        if kind == "union_tag_invalid":
-            out.append(f"type: unknown event type {_short(ctx.get('tag'))}; allowed: {allowed}")
-            continue
-        if kind == "union_tag_not_found":
-            out.append(f"type: required field is missing; allowed: {allowed}")
-            continue
-        loc = loc[1:] if loc and loc[0] in EVENT_TYPES else loc  # drop the union tag
-        if "field" in ctx:
-            loc = (*loc, ctx["field"])
-        template = _PROBLEMS.get(kind)
-        problem = err["msg"]  # our own errors are already worded
-        if template is not None:
-            fill = {k: _num(v) for k, v in ctx.items()}
-            problem = template.format(input=_short(value), got=_json_type(value), **fill)
-        out.append(f"{_path(loc)}: {problem}")
-    return out
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = _problems(exc)
-    if len(problems) > _MAX_PROBLEMS:
-        rest = len(problems) - _MAX_PROBLEMS
-        problems = [*problems[:_MAX_PROBLEMS], f"... and {rest} more"]
-    return "; ".join(problems)
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def parse_event(obj: dict[str, Any]) -> Event:
-    """Validate one event object (as decoded from JSON, or built in Python).
-
-    Raises EventValidationError with a '<field path>: <problem>; ...' message.
+    Lazy, because streams.decode imports this module: an eager import at the
+    bottom would break whenever streams.decode is the first one imported.
     """
-    if not isinstance(obj, dict):
-        raise EventValidationError(f"expected an event object, got {_json_type(obj)}")
-    try:
-        return EVENT_ADAPTER.validate_python(obj)
-    except ValidationError as exc:
-        raise EventValidationError(_describe(exc)) from exc
+    if name in _DECODE_NAMES:
+        from streams import decode
 
-
-def event_to_json(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict of the event; timestamps as RFC 3339 strings. Inverse of parse_event."""
-    return event.model_dump(mode="json")
-
-
-def _check_one(
-    obj: object, index: int | None, key: str | None, source: str | None
-) -> Event | EventError:
-    if not isinstance(obj, dict):
-        return EventError(
-            "not_an_object", f"expected an event object, got {_json_type(obj)}", index
-        )
-    try:
-        event = EVENT_ADAPTER.validate_python(obj)
-    except ValidationError as exc:
-        return EventError("schema", _describe(exc), index)
-    except Exception as exc:  # a poison message must become an error, never stall the partition
-        return EventError("schema", f"event: cannot validate ({type(exc).__name__})", index)
-    if source is not None and event.source != source:
-        allowed = ", ".join(event_type(m) for m in TOPIC_MODELS[source])
-        message = f"type: {event.type!r} does not belong on topic {source!r} (allowed: {allowed})"
-        return EventError("wrong_topic", message, index)
-    if key is not None and event.key != key:
-        message = (
-            f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
-        )
-        return EventError("key_mismatch", message, index)
-    return event
-
-
-def decode_message(
-    value: bytes | str,
-    *,
-    key: str | bytes | None = None,
-    source: str | None = None,
-    max_bytes: int = 1_048_576,
-    max_batch: int = 10_000,
-) -> DecodeResult:
-    """One Kafka message value (an event object or a JSON array of them) -> events and errors.
-
-    `key`, if given, must equal every event's `key`; `source` ("machine-state",
-    "orders", "shipments"), if given, must be every event's topic kind.
-    `max_bytes` is the largest accepted value in bytes, `max_batch` the longest
-    accepted batch in events. Never raises on any value; raises ValueError only
-    for an unknown `source`, which is a caller bug.
-    """
-    if source is not None and source not in TOPIC_MODELS:
-        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(TOPIC_MODELS)}")
-    if isinstance(value, str):
-        size = len(value) if len(value) > max_bytes else len(value.encode("utf-8", "surrogatepass"))
-    elif isinstance(value, bytes | bytearray | memoryview):
-        size = len(value)
-    else:
-        return _rejected("undecodable", f"expected bytes, got {_json_type(value)}")
-    if size > max_bytes:
-        return _rejected(
-            "message_too_large", f"message is {size} bytes, over the limit of {max_bytes}"
-        )
-    try:
-        doc = orjson.loads(value)
-    except Exception as exc:  # JSONDecodeError, including depth limit, bad UTF-8 and NaN
-        return _rejected("undecodable", f"not valid JSON: {exc}")
-    if isinstance(doc, list) and len(doc) > max_batch:
-        return _rejected(
-            "batch_too_long", f"batch has {len(doc)} events, over the limit of {max_batch}"
-        )
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    items: Iterable[tuple[int | None, object]] = (
-        enumerate(doc) if isinstance(doc, list) else [(None, doc)]
-    )
-    result = DecodeResult()
-    for index, obj in items:
-        outcome = _check_one(obj, index, key, source)
-        if isinstance(outcome, EventError):
-            result.errors.append(outcome)
-        else:
-            result.events.append(outcome)
-    return result
-
-
-def _rejected(reason: ErrorReason, message: str) -> DecodeResult:
-    return DecodeResult(errors=[EventError(reason, message)])
+        return getattr(decode, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

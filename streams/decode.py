@@ -1,0 +1,226 @@
+"""Kafka message values -> validated events and readable errors; never raises on input.
+
+A message value is one event object or a JSON array of them (a batch).
+`decode_message` turns raw bytes into the valid events plus one `EventError`
+per rejected message or batch element; the good elements of a batch survive
+their bad neighbours. Every error reads '<field path>: <problem>', in our
+words rather than pydantic's. The models themselves are in `streams.events`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from pydantic import ValidationError
+
+from streams.events import (
+    EVENT_ADAPTER,
+    EVENT_TYPES,
+    TOPIC_MODELS,
+    Event,
+    _json_type,
+    _num,
+    _short,
+    event_type,
+)
+
+ErrorReason = Literal[
+    "undecodable",
+    "schema",
+    "key_mismatch",
+    "wrong_topic",
+    "message_too_large",
+    "batch_too_long",
+    "not_an_object",
+    "future_timestamp",
+]
+
+# ---------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """Why a message, or one element of a batch (`index`), was rejected."""
+
+    reason: ErrorReason
+    message: str
+    index: int | None = None
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """The valid events of one message and one error per rejected message or element."""
+
+    events: list[Event] = field(default_factory=list)
+    errors: list[EventError] = field(default_factory=list)
+
+
+class EventValidationError(ValueError):
+    """An event object broke the contract; the message lists each problem."""
+
+
+_MAX_PROBLEMS = 10
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("["):
+            out += part
+        else:
+            out += f".{part}" if out else part
+    return out or "event"
+
+
+_PROBLEMS = {
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field",
+    "literal_error": "unknown value {input}, expected {expected}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "longer than {max_length} characters",
+    "greater_than_equal": "must be >= {ge}, got {input}",
+    "greater_than": "must be > {gt}, got {input}",
+    "finite_number": "must be a finite number",
+    "timezone_aware": "timestamp has no timezone offset",
+    "string_type": "expected a string, got {got}",
+    "int_type": "expected an integer, got {got}",
+    "float_type": "expected a number, got {got}",
+    "bool_type": "expected true or false, got {got}",
+    "tuple_type": "expected an array, got {got}",
+    "model_type": "expected an object, got {got}",
+    "model_attributes_type": "expected an object, got {got}",
+}
+"""Pydantic error type -> our wording; ctx keys, `input` and `got` (its JSON type) fill it."""
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """Pydantic errors -> '<field path>: <problem>', one per problem."""
+    out = []
+    allowed = ", ".join(EVENT_TYPES)
+    for err in exc.errors(include_url=False):
+        kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
+        if kind == "union_tag_invalid":
+            out.append(f"type: unknown event type {_short(ctx.get('tag'))}; allowed: {allowed}")
+            continue
+        if kind == "union_tag_not_found":
+            out.append(f"type: required field is missing; allowed: {allowed}")
+            continue
+        loc = loc[1:] if loc and loc[0] in EVENT_TYPES else loc  # drop the union tag
+        if "field" in ctx:
+            loc = (*loc, ctx["field"])
+        template = _PROBLEMS.get(kind)
+        problem = err["msg"]  # our own errors are already worded
+        if template is not None:
+            fill = {k: _num(v) for k, v in ctx.items()}
+            problem = template.format(input=_short(value), got=_json_type(value), **fill)
+        out.append(f"{_path(loc)}: {problem}")
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = _problems(exc)
+    if len(problems) > _MAX_PROBLEMS:
+        rest = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], f"... and {rest} more"]
+    return "; ".join(problems)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def parse_event(obj: dict[str, Any]) -> Event:
+    """Validate one event object (as decoded from JSON, or built in Python).
+
+    Raises EventValidationError with a '<field path>: <problem>; ...' message.
+    """
+    if not isinstance(obj, dict):
+        raise EventValidationError(f"expected an event object, got {_json_type(obj)}")
+    try:
+        return EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise EventValidationError(_describe(exc)) from exc
+
+
+def _check_one(
+    obj: object, index: int | None, key: str | None, source: str | None
+) -> Event | EventError:
+    if not isinstance(obj, dict):
+        return EventError(
+            "not_an_object", f"expected an event object, got {_json_type(obj)}", index
+        )
+    try:
+        event = EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        return EventError("schema", _describe(exc), index)
+    except Exception as exc:  # a poison message must become an error, never stall the partition
+        return EventError("schema", f"event: cannot validate ({type(exc).__name__})", index)
+    if source is not None and event.source != source:
+        allowed = ", ".join(event_type(m) for m in TOPIC_MODELS[source])
+        message = f"type: {event.type!r} does not belong on topic {source!r} (allowed: {allowed})"
+        return EventError("wrong_topic", message, index)
+    if key is not None and event.key != key:
+        message = (
+            f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
+        )
+        return EventError("key_mismatch", message, index)
+    return event
+
+
+def decode_message(
+    value: bytes | str,
+    *,
+    key: str | bytes | None = None,
+    source: str | None = None,
+    max_bytes: int = 1_048_576,
+    max_batch: int = 10_000,
+) -> DecodeResult:
+    """One Kafka message value (an event object or a JSON array of them) -> events and errors.
+
+    `key`, if given, must equal every event's `key`; `source` ("machine-state",
+    "orders", "shipments"), if given, must be every event's topic kind.
+    `max_bytes` is the largest accepted value in bytes, `max_batch` the longest
+    accepted batch in events. Never raises on any value; raises ValueError only
+    for an unknown `source`, which is a caller bug.
+    """
+    if source is not None and source not in TOPIC_MODELS:
+        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(TOPIC_MODELS)}")
+    if isinstance(value, str):
+        size = len(value) if len(value) > max_bytes else len(value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, bytes | bytearray | memoryview):
+        size = len(value)
+    else:
+        return _rejected("undecodable", f"expected bytes, got {_json_type(value)}")
+    if size > max_bytes:
+        return _rejected(
+            "message_too_large", f"message is {size} bytes, over the limit of {max_bytes}"
+        )
+    try:
+        doc = orjson.loads(value)
+    except Exception as exc:  # JSONDecodeError, including depth limit, bad UTF-8 and NaN
+        return _rejected("undecodable", f"not valid JSON: {exc}")
+    if isinstance(doc, list) and len(doc) > max_batch:
+        return _rejected(
+            "batch_too_long", f"batch has {len(doc)} events, over the limit of {max_batch}"
+        )
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    items: Iterable[tuple[int | None, object]] = (
+        enumerate(doc) if isinstance(doc, list) else [(None, doc)]
+    )
+    result = DecodeResult()
+    for index, obj in items:
+        outcome = _check_one(obj, index, key, source)
+        if isinstance(outcome, EventError):
+            result.errors.append(outcome)
+        else:
+            result.events.append(outcome)
+    return result
+
+
+def _rejected(reason: ErrorReason, message: str) -> DecodeResult:
+    return DecodeResult(errors=[EventError(reason, message)])

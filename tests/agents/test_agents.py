@@ -1,0 +1,442 @@
+"""The Faust agents of agents.app, driven in-process with Faust's agent test context.
+
+No broker: the app points at an unreachable one and is never started. Each
+test builds it inside its own event loop, feeds an agent through
+`agent.test_context()`, records what is sent by patching `Topic.send`, pins
+the worker's clock, and lets `FakeConsumer` answer what the app would ask
+the broker about partitions (assignment, high watermarks, positions).
+
+Faust's `put()` waits only until the agent has *taken* a value (a sink-less
+agent cannot report more), so tests then wait on a condition (`settle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import faust
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from faust.topics import Topic
+from faust.types import TP
+
+from agents.app import Runtime, build_app
+from agents.pipeline import Shard, route, tick_message
+from agents.settings import TopicSettings, load_settings
+from streams.records import record_key
+from streams.timeutil import US, iso, to_us
+from tests import eventfactory as ef
+
+WALL_US = to_us(ef.DAY) + 8 * 3600 * US  # the worker's clock: 08:00 on the events' day
+TOPICS = TopicSettings()  # the default topic names
+ENGINE_TOPIC, WINDOWS, ALERTS, DEAD = (
+    TOPICS.engine,
+    TOPICS.windows,
+    TOPICS.alerts,
+    TOPICS.dead_letter,
+)
+
+
+@dataclass
+class FakeConsumer:
+    """The consumer's answers about partitions: assignment, high watermarks, positions."""
+
+    partitions: set[TP]
+    highwaters: dict[TP, int] = field(default_factory=dict)
+    positions: dict[TP, int] = field(default_factory=dict)
+
+    def assignment(self) -> set[TP]:
+        return set(self.partitions)
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters.get(tp)
+
+    async def position(self, tp: TP) -> int | None:
+        return self.positions.get(tp)
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.value)
+
+
+@dataclass
+class Worker:
+    """A built, never-started app with its runtime and everything it sent."""
+
+    app: faust.App
+    runtime: Runtime
+    send: mock.MagicMock
+
+    def agent(self, name: str) -> Any:
+        return next(a for n, a in self.app.agents.items() if n.rsplit(".", 1)[-1] == name)
+
+    def sent(self, topic: str) -> list[Sent]:
+        out = []
+        for call in self.send.call_args_list:
+            target, kwargs = call.args[0], call.kwargs
+            if target.get_topic_name() == topic:
+                out.append(Sent(topic, kwargs.get("key"), kwargs["value"], kwargs.get("partition")))
+        return out
+
+    async def tick(self) -> None:
+        # app.timer wraps the function twice (timer loop, task); unwrap to run one tick.
+        [tick] = [t for t in self.app._app_tasks if inspect.unwrap(t).__name__ == "tick"]
+        await inspect.unwrap(tick)()
+
+
+@pytest.fixture
+def send() -> Iterator[mock.MagicMock]:
+    """Topic.send recorded (it never reaches a broker), and the worker's clock pinned."""
+    with (
+        mock.patch.object(Topic, "send", autospec=True) as send,
+        mock.patch("agents.app.wall_us", return_value=WALL_US),
+    ):
+        yield send
+
+
+def build_worker(send: mock.MagicMock, consumer: FakeConsumer, **overrides: Any) -> Worker:
+    settings = load_settings(None, **overrides)
+    app, runtime = build_app(settings, "kafka://127.0.0.1:1", embedded=False)
+    # The stream machinery needs Faust's own consumer (unacked counts, acks); only
+    # what would ask the broker is answered by the fake.
+    for name in ("assignment", "highwater", "position"):
+        setattr(app.consumer, name, getattr(consumer, name))
+    return Worker(app, runtime, send)
+
+
+def run(
+    send: mock.MagicMock,
+    consumer: FakeConsumer,
+    scenario: Callable[[Worker], Coroutine[Any, Any, None]],
+    **overrides: Any,
+) -> Worker:
+    """Build a worker inside a fresh event loop, play `scenario` on it, return the worker."""
+
+    async def main() -> Worker:
+        worker = build_worker(send, consumer, **overrides)
+        try:
+            await asyncio.wait_for(scenario(worker), timeout=30)
+        finally:
+            # Faust's consumer made a loop for its broker thread, never started here.
+            worker.app.consumer._thread.thread_loop.close()
+        return worker
+
+    return asyncio.run(main())
+
+
+async def settle(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds: an agent finishes a value after put() returns."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def put_input(
+    agent: Any, topic: str, value: bytes | None, key: bytes | None, partition: int = 0
+) -> None:
+    """Put a message on one of ingest's input topics.
+
+    ingest reads three topics; `put()` names a message's topic after the
+    wrapper's `original_channel`, which for a multi-topic channel is
+    "<internal>". Pointing it at the one topic makes the message come from there.
+    """
+    agent.original_channel = agent.app.topic(topic)
+    await agent.put(value, key=key, partition=partition)
+
+
+def inputs(*names: str) -> set[TP]:
+    """TPs from 'topic:partition' names."""
+    return {TP(n.split(":")[0], int(n.split(":")[1])) for n in names}
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def test_ingest_forwards_a_valid_message_to_the_engine_topic_keyed_by_shard(
+    send: mock.MagicMock,
+) -> None:
+    reading = ["machine-state:2", "orders:0", "shipments:1"]
+    state = ef.state(ef.at(7), "running")
+    order = ef.order("O-1", ef.at(7), ef.at(30))
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            await put_input(agent, "machine-state", orjson.dumps(state), b"press-1", partition=2)
+            await put_input(agent, "orders", orjson.dumps([order]), b"O-1")
+            await settle(lambda: len(worker.sent(ENGINE_TOPIC)) == 2, "two forwards")
+
+    worker = run(send, FakeConsumer(inputs(*reading) | {TP(ENGINE_TOPIC, 0)}), scenario)
+    first, second = worker.sent(ENGINE_TOPIC)
+    assert (first.key, second.key) == (b"plant-1", b"orders")
+    assert first.json == {
+        "wall_us": WALL_US,
+        "source": "machine-state:2",
+        "events": [state],
+        "sources": reading,  # announced once, with the first forward
+    }
+    assert second.json == {"wall_us": WALL_US, "source": "orders:0", "events": [order]}
+    assert worker.sent(DEAD) == []
+    rt = worker.runtime
+    assert rt.consumed == {"machine-state": 1, "orders": 1}
+    assert rt.events_in == {"machine-state": 1, "orders": 1}
+    assert rt.ingested == {("machine-state", 2): 0, ("orders", 0): 1}
+    assert rt.announced == reading
+    assert rt.last_event_wall == {"machine-state": WALL_US / US, "orders": WALL_US / US}
+    assert not rt.dead_letters
+
+
+def test_ingest_sends_a_bad_message_to_the_dead_letter_topic(send: mock.MagicMock) -> None:
+    order = ef.order("O-1", ef.at(7), ef.at(30))
+    values = [b'{"type": "state", "event_id": ', orjson.dumps(order), None]
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            for value in values:
+                await put_input(agent, "machine-state", value, b"press-1")
+            await settle(lambda: len(worker.sent(DEAD)) == 3, "three dead letters")
+
+    worker = run(send, FakeConsumer(inputs("machine-state:0", "orders:0")), scenario)
+    assert worker.sent(ENGINE_TOPIC) == []
+    letters = worker.sent(DEAD)
+    assert [s.key for s in letters] == [b"press-1"] * 3
+    assert [s.json["reason"] for s in letters] == ["undecodable", "wrong_topic", "undecodable"]
+    assert [s.json["source"] for s in letters] == [
+        {"topic": "machine-state", "partition": 0, "offset": n, "key": "press-1"} for n in range(3)
+    ]
+    assert all(s.json["received_us"] == WALL_US for s in letters)
+    rt = worker.runtime
+    assert rt.dead_letters == {
+        ("machine-state", "undecodable"): 2,
+        ("machine-state", "wrong_topic"): 1,
+    }
+    assert rt.consumed == {"machine-state": 3}
+    assert not rt.events_in and not rt.announced  # nothing forwarded, nothing announced yet
+
+
+def test_ingest_splits_a_mixed_batch_and_counts_the_first_reason(send: mock.MagicMock) -> None:
+    good = ef.state(ef.at(7), "running")
+    batch = [good, {**good, "event_id": "x", "state": "asleep"}, ef.state(ef.at(9), "down")]
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            await put_input(agent, "machine-state", orjson.dumps(batch), b"press-1")
+            await settle(lambda: worker.sent(DEAD), "the dead letter")  # sent after the forward
+
+    worker = run(send, FakeConsumer(inputs("machine-state:0")), scenario)
+    [forward] = worker.sent(ENGINE_TOPIC)
+    assert forward.json["events"] == [good]
+    [letter] = worker.sent(DEAD)
+    # 09:00 is an hour ahead of the 08:00 clock, beyond the default 15-minute skew.
+    assert [e["reason"] for e in letter.json["errors"]] == ["schema", "future_timestamp"]
+    assert letter.json["valid_events_forwarded"] == 1
+    assert worker.runtime.dead_letters == {("machine-state", "schema"): 1}
+    assert worker.runtime.events_in == {"machine-state": 1}
+
+
+def test_ingest_announces_again_when_its_assignment_changes(send: mock.MagicMock) -> None:
+    consumer = FakeConsumer(inputs("machine-state:0"))
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            for n in range(3):
+                if n == 2:
+                    consumer.partitions |= inputs("orders:3")
+                event = ef.state(ef.at(7 + n / 60), "running")
+                await put_input(agent, "machine-state", orjson.dumps(event), b"press-1")
+            await settle(lambda: len(worker.sent(ENGINE_TOPIC)) == 3, "three forwards")
+
+    worker = run(send, consumer, scenario)
+    assert [s.json.get("sources") for s in worker.sent(ENGINE_TOPIC)] == [
+        ["machine-state:0"],
+        None,
+        ["machine-state:0", "orders:3"],
+    ]
+
+
+def test_every_engine_partition_learns_every_input_before_its_first_event(
+    send: mock.MagicMock,
+) -> None:
+    state, order = ef.state(ef.at(7), "running"), ef.order("O-1", ef.at(7), ef.at(30))
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            await put_input(agent, "machine-state", orjson.dumps(state), b"press-1")
+            await put_input(agent, "orders", orjson.dumps(order), b"O-1")
+            await settle(lambda: len(worker.sent(ENGINE_TOPIC)) == 4, "two ticks and two forwards")
+
+    worker = run(
+        send,
+        FakeConsumer(inputs("machine-state:0", "orders:0")),
+        scenario,
+        topics={"engine_partitions": 2},
+    )
+    partitioner = DefaultPartitioner()  # what the producer uses for keyed sends
+    first_per_partition: dict[int, Sent] = {}
+    for sent in worker.sent(ENGINE_TOPIC):
+        engine_partition = (
+            sent.partition if sent.partition is not None else partitioner(sent.key, [0, 1], [0, 1])
+        )
+        first_per_partition.setdefault(engine_partition, sent)
+    assert sorted(first_per_partition) == [0, 1]  # "orders" -> 0, "plant-1" -> 1
+    for sent in first_per_partition.values():
+        # A tick naming every input (not yet caught up), sent before any forward.
+        assert sent.key == b"tick"
+        assert sent.json["sources"] == {"machine-state:0": False, "orders:0": False}
+
+
+# ---------------------------------------------------------------- tick timer
+
+
+def test_a_tick_reports_each_input_partition_caught_up_or_not_to_every_engine_partition(
+    send: mock.MagicMock,
+) -> None:
+    machines, orders, engine = TP("machine-state", 0), TP("orders", 1), TP(ENGINE_TOPIC, 0)
+    consumer = FakeConsumer({machines, orders, engine}, highwaters={machines: 5, orders: 3})
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("ingest").test_context() as agent:
+            agent.sent_offset = 4  # the last message of machine-state:0
+            event = ef.state(ef.at(7), "idle")
+            await put_input(agent, "machine-state", orjson.dumps(event), b"press-1")
+            await settle(lambda: worker.sent(ENGINE_TOPIC), "the forward")
+        await worker.tick()
+
+    worker = run(send, consumer, scenario, topics={"engine_partitions": 2})
+    # The last two: the timer's tick to each engine partition (the first two
+    # announced the inputs before the forward).
+    ticks = [s for s in worker.sent(ENGINE_TOPIC) if s.key == b"tick"][-2:]
+    assert [t.partition for t in ticks] == [0, 1]
+    expected = orjson.loads(tick_message(WALL_US, {"machine-state:0": True, "orders:1": False}))
+    assert all(t.json == expected for t in ticks)
+
+
+def test_after_a_restart_a_partition_read_to_its_end_is_caught_up(send: mock.MagicMock) -> None:
+    shipments = TP("shipments", 0)
+    consumer = FakeConsumer({shipments}, highwaters={shipments: 42}, positions={shipments: 42})
+
+    async def scenario(worker: Worker) -> None:
+        await worker.tick()  # a fresh process: nothing read since the restart
+
+    worker = run(send, consumer, scenario)
+    [tick] = worker.sent(ENGINE_TOPIC)
+    assert tick.json["sources"] == {"shipments:0": True}
+
+
+# ---------------------------------------------------------------- run_engine
+
+
+def plant_hour() -> list[bytes]:
+    """Engine-topic messages: a machine's hour, then a tick an hour later (all quiet)."""
+    events = [
+        ef.state(ef.at(6), "running"),
+        ef.count(ef.at(6.5), 1800, 1750, 1.0),
+        ef.state(ef.at(6.75), "down", reason="jam"),
+        ef.state(ef.at(6.9), "running"),
+    ]
+    messages = [
+        route(
+            orjson.dumps(event),
+            key=b"press-1",
+            topic="machine-state",
+            source="machine-state",
+            partition=0,
+            offset=n,
+            wall_us=WALL_US - 3600 * US + n * US,
+            announce=["machine-state:0"] if n == 0 else None,
+        ).forward
+        for n, event in enumerate(events)
+    ]
+    tick = tick_message(WALL_US, {"machine-state:0": True})
+    return [m for m in messages if m is not None] + [tick]
+
+
+def progress(worker: Worker) -> tuple[int, int]:
+    """Engine partition 0: (next offset, messages not yet acknowledged)."""
+    shard = worker.runtime.shards.get(0)
+    return (shard.next_offset if shard else -1), len(worker.runtime.unacked.get(0, []))
+
+
+def expected_output(messages: list[bytes], settings: Any) -> tuple[list[Any], list[Any]]:
+    shard = Shard(settings.engine, round(settings.worker.idle_advance_after * US))
+    records, alerts = [], []
+    for offset, value in enumerate(messages):
+        out = shard.apply(offset, value)
+        assert out is not None
+        records += out.records
+        alerts += out.alerts
+    return records, alerts
+
+
+def test_run_engine_publishes_the_records_and_alerts_of_its_shard(send: mock.MagicMock) -> None:
+    messages = plant_hour()
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("run_engine").test_context() as agent:
+            for value in messages:
+                await agent.put(value, key=b"plant-1", partition=0)
+            await settle(lambda: progress(worker) == (len(messages), len(messages)), "the tick")
+
+    worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 3600.0})
+    records, alerts = expected_output(messages, worker.runtime.settings)
+    assert any(
+        r["window"] == "1h" and r["start"] == iso(to_us(ef.DAY) + 6 * 3600 * US) for r in records
+    )
+    assert alerts  # gaps over the 10-minute heartbeat raise no_data alerts
+    windows = worker.sent(WINDOWS)
+    assert [s.json for s in windows] == records
+    assert [s.key for s in windows] == [record_key(r).encode() for r in records]
+    assert [s.json for s in worker.sent(ALERTS)] == alerts
+    assert [s.key for s in worker.sent(ALERTS)] == [a["alert_id"].encode() for a in alerts]
+    rt = worker.runtime
+    assert rt.published == {"records": len(records), "alerts": len(alerts)}
+    assert rt.shards[0].next_offset == len(messages)
+    # No snapshot yet (one every hour here), so nothing is acknowledged.
+    assert len(rt.unacked[0]) == len(messages)
+    assert worker.app.tables["snapshots"].get("0/manifest") is None
+
+
+def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.MagicMock) -> None:
+    messages = plant_hour()
+    manifests = []
+
+    async def scenario(worker: Worker) -> None:
+        table = worker.app.tables["snapshots"]
+        async with worker.agent("run_engine").test_context() as agent:
+            for n, value in enumerate(messages[:3], start=1):
+                await agent.put(value, key=b"plant-1", partition=0)
+                done = (n, 0)  # next offset n, nothing left unacknowledged
+                await settle(lambda done=done: progress(worker) == done, f"snapshot {n}")
+                manifests.append(table["0/manifest"])
+            await worker.app.on_partitions_revoked.send(revoked={TP(ENGINE_TOPIC, 0)})
+            assert 0 not in worker.runtime.shards
+            # The next owner is handed offsets from 1 on (as if the commit lagged the
+            # snapshot): the restored shard skips what its snapshot already covers.
+            agent.sent_offset = 1
+            for value in messages[1:]:
+                await agent.put(value, key=b"plant-1", partition=0)
+            await settle(lambda: progress(worker)[0] == len(messages), "the last message")
+
+    worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
+    assert manifests == ["a:1", "b:1", "a:1"]  # alternate slots, one chunk each
+    shard = worker.runtime.shards[0]
+    assert shard.stats["skipped_replayed"] == 2  # offsets 1 and 2, restored from the table
+    records, alerts = expected_output(messages, worker.runtime.settings)
+    assert [s.json for s in worker.sent(WINDOWS)] == records
+    assert [s.json for s in worker.sent(ALERTS)] == alerts

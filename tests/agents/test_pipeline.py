@@ -1,0 +1,660 @@
+"""agents.pipeline without a broker: routing and dead letters, shards, watermarks, chunks.
+
+Wall time and event time are separate clocks here, both explicit: `wall(s)`
+is the worker's clock s seconds into a test, `ts(m)` is event time m
+minutes after 06:00 (on DAY). Input partitions are named `topic:partition`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.pipeline import Routed, Shard, chunks, route, tick_message
+from agents.producer import batched
+from agents.simulator import LineSpec, Product, SimConfig, simulate
+from streams.config import EngineConfig
+from streams.engine import Engine, Output
+from streams.events import event_to_json, parse_event
+from streams.records import record_key
+from streams.timeutil import US, iso, to_us
+from tests import eventfactory as ef
+
+MINUTE_US = 60 * US
+T0_US = to_us(ef.DAY) + 6 * 60 * MINUTE_US  # event time 06:00
+W0_US = T0_US + 3 * 60 * MINUTE_US  # the worker's clock starts at 09:00: the clocks differ
+IDLE_S = 30
+MACHINES, ORDERS = "machine-state:0", "orders:0"
+
+
+def ts(minutes: float) -> int:
+    """Event time, `minutes` after 06:00."""
+    return T0_US + round(minutes * MINUTE_US)
+
+
+def wall(seconds: float) -> int:
+    """The worker's clock, `seconds` into the test."""
+    return W0_US + round(seconds * US)
+
+
+# ---------------------------------------------------------------- route()
+
+
+def _route(value: bytes | None, **kwargs: Any) -> Routed:
+    args: dict[str, Any] = {
+        "key": b"press-1",
+        "topic": "machine-state",
+        "source": "machine-state",
+        "partition": 3,
+        "offset": 41,
+        "wall_us": wall(0),
+    }
+    return route(value, **{**args, **kwargs})
+
+
+def test_a_valid_event_is_forwarded_with_wall_time_and_source() -> None:
+    event = ef.state(ef.at(6), "running")
+    routed = _route(orjson.dumps(event))
+    assert routed.dead_letter is None and routed.reasons == []
+    assert routed.events == 1
+    assert orjson.loads(routed.forward) == {
+        "wall_us": wall(0),
+        "source": "machine-state:3",
+        "events": [event],
+    }
+
+
+def test_a_valid_batch_is_forwarded_whole_in_order() -> None:
+    batch = [
+        ef.state(ef.at(6), "running"),
+        ef.count(ef.at(6.5), 100, 98, 1.5),
+        ef.state(ef.at(7), "down", reason="jam"),
+    ]
+    routed = _route(orjson.dumps(batch))
+    assert routed.dead_letter is None and routed.events == 3
+    assert orjson.loads(routed.forward)["events"] == batch
+
+
+def test_forwarded_events_are_the_contract_json_of_the_validated_events() -> None:
+    event = ef.state("2026-11-22T08:00:00.5+02:00", "running")
+    forwarded = orjson.loads(_route(orjson.dumps(event)).forward)["events"][0]
+    assert forwarded == event_to_json(parse_event(event))
+    assert forwarded["ts"] == "2026-11-22T08:00:00.500000+02:00"  # the same instant, µs
+
+
+def test_the_forward_names_the_topic_not_the_topic_kind() -> None:
+    routed = _route(orjson.dumps(ef.state(ef.at(6), "running")), topic="acme.machines")
+    assert orjson.loads(routed.forward)["source"] == "acme.machines:3"
+
+
+def test_announce_adds_the_input_partitions_read() -> None:
+    value = orjson.dumps(ef.state(ef.at(6), "running"))
+    reading = ["machine-state:3", "orders:0", "shipments:1"]
+    assert orjson.loads(_route(value, announce=reading).forward)["sources"] == reading
+    assert "sources" not in orjson.loads(_route(value).forward)
+    assert "sources" not in orjson.loads(_route(value, announce=[]).forward)
+
+
+@pytest.mark.parametrize(
+    ("event", "key", "source", "shard"),
+    [
+        (ef.state(ef.at(6), "running"), "press-1", "machine-state", "plant-1"),
+        (ef.count(ef.at(6), 5, 5, 1.0, site="plant-9"), "press-1", "machine-state", "plant-9"),
+        (ef.order("O-1", ef.at(6), ef.at(30)), "O-1", "orders", "orders"),
+        (ef.cancelled("O-1", ef.at(7)), "O-1", "orders", "orders"),
+        (ef.shipment("O-1", ef.at(20)), "O-1", "shipments", "orders"),
+    ],
+    ids=["state", "count-other-site", "order", "cancel", "shipment"],
+)
+def test_shard_key_is_the_site_for_machine_events_else_orders(
+    event: dict[str, Any], key: str, source: str, shard: str
+) -> None:
+    routed = _route(orjson.dumps(event), key=key.encode(), topic=source, source=source)
+    assert routed.forward is not None
+    assert routed.shard == shard
+
+
+# A state event and its wire bytes, for the bad-message table.
+GOOD = ef.state(ef.at(6), "running")
+
+
+def _without(event: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != name}
+
+
+BAD_MESSAGES = [
+    # id, value, route() overrides, reason, index, error starts with
+    (
+        "truncated-json",
+        b'{"type": "state", "event_id": ',
+        {},
+        "undecodable",
+        None,
+        "not valid JSON",
+    ),
+    ("not-utf8", b"\xff\xfe\x00\x81 binary", {}, "undecodable", None, "not valid JSON"),
+    ("empty", b"", {}, "undecodable", None, "not valid JSON"),
+    (
+        "unknown-state",
+        orjson.dumps({**GOOD, "state": "flying"}),
+        {},
+        "schema",
+        None,
+        "state: unknown value 'flying'",
+    ),
+    (
+        "missing-field",
+        orjson.dumps(_without(GOOD, "line")),
+        {},
+        "schema",
+        None,
+        "line: required field is missing",
+    ),
+    (
+        "naive-timestamp",
+        orjson.dumps({**GOOD, "ts": "2026-11-22T06:00:00"}),
+        {},
+        "schema",
+        None,
+        "ts: timestamp has no timezone offset",
+    ),
+    (
+        "key-mismatch",
+        orjson.dumps(GOOD),
+        {"key": b"press-2"},
+        "key_mismatch",
+        None,
+        "machine: 'press-1' does not match the message key 'press-2'",
+    ),
+    (
+        "wrong-topic",
+        orjson.dumps(ef.order("O-1", ef.at(6), ef.at(30))),
+        {"key": b"O-1"},
+        "wrong_topic",
+        None,
+        "type: 'order' does not belong on topic 'machine-state'",
+    ),
+    (
+        "too-large",
+        orjson.dumps(GOOD),
+        {"max_bytes": 64},
+        "message_too_large",
+        None,
+        f"message is {len(orjson.dumps(GOOD))} bytes, over the limit of 64",
+    ),
+    (
+        "batch-too-long",
+        orjson.dumps([GOOD, GOOD, GOOD]),
+        {"max_batch": 2},
+        "batch_too_long",
+        None,
+        "batch has 3 events, over the limit of 2",
+    ),
+    ("not-an-object", b"[42]", {}, "not_an_object", 0, "expected an event object, got integer"),
+    (
+        "bad-batch-element",
+        orjson.dumps([{**GOOD, "total": 3}]),
+        {},
+        "schema",
+        0,
+        "total: unknown field",
+    ),
+    (
+        "future-timestamp",
+        orjson.dumps(GOOD),
+        {"wall_us": ts(-60), "max_future_us": 15 * MINUTE_US},
+        "future_timestamp",
+        None,
+        "ts: 2026-11-22T06:00:00Z is 3600 s ahead",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "overrides", "reason", "index", "error"),
+    [pytest.param(*row[1:], id=row[0]) for row in BAD_MESSAGES],
+)
+def test_a_bad_message_becomes_one_dead_letter_with_the_original_bytes(
+    value: bytes, overrides: dict[str, Any], reason: str, index: int | None, error: str
+) -> None:
+    routed = _route(value, **overrides)
+    assert routed.forward is None and routed.events == 0
+    assert routed.reasons == [reason]
+    letter = orjson.loads(routed.dead_letter)
+    assert letter["reason"] == reason
+    [only] = letter["errors"]
+    assert (only["index"], only["reason"]) == (index, reason)
+    assert only["error"].startswith(error), only["error"]
+    key = overrides.get("key", b"press-1").decode()
+    assert letter["source"] == {"topic": "machine-state", "partition": 3, "offset": 41, "key": key}
+    assert letter["valid_events_forwarded"] == 0
+    assert letter["received_us"] == overrides.get("wall_us", wall(0))
+    assert base64.b64decode(letter["value_b64"], validate=True) == value
+    text = None
+    with contextlib.suppress(UnicodeDecodeError):
+        text = value.decode("utf-8")
+    assert letter.get("value_text") == text
+
+
+def test_value_text_is_cut_at_4096_characters_but_value_b64_keeps_every_byte() -> None:
+    value = b"x" * 10_000
+    letter = orjson.loads(_route(value).dead_letter)
+    assert letter["value_text"] == "x" * 4096
+    assert base64.b64decode(letter["value_b64"]) == value
+
+
+def test_a_mixed_batch_forwards_the_good_and_dead_letters_the_rest_in_one_envelope() -> None:
+    good_1 = ef.state(ef.at(6), "running")
+    good_2 = ef.count(ef.at(6.5), 10, 9, 2.0)
+    batch = [
+        good_1,
+        {**ef.state(ef.at(6.1), "idle"), "state": "sleeping"},
+        good_2,
+        ef.state(ef.at(6.2), "down", machine="press-7"),
+        "oops",
+    ]
+    value = orjson.dumps(batch)
+    routed = _route(value)
+    assert routed.events == 2
+    assert orjson.loads(routed.forward)["events"] == [good_1, good_2]
+    assert routed.reasons == ["schema", "key_mismatch", "not_an_object"]
+    letter = orjson.loads(routed.dead_letter)
+    assert letter["reason"] == "schema"  # the first error's
+    assert [(e["index"], e["reason"]) for e in letter["errors"]] == [
+        (1, "schema"),
+        (3, "key_mismatch"),
+        (4, "not_an_object"),
+    ]
+    assert letter["errors"][0]["error"].startswith("state: unknown value 'sleeping'")
+    assert letter["errors"][1]["error"].startswith("machine: 'press-7'")
+    assert letter["valid_events_forwarded"] == 2
+    assert base64.b64decode(letter["value_b64"]) == value
+
+
+def test_a_future_event_in_a_batch_is_dead_lettered_with_its_index() -> None:
+    batch = [ef.state(ef.at(6), "running"), ef.state(ef.at(9), "down")]
+    routed = _route(orjson.dumps(batch), wall_us=ts(60), max_future_us=15 * MINUTE_US)
+    letter = orjson.loads(routed.dead_letter)
+    assert [(e["index"], e["reason"]) for e in letter["errors"]] == [(1, "future_timestamp")]
+
+
+def test_a_tombstone_is_dead_lettered_as_an_empty_value() -> None:
+    routed = _route(None, key=None)
+    assert routed.forward is None
+    letter = orjson.loads(routed.dead_letter)
+    assert letter["reason"] == "undecodable"
+    assert letter["source"]["key"] is None
+    assert letter["value_b64"] == "" and letter["value_text"] == ""
+
+
+def test_a_key_that_is_not_utf8_is_reported_readably() -> None:
+    routed = _route(orjson.dumps(GOOD), key=b"press-\xff")
+    letter = orjson.loads(routed.dead_letter)
+    assert letter["reason"] == "key_mismatch"
+    assert letter["source"]["key"] == "press-\ufffd"
+
+
+# ---------------------------------------------------------------- Shard: offsets and snapshots
+
+
+@dataclass
+class Feed:
+    """Writes engine-topic messages into a shard at increasing offsets, as Kafka would."""
+
+    shard: Shard
+    offset: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    trace: list[tuple[int, int | None, int]] = field(default_factory=list)
+    """(offset, watermark after it, records it produced) of each message applied."""
+
+    def apply(self, value: bytes) -> Output | None:
+        out = self.shard.apply(self.offset, value)
+        if out is not None:
+            self.records += out.records
+            self.alerts += out.alerts
+            self.trace.append((self.offset, self.watermark_us, len(out.records)))
+        self.offset += 1
+        return out
+
+    def send(
+        self, source: str, at_s: float, *events: dict[str, Any], announce: list[str] | None = None
+    ) -> Output | None:
+        """Input partition `source` delivers `events` at wall(at_s), through route()."""
+        topic, partition = source.split(":")
+        routed = route(
+            orjson.dumps(list(events)),
+            key=None,
+            topic=topic,
+            source=topic,
+            partition=int(partition),
+            offset=0,
+            wall_us=wall(at_s),
+            announce=announce,
+        )
+        assert routed.forward is not None and routed.dead_letter is None
+        return self.apply(routed.forward)
+
+    def tick(self, at_s: float, caught_up: dict[str, bool]) -> Output | None:
+        """A tick at wall(at_s): each input partition read to its end or not."""
+        return self.apply(tick_message(wall(at_s), caught_up))
+
+    @property
+    def watermark_us(self) -> int | None:
+        return self.shard.engine.watermark_us
+
+
+ENGINE = EngineConfig(windows=["1h", "1d"], allowed_lateness="5m")
+
+
+def new_feed(config: EngineConfig = ENGINE) -> Feed:
+    return Feed(Shard(config, IDLE_S * US))
+
+
+def test_messages_below_next_offset_are_skipped_on_replay() -> None:
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(0)), "running"), announce=[MACHINES])
+    feed.send(MACHINES, 1, ef.count(iso(ts(1)), 60, 59, 1.0))
+    feed.tick(2, {MACHINES: True})
+    state = feed.shard.to_bytes()
+    assert feed.shard.next_offset == 3
+    again = route(
+        orjson.dumps(ef.count(iso(ts(1)), 60, 59, 1.0)),
+        key=None,
+        topic="machine-state",
+        source="machine-state",
+        partition=0,
+        offset=0,
+        wall_us=wall(1),
+    )
+    for offset in (0, 1, 2):
+        assert feed.shard.apply(offset, again.forward) is None
+    assert feed.shard.stats["skipped_replayed"] == 3
+    assert feed.shard.to_bytes() == state
+
+
+ROUTE_PARTITIONS = 2
+SMALL_PLANT = SimConfig(
+    lines=(LineSpec("line-1", ("press-1", "press-2"), (Product("SKU-1", 2.0),), 0.02),),
+    count_interval_s=300.0,
+)
+
+
+def plant_messages(hours: float, seed: int = 11) -> Iterator[bytes]:
+    """Engine-topic messages of a simulated plant, as the ingest agent writes them:
+    batches routed from two partitions per input topic, arriving 2 s after their
+    event time, with a tick after every 10 messages (everything caught up); then
+    the plant falls silent and two hours of ticks, one a minute, follow."""
+    sources = [f"{t}:{p}" for t in ("machine-state", "orders", "shipments") for p in (0, 1)]
+    events = simulate(SMALL_PLANT, seed, T0_US, hours * 3600)
+    now = T0_US
+    for n, (topic, key, batch) in enumerate(batched(events, max_batch=5)):
+        now = max(parse_event(e).ts_us for e in batch) + 2 * US
+        routed = route(
+            orjson.dumps(batch),
+            key=key.encode(),
+            topic=topic,
+            source=topic,
+            partition=zlib.crc32(key.encode()) % ROUTE_PARTITIONS,
+            offset=n,
+            wall_us=now,
+            announce=sources if n == 0 else None,
+        )
+        assert routed.forward is not None and routed.dead_letter is None
+        yield routed.forward
+        if n % 10 == 9:
+            yield tick_message(now, dict.fromkeys(sources, True))
+    for minute in range(1, 121):
+        yield tick_message(now + minute * MINUTE_US, dict.fromkeys(sources, True))
+
+
+def run_shard(messages: list[bytes], feed: Feed | None = None, start: int = 0) -> Feed:
+    feed = feed or Feed(Shard(EngineConfig(), IDLE_S * US))
+    feed.offset = start
+    for value in messages[start:]:
+        feed.apply(value)
+    return feed
+
+
+@pytest.fixture(scope="module")
+def plant_day() -> tuple[list[bytes], Feed]:
+    """A day of a small plant and the records of a shard that was never interrupted."""
+    messages = list(plant_messages(hours=24))
+    return messages, run_shard(messages)
+
+
+@pytest.mark.parametrize("cut", [1, 97, 555, -125, -60, -3])
+def test_restoring_a_snapshot_mid_stream_gives_the_records_of_an_uninterrupted_shard(
+    plant_day: tuple[list[bytes], Feed], cut: int
+) -> None:
+    messages, whole = plant_day
+    assert len(whole.records) > 1000 and whole.alerts  # the day closes plenty of windows
+    cut %= len(messages)
+    before = run_shard(messages[:cut])
+    data = before.shard.to_bytes()
+    restored = Feed(Shard.from_bytes(EngineConfig(), IDLE_S * US, data))
+    # Kafka may hand over messages the snapshot covers (the commit lags it): resume 7 early.
+    after = run_shard(messages, restored, start=max(0, cut - 7))
+    assert restored.shard.stats["skipped_replayed"] == cut - max(0, cut - 7)
+    assert [record_key(r) for r in before.records + after.records] == [
+        record_key(r) for r in whole.records
+    ]
+    assert before.records + after.records == whole.records
+    assert before.trace + after.trace == whole.trace  # each at the same message, too
+    assert before.alerts + after.alerts == whole.alerts
+    assert orjson.loads(after.shard.to_bytes()) == orjson.loads(whole.shard.to_bytes())
+
+
+def test_a_snapshot_restores_a_shard_that_has_seen_nothing() -> None:
+    empty = Shard(ENGINE, IDLE_S * US)
+    restored = Shard.from_bytes(ENGINE, IDLE_S * US, empty.to_bytes())
+    assert restored.to_bytes() == empty.to_bytes()
+    assert restored.next_offset == 0 and restored.first_data is None
+
+
+# ---------------------------------------------------------------- Shard: watermark rules
+
+
+def test_an_input_with_unread_data_holds_the_watermark_at_its_newest_event() -> None:
+    #   wall (s)         0    1                        600                 601
+    #   machine-state:0  06:10 ......caught up, quiet, creeps: 06:10 + 600 s ........
+    #   orders:0              06:01 ... unread data ... holds 06:01 | caught up, quiet
+    #   watermark             06:01                    06:01               06:20
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    assert feed.watermark_us is None  # orders never sent yet
+    feed.send(ORDERS, 1, ef.order("O-1", iso(ts(1)), iso(ts(600))))
+    assert feed.watermark_us == ts(1)
+    feed.tick(600, {MACHINES: True, ORDERS: False})
+    assert feed.watermark_us == ts(1)
+    # Once read up and quiet, orders too move on: everything is quiet, so event
+    # time follows the clock from the newest event (06:10) since the last one (wall 1).
+    feed.tick(601, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(10) + 600 * US
+
+
+def test_an_input_that_sent_within_idle_holds_the_watermark_even_if_caught_up() -> None:
+    #   wall (s)         0           20          29           31
+    #   machine-state:0  06:10 ........ caught up, quiet (creeps) ....
+    #   orders:0         06:01 (sent) .. caught up, not yet quiet ..| quiet
+    #   watermark        06:01       06:01       06:01        06:10 + 31 s
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    feed.send(ORDERS, 0, ef.order("O-1", iso(ts(1)), iso(ts(600))))
+    for at_s in (20, 29):
+        feed.tick(at_s, {MACHINES: True, ORDERS: True})
+        assert feed.watermark_us == ts(1)
+    feed.tick(31, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(10) + 31 * US
+
+
+def test_an_announced_input_that_never_sent_blocks_until_caught_up_and_quiet() -> None:
+    #   wall (s)         0            20         100          130
+    #   machine-state:0  06:10 (announces orders:0) ... unread data ...
+    #   orders:0         -- never sends -----------------------------
+    #     tick           .            caught up  NOT caught up caught up, 130 s quiet
+    #   watermark        none         none       none          06:10
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    assert feed.watermark_us is None
+    feed.tick(20, {MACHINES: True, ORDERS: True})  # caught up, but quiet for only 20 s
+    assert feed.watermark_us is None
+    feed.tick(100, {MACHINES: False, ORDERS: False})  # quiet for long, but not caught up
+    assert feed.watermark_us is None
+    feed.tick(130, {MACHINES: False, ORDERS: True})
+    # orders:0 now creeps from the first event seen (06:10 at wall 0): 06:10 + 130 s;
+    # machine-state:0 has unread data and holds at its newest event.
+    assert feed.watermark_us == ts(10)
+
+
+def test_a_dead_input_that_never_sent_creeps_from_the_first_event_seen() -> None:
+    #   wall (s)         0       35           40           100
+    #   machine-state:0  06:10   (quiet)      06:12        06:14
+    #   orders:0         -- never sends, caught up ---------------------------
+    #   watermark        none    06:10:35     06:10:40     06:11:40
+    #                            (all quiet)  (orders:0 creeps from 06:10 at wall 0)
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    feed.tick(35, {MACHINES: True, ORDERS: True})  # everything quiet: follows the clock
+    assert feed.watermark_us == ts(10) + 35 * US
+    feed.send(MACHINES, 40, ef.count(iso(ts(12)), 10, 10, 1.0))
+    assert feed.watermark_us == ts(10) + 40 * US  # orders:0 creeps; machines hold at 06:12
+    feed.send(MACHINES, 100, ef.count(iso(ts(14)), 10, 10, 1.0))
+    assert feed.watermark_us == ts(10) + 100 * US
+
+
+def test_a_quiet_input_creeps_at_clock_pace_from_its_newest_event() -> None:
+    #   wall (s)         0      25     45        80       100       200
+    #   machine-state:0  06:10 ........ caught up, quiet: 06:10 + wall ..........
+    #   orders:0                06:12 ...........06:13 ............ 06:13 (190 s)
+    #   watermark               06:10  06:10:45  06:11:20 06:11:40  06:13
+    #                                  (machines creep)             (orders hold)
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    feed.send(ORDERS, 25, ef.order("O-1", iso(ts(12)), iso(ts(600))))
+    assert feed.watermark_us == ts(10)
+    feed.tick(45, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(10) + 45 * US
+    feed.send(ORDERS, 80, ef.order("O-2", iso(ts(13)), iso(ts(600))))
+    assert feed.watermark_us == ts(10) + 80 * US
+    feed.tick(100, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(10) + 100 * US
+    feed.send(ORDERS, 190, ef.order("O-3", iso(ts(13)), iso(ts(600))))
+    feed.tick(200, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(13)  # the creep passed orders' newest event: it holds
+
+
+def test_when_every_input_is_quiet_a_silent_plants_windows_close_by_ticks_alone() -> None:
+    #   event time   06:00     06:10  06:20  06:40               07:00  07:05
+    #   1h window    [06:00 ........................................ 07:00)
+    #   events              running  order  count (last, wall 2 s)
+    #   ticks (wall)                       2 s + 24 min: wm 07:04, frontier 06:59, open
+    #                                      2 s + 25 min: wm 07:05, frontier 07:00, closed
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(10)), "running"), announce=[MACHINES, ORDERS])
+    feed.send(ORDERS, 1, ef.order("O-1", iso(ts(20)), iso(ts(600))))
+    feed.send(MACHINES, 2, ef.count(iso(ts(40)), 1200, 1180, 1.0))
+    for minutes in range(1, 25):
+        feed.tick(2 + 60 * minutes, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(64)
+    assert not feed.records
+    feed.tick(2 + 60 * 25, {MACHINES: True, ORDERS: True})
+    assert feed.watermark_us == ts(65)
+    hour = [r for r in feed.records if r["window"] == "1h"]
+    assert [(r["kpi"], r.get("scope")) for r in hour] == [
+        ("oee", "machine"),
+        ("oee", "line"),
+        ("oee", "site"),
+        ("pchart", None),
+    ]
+    assert {(r["start"], r["end"]) for r in hour} == {(iso(ts(0)), iso(ts(60)))}
+    assert (hour[0]["total"], hour[0]["good"]) == (1200, 1180)
+
+
+def test_a_burst_on_one_input_does_not_make_another_inputs_next_events_late() -> None:
+    # Orders arrive with their event time; machines replay a backlog in a burst
+    # that runs an hour ahead of the orders' clock. Allowed lateness is zero.
+    #
+    #   wall (s)         0         1 ... 4                 20          55         60
+    #   orders:0         06:00                              06:00:20    (quiet)    06:01:00
+    #   machine-state:0  06:00     06:15 ... 07:00 (burst, unread data) ..................
+    #   watermark        06:00     06:00 (held by orders)   06:00:20    06:00:55
+    #   engine alone     06:00     07:00 -> both later orders would be late
+    config = EngineConfig(windows=["1h", "1d"], allowed_lateness="0s")
+    feed = new_feed(config)
+    first = ef.order("O-1", iso(ts(0)), iso(ts(600)))
+    feed.send(ORDERS, 0, first, announce=[MACHINES, ORDERS])
+    feed.send(MACHINES, 0, ef.state(iso(ts(0)), "running"))
+    burst = [ef.count(iso(ts(m)), 900, 890, 1.0) for m in (15, 30, 45, 60)]
+    for at_s, event in zip(range(1, 5), burst, strict=True):
+        feed.send(MACHINES, at_s, event)
+        feed.tick(at_s, {MACHINES: False, ORDERS: True})
+    assert feed.watermark_us == ts(0)
+    second = ef.order("O-2", iso(ts(20 / 60)), iso(ts(600)))
+    feed.send(ORDERS, 20, second)
+    # Orders are read up and quiet for 35 s: they creep at clock pace.
+    feed.tick(55, {MACHINES: False, ORDERS: True})
+    assert feed.watermark_us == ts(20 / 60) + 35 * US
+    third = ef.order("O-3", iso(ts(1)), iso(ts(600)))
+    feed.send(ORDERS, 60, third)
+    engine = feed.shard.engine
+    assert engine.stats["late.orders"] == 0
+    assert {"O-1", "O-2", "O-3"} <= set(engine.book.open)
+
+    alone = Engine(config)  # one watermark for everything: the largest timestamp seen
+    outcomes = [alone.ingest(parse_event(e)) for e in (first, *burst, second, third)]
+    assert outcomes[-2:] == ["late", "late"]
+
+
+@pytest.mark.parametrize(("lateness", "late"), [("3m", 0), ("1m", 1)])
+def test_when_all_fall_quiet_a_lagging_input_needs_lateness_to_cover_its_lag(
+    lateness: str, late: int
+) -> None:
+    # Orders arrive 2 min after their event time; machines are live. Both fall quiet.
+    # Everything has been read, so time jumps to the newest event: an input
+    # lagging the others by more than the allowed lateness then loses its next
+    # event as late (documented: lateness must cover the lag between inputs).
+    #
+    #   wall (s)         0           10             45 (both quiet)   50
+    #   orders:0         05:58 (2 min late) ........................  05:58:50
+    #   machine-state:0  06:00       06:00:10 ...........
+    #   watermark        05:58       05:58          06:00:45          05:58:50 late unless lateness >= 2 min
+    config = EngineConfig(windows=["1h", "1d"], allowed_lateness=lateness)
+    feed = new_feed(config)
+    feed.send(ORDERS, 0, ef.order("O-1", iso(ts(-2)), iso(ts(600))), announce=[MACHINES, ORDERS])
+    feed.send(MACHINES, 0, ef.state(iso(ts(0)), "running"))
+    feed.send(MACHINES, 10, ef.count(iso(ts(10 / 60)), 10, 10, 1.0))
+    feed.tick(45, {MACHINES: True, ORDERS: True})
+    feed.send(ORDERS, 50, ef.order("O-2", iso(ts(-2 + 50 / 60)), iso(ts(600))))
+    assert feed.shard.engine.stats["late.orders"] == late
+
+
+# ---------------------------------------------------------------- chunks()
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 1024])
+@pytest.mark.parametrize("length", [1, 2, 3, 6, 7, 8, 100])
+def test_chunks_split_at_most_size_and_rejoin_exactly(length: int, size: int) -> None:
+    data = "".join(itertools.islice(itertools.cycle("abcé€𝄞\n"), length))
+    parts = chunks(data, size)
+    assert "".join(parts) == data
+    assert all(1 <= len(p) <= size for p in parts)
+    assert len(parts) == -(-length // size)  # ceil: only the last one is short
+
+
+def test_a_snapshot_fits_in_chunks_of_the_default_size() -> None:
+    data = "x" * (2 * 512 * 1024 + 5)
+    assert [len(p) for p in chunks(data)] == [512 * 1024, 512 * 1024, 5]
+
+
+def test_empty_state_is_one_empty_chunk() -> None:
+    assert chunks("") == [""]
+    assert chunks("", 4) == [""]
