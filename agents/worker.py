@@ -78,7 +78,9 @@ def start_worker(
     if embedded:
         from agents.broker import EmbeddedBroker
 
-        broker = EmbeddedBroker().start()
+        # Own process group: Ctrl-C reaches the worker first, which then stops the
+        # broker; a broker gone before the worker stops can hang its shutdown.
+        broker = EmbeddedBroker(own_process_group=True).start()
         broker.create_topics_sync(topic_plan(settings))
         url = broker.url
         print(
