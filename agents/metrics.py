@@ -5,7 +5,10 @@ at scrape time, so a partition moved to another worker takes its series
 with it. Each app gets its own `CollectorRegistry` (never the global one).
 The collector only reads: output records (`Engine.last_closed` and
 `streams.live.current_windows`), `streams.metrics_view` readings and the
-`Runtime` counters. No KPI arithmetic happens here.
+`Runtime` counters. No KPI arithmetic happens here. Should two engine
+partitions of one worker yield the same series (the chain records, which
+each partition computes over its own data), the later partition's wins:
+a scrape never carries a duplicate sample.
 
 Naming: `kpimon_` prefix, base units (`_seconds`, timestamps in Unix
 seconds), `_ratio` for 0-1 values, `_total` for counters. A ratio whose
@@ -33,6 +36,10 @@ Labels (every value set is bounded by configuration or the plant):
 - pipeline: `topic` and `partition` (input partitions), `partition` (engine
   partitions), `source` (`machine-state`, `orders`, `shipments`), `reason`
   (a dead-letter reason), `output` (`records`, `alerts`).
+- targets (from the configuration, exported whether or not there are
+  data): `kpi` (`oee`, `availability`, `performance`, `quality`, `mttr`;
+  `perfect_order`, `otif`, `order_fill_rate`) with `site`/`line`/`machine`
+  or `direction`/`segment`, the others empty.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from faust.exceptions import NotReady
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from streams.engine import Engine
 from streams.events import ErrorReason
 from streams.live import current_windows
 from streams.metrics_view import (
@@ -57,6 +65,7 @@ from streams.metrics_view import (
     window_close_delay_us,
 )
 from streams.oee import STATE_BUCKETS
+from streams.policies import OEE_FIELDS, POLICY_FIELDS, Targets
 from streams.timeutil import US
 
 if TYPE_CHECKING:
@@ -67,10 +76,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Highwater = Callable[[], Mapping[tuple[str, int], int | None]]
 
-OEE_LABELS = ("scope", "site", "line", "machine", "window", "state")
-ORDER_LABELS = ("direction", "segment", "window", "state")
-PCHART_LABELS = ("chart", "window")
-MACHINE_LABELS = ("site", "line", "machine")
+TARGET_LABELS = ("kpi", "site", "line", "machine", "direction", "segment")
 
 # record field -> (metric, help)
 OEE_VALUES = {
@@ -170,6 +176,7 @@ class KpimonCollector:
     def __init__(self, runtime: Runtime, highwater: Highwater) -> None:
         self.runtime = runtime
         self.highwater = highwater
+        self.targets = Targets(runtime.settings.engine)
 
     def collect(self) -> Iterator[Metric]:
         out = Families()
@@ -181,6 +188,7 @@ class KpimonCollector:
                 self._record(out, record, "closed")
             self._machines(out, engine)
             self._engine_health(out, str(partition), engine)
+        self._targets(out)
         self._pipeline(out)
         yield from out
 
@@ -196,7 +204,7 @@ class KpimonCollector:
         elif kind == "chain":
             _chain(out, record)
 
-    def _machines(self, out: Families, engine: Any) -> None:
+    def _machines(self, out: Families, engine: Engine) -> None:
         for m in machine_status(engine):
             labels = {"site": m.site, "line": m.line, "machine": m.machine}
             for bucket in STATE_BUCKETS:
@@ -219,8 +227,31 @@ class KpimonCollector:
                 _seconds(m.last_event_us),
             )
 
+    def _targets(self, out: Families) -> None:
+        """Configured targets (engine.targets, engine.policies), whatever data there is."""
+        kpi_of = {field: kpi for kpi, field in (OEE_FIELDS | POLICY_FIELDS).items()}
+        help_ratio = "Configured target: OEE parts per line or machine, rates per segment."
+        help_seconds = "Configured MTTR target per line or machine (at or below is attained)."
+        out.declare("gauge", "kpimon_target_ratio", help_ratio, TARGET_LABELS)
+        entities = [((s, ln, ""), t) for (s, ln), t in self.targets.lines.items()]
+        entities += list(self.targets.machines.items())
+        for (site, line, machine), targets in sorted(entities):
+            where = {"site": site, "line": line, "machine": machine}
+            for field, value in targets.items():
+                kpi = kpi_of[field]
+                if field == "mttr_s":
+                    out.gauge("kpimon_target_seconds", help_seconds, {"kpi": kpi, **where}, value)
+                else:
+                    labels = {"kpi": kpi, **where, "direction": "", "segment": ""}
+                    out.gauge("kpimon_target_ratio", help_ratio, labels, value)
+        for segment, targets in sorted(self.targets.segments.items()):
+            for field, value in targets.items():
+                labels = {"kpi": kpi_of[field], "site": "", "line": "", "machine": ""}
+                labels |= {"direction": "outbound", "segment": segment}
+                out.gauge("kpimon_target_ratio", help_ratio, labels, value)
+
     # -- pipeline health -------------------------------------------------------
-    def _engine_health(self, out: Families, partition: str, engine: Any) -> None:
+    def _engine_health(self, out: Families, partition: str, engine: Engine) -> None:
         names = {
             "late": ("kpimon_late_events_total", "Events older than the frontier (not applied)."),
             "duplicates": ("kpimon_duplicate_events_total", "Events with an event_id seen before."),

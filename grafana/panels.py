@@ -1,0 +1,212 @@
+"""Grafana JSON builders for kpimon's dashboards (used by generate.py).
+
+Small functions returning plain dicts in Grafana's dashboard JSON model
+(schemaVersion 39): variables, targets, field configs and panels. Every
+panel and variable queries the `${datasource}` variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+# -- variables -----------------------------------------------------------------
+def datasource_var() -> dict[str, Any]:
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    }
+
+
+def query_var(
+    name: str, query: str, *, multi: bool = True, default: str | None = None, label: str = ""
+) -> dict[str, Any]:
+    current: dict[str, Any]
+    if multi:
+        current = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        current = {"selected": True, "text": default, "value": default} if default else {}
+    return {
+        "name": name,
+        "label": label or name.replace("_", " ").capitalize(),
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "sort": 1,
+        "multi": multi,
+        "includeAll": multi,
+        "allValue": ".*" if multi else None,
+        "current": current,
+        "hide": 0,
+        "options": [],
+        "regex": "",
+    }
+
+
+def plant_vars() -> list[dict[str, Any]]:
+    return [
+        query_var("site", 'label_values(kpimon_oee_ratio{scope="site"}, site)'),
+        query_var("line", 'label_values(kpimon_oee_ratio{scope="line", site=~"$site"}, line)'),
+        query_var(
+            "machine",
+            'label_values(kpimon_oee_ratio{scope="machine", site=~"$site", line=~"$line"}, machine)',
+        ),
+    ]
+
+
+def window_var(name: str = "window", metric: str = "kpimon_oee_ratio", default: str = "1h"):
+    return query_var(name, f"label_values({metric}, window)", multi=False, default=default)
+
+
+# -- panels --------------------------------------------------------------------
+def target(expr: str, legend: str = "", *, instant: bool = False, table: bool = False):
+    t: dict[str, Any] = {"datasource": DS, "expr": expr, "legendFormat": legend or "__auto"}
+    if instant or table:
+        t["instant"] = True
+        t["range"] = False
+    if table:
+        t["format"] = "table"
+    return t
+
+
+def thresholds(bands: list[tuple[float | None, str]]) -> dict[str, Any]:
+    return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in bands]}
+
+
+def field_config(
+    unit: str = "percentunit",
+    bands: list[tuple[float | None, str]] | None = None,
+    *,
+    decimals: int | None = 1,
+    minmax: tuple[float, float] | None = (0, 1),
+    custom: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "color": {"mode": "thresholds" if bands else "palette-classic"},
+        "thresholds": thresholds(bands or [(None, "green")]),
+        "mappings": mappings or [],
+    }
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if minmax is not None:
+        defaults["min"], defaults["max"] = minmax
+    if custom:
+        defaults["custom"] = custom
+    return {"defaults": defaults, "overrides": overrides or []}
+
+
+def panel(
+    kind: str,
+    title: str,
+    targets: list[dict[str, Any]],
+    grid: tuple[int, int, int, int],
+    fc: dict[str, Any],
+    options: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    x, y, w, h = grid
+    for ref, t in zip("ABCDEFGHIJ", targets, strict=False):
+        t["refId"] = ref
+    return {
+        "type": kind,
+        "title": title,
+        "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": targets,
+        "fieldConfig": fc,
+        "options": options or {},
+        **extra,
+    }
+
+
+def stat(title, targets, grid, fc, *, text_mode="value_and_name", color_mode="background", **kw):  # type: ignore[no-untyped-def]
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": color_mode,
+        "graphMode": "none",
+        "justifyMode": "center",
+        "textMode": text_mode,
+        "orientation": "auto",
+        "text": kw.pop("text", {}),
+    }
+    return panel("stat", title, targets, grid, fc, options, **kw)
+
+
+def bargauge(title, targets, grid, fc, **kw):  # type: ignore[no-untyped-def]
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "orientation": "horizontal",
+        "displayMode": "basic",
+        "showUnfilled": True,
+    }
+    return panel("bargauge", title, targets, grid, fc, options, **kw)
+
+
+def timeseries(title, targets, grid, fc, **kw):  # type: ignore[no-untyped-def]
+    options = {
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "none"},
+    }
+    return panel("timeseries", title, targets, grid, fc, options, **kw)
+
+
+def table(title, targets, grid, fc, **kw):  # type: ignore[no-untyped-def]
+    options = {"showHeader": True, "cellHeight": kw.pop("cell_height", "md")}
+    return panel("table", title, targets, grid, fc, options, **kw)
+
+
+def override(name: str, props: dict[str, Any], *, regex: bool = False) -> dict[str, Any]:
+    matcher = {"id": "byRegexp" if regex else "byName", "options": name}
+    return {"matcher": matcher, "properties": [{"id": k, "value": v} for k, v in props.items()]}
+
+
+def fixed(colour: str) -> dict[str, str]:
+    return {"mode": "fixed", "fixedColor": colour}
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    panels: list[dict[str, Any]],
+    variables: list[dict[str, Any]],
+    *,
+    refresh: str = "30s",
+    time_from: str = "now-12h",
+    tags: tuple[str, ...] = (),
+    description: str = "",
+) -> dict[str, Any]:
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["kpimon", *tags],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": refresh,
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": time_from, "to": "now"},
+        "templating": {"list": [datasource_var(), *variables]},
+        "annotations": {"list": []},
+        "links": [
+            {"type": "dashboards", "tags": ["kpimon"], "asDropdown": True, "title": "kpimon"}
+        ],
+        "panels": panels,
+    }
