@@ -116,7 +116,8 @@ def start_worker(
 
     print(f"kpimon: worker {w.app_id} on {url}", file=sys.stderr)
     print(
-        f"kpimon: live KPIs {running.web_url}/kpi   health {running.web_url}/healthz",
+        f"kpimon: live KPIs {running.web_url}/kpi   metrics {running.web_url}/metrics   "
+        f"health {running.web_url}/healthz",
         file=sys.stderr,
     )
     try:
