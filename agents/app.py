@@ -223,9 +223,16 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def input_progress() -> dict[str, bool]:
         """Assigned input partitions -> caught up (read to the high watermark)."""
         progress = {}
-        for tp in app.consumer.assignment():
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in sources]
+        # A partition no fetch has answered for yet (nothing new on it since a
+        # restart) has no cached high watermark: ask the broker for its end.
+        unknown = [tp for tp in assigned if app.consumer.highwater(tp) is None]
+        asked = await app.consumer.highwaters(*unknown) if unknown else {}
+        for tp in assigned:
             if tp.topic in sources:
                 highwater = app.consumer.highwater(tp)
+                if highwater is None:
+                    highwater = asked.get(tp)
                 last = runtime.ingested.get((tp.topic, tp.partition))
                 # Nothing read since start-up: the consumer's position says
                 # where it stands (after a restart, maybe at the end already).

@@ -213,6 +213,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from agents.bench import run_bench
+
+    return run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpimon", description="Streaming KPI monitor")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="write JSON lines here instead of sending")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("bench", help="measure throughput, latency and memory on this machine")
+    from agents.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML settings file (default: $KPIMON_CONFIG)")
