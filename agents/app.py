@@ -46,6 +46,7 @@ class Runtime:
     last_event_wall: dict[str, float] = field(default_factory=dict)  # per source
     published: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    last_tick_seen: float | None = None  # monotonic time the engine last applied a tick
 
     def views(self) -> list[dict[str, Any]]:
         return [{"partition": p, **live_view(s.engine)} for p, s in sorted(self.shards.items())]
@@ -212,6 +213,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 for alert in out.alerts:
                     await alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
                 runtime.published["alerts"] += len(out.alerts)
+            if msg.key == b"tick":
+                runtime.last_tick_seen = time.monotonic()
             runtime.unacked[msg.partition].append(event)
             if time.monotonic() - runtime.snapshot_at[msg.partition] >= w.snapshot_interval:
                 save_shard(msg.partition, shard)
@@ -257,7 +260,23 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "partitions": sorted(runtime.shards)})
+        # Healthy while the clock ticks make the round trip through the broker
+        # and back into the engine: a lost broker or a stuck engine shows here.
+        since = time.monotonic() - runtime.last_tick_seen if runtime.last_tick_seen else None
+        limit = max(10.0, 5 * w.tick_interval)
+        healthy = since is not None and since <= limit
+        body = {
+            "status": "ok" if healthy else "unhealthy",
+            "reason": None
+            if healthy
+            else (
+                "no clock tick has come back through the broker yet"
+                if since is None
+                else f"last clock tick came back {since:.0f} s ago (limit {limit:.0f} s)"
+            ),
+            "partitions": sorted(runtime.shards),
+        }
+        return web.json(body, status=200 if healthy else 503)
 
     @app.page("/kpi")
     async def kpi(web: Any, request: Any) -> Any:
