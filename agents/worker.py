@@ -106,7 +106,12 @@ def start_worker(
         loglevel="WARNING",
         quiet=True,
         logfile=log_file or str(Path(w.data_dir) / "worker.log"),
+        # The live summary is for the terminal, not the log file.
+        redirect_stdouts=False,
     )
+    # Faust's start-up spinner sets the root logger to DEBUG, so every debug
+    # call of aiokafka and Faust builds a record: measurable CPU, no use here.
+    worker.spinner = None
     if duration is not None:
 
         @app.task
