@@ -124,12 +124,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return start_worker(settings, extra=extra, duration=args.duration, any_port=args.port is None)
 
 
-def _cmd_produce(args: argparse.Namespace) -> int:
+def _event_producer(settings, **options):  # type: ignore[no-untyped-def]
+    from agents.producer import EventProducer
+
+    return EventProducer(
+        settings.kafka.broker.removeprefix("kafka://"),
+        topics=settings.topics,
+        kafka=settings.kafka,
+        **options,
+    )
+
+
+def _send_all(settings, events, **options) -> int:  # type: ignore[no-untyped-def]
+    """Send events in chunks; a broker that cannot be reached is a clear error."""
     import asyncio
 
-    from agents.producer import EventProducer
+    from aiokafka.errors import KafkaError
+
+    async def send() -> str:
+        async with _event_producer(settings, **options) as producer:
+            chunk: list[dict] = []
+            for event in events:
+                chunk.append(event)
+                if len(chunk) >= 2000:
+                    await producer.send(chunk)
+                    chunk = []
+            await producer.send(chunk)
+            return f"{producer.sent_events} events in {producer.sent_messages} messages"
+
+    try:
+        print(f"kpimon: sent {asyncio.run(send())}", file=sys.stderr)
+    except KafkaError as exc:
+        print(f"kpimon: cannot send to {settings.kafka.broker}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
     from agents.replay import open_input
-    from streams.events import EventValidationError
+    from streams.events import parse_event
 
     settings = _settings_with_broker(args)
     if not settings.kafka.broker:
@@ -138,43 +171,29 @@ def _cmd_produce(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-
-    async def send() -> int:
-        async with EventProducer(
-            settings.kafka.broker.removeprefix("kafka://"),
-            topics=settings.topics,
-            kafka=settings.kafka,
-            max_batch=args.max_batch,
-        ) as producer:
-            with open_input(args.file) as fh:
-                chunk: list[dict] = []
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    obj = orjson.loads(line)
-                    chunk += obj if isinstance(obj, list) else [obj]
-                    if len(chunk) >= 1000:
-                        try:
-                            await producer.send(chunk)
-                        except EventValidationError as exc:
-                            print(f"kpimon produce: line {number}: {exc}", file=sys.stderr)
-                            return 1
-                        chunk = []
-                await producer.send(chunk)
-            print(
-                f"kpimon produce: {producer.sent_events} events in {producer.sent_messages} messages",
-                file=sys.stderr,
-            )
-        return 0
-
-    return asyncio.run(send())
+    # Validate the whole file first: nothing is sent when any line is bad.
+    events: list[dict] = []
+    with open_input(args.file) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+                batch = obj if isinstance(obj, list) else [obj]
+                for event in batch:
+                    if not isinstance(event, dict):
+                        raise ValueError("an event must be a JSON object")
+                    parse_event(event)
+            except ValueError as exc:  # JSONDecodeError and EventValidationError are ValueErrors
+                print(f"kpimon produce: line {number}: {exc}", file=sys.stderr)
+                return 1
+            events += batch
+    return _send_all(settings, events, max_batch=args.max_batch, validate=False)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    import asyncio
     from datetime import datetime
 
-    from agents.producer import EventProducer
     from agents.simulator import SimConfig, simulate
     from streams.timeutil import to_us
 
@@ -189,28 +208,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if not settings.kafka.broker:
         print("kpimon simulate: give --broker kafka://host:port or --out FILE", file=sys.stderr)
         return 2
-
-    async def send() -> None:
-        async with EventProducer(
-            settings.kafka.broker.removeprefix("kafka://"),
-            topics=settings.topics,
-            kafka=settings.kafka,
-            validate=False,
-        ) as producer:
-            chunk: list[dict] = []
-            for event in events:
-                chunk.append(event)
-                if len(chunk) >= 2000:
-                    await producer.send(chunk)
-                    chunk = []
-            await producer.send(chunk)
-            print(
-                f"kpimon simulate: {producer.sent_events} events in {producer.sent_messages} messages",
-                file=sys.stderr,
-            )
-
-    asyncio.run(send())
-    return 0
+    return _send_all(settings, events, validate=False)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
