@@ -106,11 +106,6 @@ class MachineTimeline:
             lapse = self.last_seen_us is not None and live_until == self.last_seen_us + heartbeat_us
             yield Segment(live_until, end_us, "no_data", silence_starts=lapse)
 
-    def silent_since_us(self, heartbeat_us: int) -> int | None:
-        """When the machine's data stopped (its last event + heartbeat), if known."""
-        last = self.pending[-1][0] if self.pending else self.last_seen_us
-        return None if last is None else last + heartbeat_us
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "site": self.site,
