@@ -7,7 +7,6 @@ concurrency is 1 everywhere (Faust tables and ordering need it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -228,20 +227,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         """Assigned input partitions -> caught up (read to the high watermark)."""
         progress = {}
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in sources]
-        # A partition no fetch has answered for yet (nothing new on it since a
-        # restart) has no cached high watermark: ask the broker for its end.
-        unknown = [tp for tp in assigned if app.consumer.highwater(tp) is None]
-        asked: dict = {}
-        if unknown:
-            try:
-                asked = await asyncio.wait_for(app.consumer.highwaters(*unknown), w.tick_interval)
-            except Exception as exc:  # the next tick asks again
-                log.warning("end offsets of %s unknown: %r", unknown, exc)
         for tp in assigned:
             if tp.topic in sources:
                 highwater = app.consumer.highwater(tp)
-                if highwater is None:
-                    highwater = asked.get(tp)
                 last = runtime.ingested.get((tp.topic, tp.partition))
                 # Nothing read since start-up: the consumer's position says
                 # where it stands (after a restart, maybe at the end already).
