@@ -18,6 +18,7 @@ from faust.types import TP
 
 from agents.metrics import install_metrics
 from agents.pipeline import Shard, chunks, route, tick_message
+from agents.progress import EndOffsetWatcher, InputEnds, watch
 from agents.settings import Settings
 from streams.live import live_view
 from streams.records import record_key
@@ -40,6 +41,7 @@ class Runtime:
     snapshot_at: dict[int, float] = field(default_factory=dict)
     consumed: Counter[str] = field(default_factory=Counter)  # per input topic
     ingested: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset read
+    input_ends: InputEnds = field(default_factory=InputEnds)  # end offsets, fresh
     announced: list[str] = field(default_factory=list)  # input partitions the engine was told of
     events_in: Counter[str] = field(default_factory=Counter)  # valid events per input topic
     dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, reason)
@@ -223,21 +225,35 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 for done in pending:
                     await manual.ack(done)
 
+    def assigned_inputs() -> list[tuple[str, int]]:
+        return sorted(
+            (tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources
+        )
+
     async def input_progress() -> dict[str, bool]:
-        """Assigned input partitions -> caught up (read to the high watermark)."""
-        progress = {}
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic in sources]
-        for tp in assigned:
-            if tp.topic in sources:
-                highwater = app.consumer.highwater(tp)
-                last = runtime.ingested.get((tp.topic, tp.partition))
-                # Nothing read since start-up: the consumer's position says
-                # where it stands (after a restart, maybe at the end already).
-                read = last + 1 if last is not None else await app.consumer.position(tp)
-                progress[f"{tp.topic}:{tp.partition}"] = (
-                    highwater is not None and read is not None and read >= highwater
-                )
-        return progress
+        """Assigned input partitions -> caught up (see `agents.progress`)."""
+        now = time.monotonic()
+        max_age = max(5.0, 4 * w.tick_interval)
+        return {
+            f"{topic}:{partition}": runtime.input_ends.caught_up(
+                (topic, partition),
+                runtime.ingested.get((topic, partition)),
+                app.consumer.highwater(TP(topic, partition)),
+                now=now,
+                max_age=max_age,
+            )
+            for topic, partition in assigned_inputs()
+        }
+
+    @app.task
+    async def watch_input_ends() -> None:
+        watcher = EndOffsetWatcher(
+            broker_url.removeprefix("kafka://").replace(";", ","),
+            k,
+            app.conf.id,  # Faust's consumer group
+            embedded=embedded,
+        )
+        await watch(watcher, assigned_inputs, runtime.input_ends, w.tick_interval)
 
     @app.timer(w.tick_interval)
     async def tick() -> None:
@@ -248,6 +264,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set[TP], **_: Any) -> None:
         for tp in revoked:
+            # Reading resumes at the committed offset when it comes back.
+            runtime.ingested.pop((tp.topic, tp.partition), None)
+            runtime.input_ends.starts.pop((tp.topic, tp.partition), None)
             if tp.topic == s.engine:
                 runtime.shards.pop(tp.partition, None)
                 runtime.unacked.pop(tp.partition, None)

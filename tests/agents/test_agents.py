@@ -29,6 +29,7 @@ from faust.types import TP
 
 from agents.app import Runtime, build_app
 from agents.pipeline import Shard, route, tick_message
+from agents.progress import InputEnds
 from agents.settings import TopicSettings, load_settings
 from streams.records import record_key
 from streams.timeutil import US, iso, to_us
@@ -311,6 +312,7 @@ def test_a_tick_reports_each_input_partition_caught_up_or_not_to_every_engine_pa
     consumer = FakeConsumer({machines, orders, engine}, highwaters={machines: 5, orders: 3})
 
     async def scenario(worker: Worker) -> None:
+        fresh_ends(worker, {machines: 5, orders: 3}, starts={orders: 0})
         async with worker.agent("ingest").test_context() as agent:
             agent.sent_offset = 4  # the last message of machine-state:0
             event = ef.state(ef.at(7), "idle")
@@ -327,16 +329,58 @@ def test_a_tick_reports_each_input_partition_caught_up_or_not_to_every_engine_pa
     assert all(t.json == expected for t in ticks)
 
 
-def test_after_a_restart_a_partition_read_to_its_end_is_caught_up(send: mock.MagicMock) -> None:
-    shipments = TP("shipments", 0)
-    consumer = FakeConsumer({shipments}, highwaters={shipments: 42}, positions={shipments: 42})
+def fresh_ends(worker: Worker, ends: dict[TP, int], starts: dict[TP, int]) -> None:
+    """What the end-offset watcher would have learnt just now."""
+    now = time.monotonic()
+    for tp, end in ends.items():
+        worker.runtime.input_ends.ends[tp.topic, tp.partition] = (end, now)
+    for tp, start in starts.items():
+        worker.runtime.input_ends.starts[tp.topic, tp.partition] = start
+
+
+def test_after_a_restart_a_partition_committed_to_its_end_is_caught_up(
+    send: mock.MagicMock,
+) -> None:
+    done, pending = TP("shipments", 0), TP("shipments", 1)
+    # Nothing fetched yet: no cached high watermark, and the position is no guide.
+    consumer = FakeConsumer({done, pending}, positions={done: 42, pending: 9})
 
     async def scenario(worker: Worker) -> None:
+        fresh_ends(worker, {done: 42, pending: 9}, starts={done: 42, pending: 7})
         await worker.tick()  # a fresh process: nothing read since the restart
 
     worker = run(send, consumer, scenario)
     [tick] = worker.sent(ENGINE_TOPIC)
-    assert tick.json["sources"] == {"shipments:0": True}
+    assert tick.json["sources"] == {"shipments:0": True, "shipments:1": False}
+
+
+@pytest.mark.parametrize(
+    ("why", "end", "age_s", "highwater", "expected"),
+    [
+        ("read to a fresh end", 10, 0.0, 10, True),
+        ("the fetch saw more than the broker said", 10, 0.0, 12, False),
+        ("the end offset is stale", 10, 60.0, 10, False),
+        ("no end offset asked yet", None, 0.0, 10, False),
+        ("messages written since", 11, 0.0, 10, False),
+    ],
+)
+def test_caught_up_needs_a_fresh_end_offset(
+    why: str, end: int | None, age_s: float, highwater: int, expected: bool
+) -> None:
+    ends = InputEnds()
+    if end is not None:
+        ends.ends["orders", 0] = (end, 100.0 - age_s)
+    got = ends.caught_up(("orders", 0), 9, highwater, now=100.0, max_age=5.0)
+    assert got is expected, why
+
+
+def test_before_its_first_message_a_partition_is_judged_from_where_reading_resumed() -> None:
+    ends = InputEnds(ends={("orders", 0): (5, 100.0)})
+    assert not ends.caught_up(("orders", 0), None, None, now=100.0, max_age=5.0)  # start unknown
+    ends.starts["orders", 0] = 3
+    assert not ends.caught_up(("orders", 0), None, None, now=100.0, max_age=5.0)
+    ends.starts["orders", 0] = 5
+    assert ends.caught_up(("orders", 0), None, None, now=100.0, max_age=5.0)
 
 
 # ---------------------------------------------------------------- run_engine

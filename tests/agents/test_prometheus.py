@@ -148,7 +148,29 @@ def wait_all_have_data(stack: Stack, exprs: dict[str, str], timeout: float = 180
         wait_for(done, timeout, "every expression to return data", every=1.0)
     except AssertionError:
         listing = "\n".join(f"  {k}: {v}" for k, v in missing.items())
-        raise AssertionError(f"no data after {timeout:.0f}s from:\n{listing}") from None
+        raise AssertionError(
+            f"no data after {timeout:.0f}s from:\n{listing}\n{diagnosis(stack)}"
+        ) from None
+
+
+def diagnosis(stack: Stack) -> str:
+    """What the worker says about its input: enough to tell lost from late from slow."""
+    wanted = (
+        "kpimon_late_events_total",
+        "kpimon_events_total",
+        "kpimon_dead_letters_total",
+        "kpimon_watermark_timestamp_seconds",
+        "kpimon_pchart_",
+        "kpimon_open_orders",
+        "kpimon_ope_ratio",
+    )
+    try:
+        text = stack.metrics_text()
+    except OSError as exc:
+        return f"worker /metrics unreachable: {exc}"
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    log = stack.worker.log_path.read_text(errors="replace")[-3000:]
+    return "worker metrics:\n" + "\n".join(lines) + "\nworker output:\n" + log
 
 
 @pytest.mark.integration
