@@ -28,7 +28,9 @@ def kinds(view: dict[str, Any]) -> set[str]:
     found = set()
     for shard in view["shards"]:
         for r in shard["last_closed"]:
-            value = {"oee": "oee", "perfect_order": "perfect_order_rate", "pchart": "p"}.get(r["kpi"])
+            value = {"oee": "oee", "perfect_order": "perfect_order_rate", "pchart": "p"}.get(
+                r["kpi"]
+            )
             if value and r.get(value) is not None:
                 found.add(r["kpi"])
     return found
