@@ -17,7 +17,7 @@ import faust
 from faust.types import TP
 
 from agents.metrics import install_metrics
-from agents.pipeline import Shard, chunks, route, tick_message
+from agents.pipeline import Incoming, Shard, chunks, route_batch, snapshot_due, tick_message
 from agents.progress import EndOffsetWatcher, InputEnds, watch
 from agents.settings import Settings
 from streams.live import live_view
@@ -38,7 +38,8 @@ class Runtime:
     embedded: bool
     shards: dict[int, Shard] = field(default_factory=dict)
     unacked: dict[int, list[Any]] = field(default_factory=dict)
-    snapshot_at: dict[int, float] = field(default_factory=dict)
+    snapshot_at: dict[int, float] = field(default_factory=dict)  # monotonic, end of the last
+    snapshot_s: dict[int, float] = field(default_factory=dict)  # how long the last one took
     consumed: Counter[str] = field(default_factory=Counter)  # per input topic
     ingested: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset read
     input_ends: InputEnds = field(default_factory=InputEnds)  # end offsets, fresh
@@ -112,6 +113,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         producer_max_request_size=max(w.max_message_bytes * 2, 2_097_152),
         logging_config=None,
     )
+    _limit_fetch_wait(app, k.fetch_max_wait)
     raw = {
         "key_type": bytes,
         "value_type": bytes,
@@ -132,44 +134,64 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         value_type=str,
     )
 
+    reading_cache: dict[str, Any] = {"assignment": None, "reading": []}
+
+    def reading_inputs() -> list[str]:
+        """The assigned input partitions, sorted; sorted again only when they change."""
+        assignment = app.consumer.assignment()
+        if assignment != reading_cache["assignment"]:
+            reading_cache["assignment"] = assignment
+            reading_cache["reading"] = sorted(
+                f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic in sources
+            )
+        return reading_cache["reading"]
+
     @app.agent(inputs, concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            source = sources[msg.topic]
-            now = wall_us()
-            reading = sorted(
-                f"{tp.topic}:{tp.partition}"
-                for tp in app.consumer.assignment()
-                if tp.topic in sources
-            )
-            announce = reading if reading != runtime.announced else None
-            if announce and s.engine_partitions > 1:
-                # Every engine partition must know every input before it
-                # trusts any one; the forward below reaches only one of them.
-                told = tick_message(now, dict.fromkeys(reading, False))
-                for partition in range(s.engine_partitions):
-                    await engine_topic.send(key=b"tick", value=told, partition=partition)
-            routed = route(
-                msg.value,
-                key=msg.key,
-                topic=msg.topic,
-                source=source,
-                partition=msg.partition,
-                offset=msg.offset,
-                wall_us=now,
-                max_bytes=w.max_message_bytes,
-                max_batch=w.max_batch,
-                announce=announce,
-                max_future_us=round(w.max_future_skew * 1e6),
-            )
+        # Batches of whatever arrived within `ingest_within`: one engine-topic
+        # message per engine partition instead of one per input message. Ingest
+        # writes no table, so take() acknowledging the batch after it is safe.
+        async for events in stream.take_events(w.ingest_batch, within=w.ingest_within):
+            await forward(events)
+
+    async def forward(events: list[faust.EventT]) -> None:
+        now = wall_us()
+        reading = reading_inputs()
+        announce = reading if reading != runtime.announced else None
+        if announce and s.engine_partitions > 1:
+            # Every engine partition must know every input before it
+            # trusts any one; the forwards below may reach only some of them.
+            told = tick_message(now, dict.fromkeys(reading, False))
+            for partition in range(s.engine_partitions):
+                await engine_topic.send(key=b"tick", value=told, partition=partition)
+        messages = [
+            Incoming(m.topic, m.partition, m.offset, m.key, m.value)
+            for m in (event.message for event in events)
+        ]
+        for msg in messages:
             runtime.consumed[msg.topic] += 1
-            runtime.ingested[msg.topic, msg.partition] = msg.offset
-            if routed.forward is not None:
-                runtime.announced = reading
+        batch = route_batch(
+            messages,
+            sources=sources,
+            wall_us=now,
+            engine_partitions=s.engine_partitions,
+            max_bytes=w.max_message_bytes,
+            max_batch=w.max_batch,
+            announce=announce,
+            max_future_us=round(w.max_future_skew * 1e6),
+        )
+        for partition, value in batch.forwards:
+            await engine_topic.send(key=b"events", value=value, partition=partition)
+        if batch.forwards:
+            runtime.announced = reading
+        held = app.consumer.assignment()  # a rebalance may have taken some away meanwhile
+        for msg, routed in batch.routed:
+            # Read, as far as the clock ticks tell the engine, once forwarded.
+            if TP(msg.topic, msg.partition) in held:
+                runtime.ingested[msg.topic, msg.partition] = msg.offset
+            if routed.events:
                 runtime.events_in[msg.topic] += routed.events
-                runtime.last_event_wall[source] = now / 1e6
-                await engine_topic.send(key=routed.shard.encode(), value=routed.forward)
+                runtime.last_event_wall[sources[msg.topic]] = now / 1e6
             if routed.dead_letter is not None:
                 runtime.dead_letters[msg.topic, routed.reasons[0]] += 1
                 await dead_topic.send(key=msg.key, value=routed.dead_letter)
@@ -190,6 +212,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         runtime.shards[partition] = shard
         runtime.unacked[partition] = []
         runtime.snapshot_at[partition] = time.monotonic()
+        runtime.snapshot_s[partition] = 0.0
         return shard
 
     def save_shard(partition: int, shard: Shard) -> None:
@@ -218,9 +241,15 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             if msg.key == b"tick":
                 runtime.last_tick_seen = time.monotonic()
             runtime.unacked[msg.partition].append(event)
-            if time.monotonic() - runtime.snapshot_at[msg.partition] >= w.snapshot_interval:
+            if snapshot_due(
+                time.monotonic() - runtime.snapshot_at[msg.partition],
+                runtime.snapshot_s[msg.partition],
+                w.snapshot_interval,
+            ):
+                began = time.monotonic()
                 save_shard(msg.partition, shard)
                 runtime.snapshot_at[msg.partition] = time.monotonic()
+                runtime.snapshot_s[msg.partition] = runtime.snapshot_at[msg.partition] - began
                 pending, runtime.unacked[msg.partition] = runtime.unacked[msg.partition], []
                 for done in pending:
                     await manual.ack(done)
@@ -297,6 +326,26 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
 
     install_metrics(app, runtime)
     return app, runtime
+
+
+def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
+    """Make the worker's consumer wait at most `seconds` for a fetch to fill.
+
+    Faust fixes aiokafka's `fetch_max_wait_ms` at 1,500 ms. A broker that
+    answers a fetch only when that wait is over (the embedded one does:
+    measured p50 0.40 s from produce to consume at 1.5 s, 0.03 s at 0.1 s)
+    then delays every event twice, on the input and on the engine topic.
+    Kafka answers as soon as data is there, so this only bounds idle polls.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        consumer = create(transport)
+        consumer._fetch_max_wait_ms = round(seconds * 1000)  # read when it starts
+        return consumer
+
+    thread._create_worker_consumer = create_worker_consumer
 
 
 def pipeline_stats(runtime: Runtime) -> dict[str, Any]:

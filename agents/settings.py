@@ -63,6 +63,9 @@ class KafkaSettings(_Section):
     )
     heartbeat_interval: float = Field(1.0, gt=0)
     rebalance_timeout: float = Field(10.0, gt=0)
+    fetch_max_wait: float = Field(
+        0.1, gt=0, description="seconds a fetch may wait for data (Faust's own: 1.5)"
+    )
 
 
 class WorkerSettings(_Section):
@@ -71,13 +74,23 @@ class WorkerSettings(_Section):
     web_port: int = Field(6066, ge=0, le=65535)
     store: str = Field("memory://", description="memory:// or rocksdb:// for the table store")
     data_dir: str = Field(".kpimon-data", description="Faust data directory (RocksDB files)")
-    snapshot_interval: float = Field(2.0, gt=0, description="seconds between state snapshots")
+    snapshot_interval: float = Field(
+        2.0,
+        gt=0,
+        description="seconds between state snapshots, at least 10 times the last one's duration",
+    )
     tick_interval: float = Field(1.0, gt=0, description="seconds between clock ticks")
     idle_advance_after: float = Field(
         30.0, gt=0, description="seconds without events after which event time follows the clock"
     )
     max_future_skew: float = Field(
         900.0, gt=0, description="seconds an event may be ahead of the worker's clock"
+    )
+    ingest_batch: int = Field(
+        1000, ge=1, description="input messages the ingest agent forwards together, at most"
+    )
+    ingest_within: float = Field(
+        0.05, gt=0, description="seconds ingest waits to fill a batch before forwarding it"
     )
     max_message_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(10_000, ge=1)

@@ -122,7 +122,7 @@ class Engine:
             return "late"
         self.seen[key] = ts
         if source == "machine-state":
-            self._machine_event(event)
+            self._machine_event(event, ts)
         else:
             ignored = self.book.apply(event)
             if ignored:
@@ -134,7 +134,7 @@ class Engine:
             self.watermark_us = ts
         return None
 
-    def _machine_event(self, event: Any) -> None:
+    def _machine_event(self, event: Any, ts: int) -> None:
         timeline = self.machines.get(event.machine)
         if timeline is None:
             timeline = self.machines[event.machine] = MachineTimeline(
@@ -142,14 +142,20 @@ class Engine:
             )
         timeline.site, timeline.line = event.site, event.line
         if event.type == "state":
-            timeline.add(event.ts_us, event.state, event.reason)
+            timeline.add(ts, event.state, event.reason)
             return
-        timeline.add(event.ts_us, None)
+        timeline.add(ts, None)
         ideal_us = round(event.ideal_cycle_s * event.total * 1_000_000)
         mkey = (event.site, event.line, event.machine)
-        for window in self.windows.containing(event.ts_us):
-            state = self.oee[window].setdefault(mkey, OeeState())
-            state.add_units(event.total, event.good, ideal_us)
+        for window in self.windows.containing(ts):
+            self._oee_state(window, mkey).add_units(event.total, event.good, ideal_us)
+
+    def _oee_state(self, window: Window, mkey: MachineKey) -> OeeState:
+        states = self.oee[window]
+        state = states.get(mkey)
+        if state is None:
+            state = states[mkey] = OeeState()
+        return state
 
     def run(self, events: Iterable[Any]) -> Output:
         """Ingest events in order, advancing the watermark as they come."""
@@ -216,13 +222,12 @@ class Engine:
     def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
         if seg.failure_at_start:
             for window in self.windows.containing(seg.start_us):
-                self.oee[window].setdefault(mkey, OeeState()).failures += 1
+                self._oee_state(window, mkey).failures += 1
             return
         for start, end, bucket, reason in segment_pieces(seg, self.windows.calendar):
             for window in self.windows.overlapping(start, end):
                 piece = min(end, window.end_us) - max(start, window.start_us)
-                state = self.oee[window].setdefault(mkey, OeeState())
-                state.add_time(bucket, piece, reason)
+                self._oee_state(window, mkey).add_time(bucket, piece, reason)
 
     def _count_order(self, verdict: OrderVerdict) -> None:
         key = (verdict.direction, verdict.segment)

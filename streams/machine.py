@@ -115,7 +115,7 @@ class MachineTimeline:
             "state": self.state,
             "reason": self.reason,
             "last_seen_us": self.last_seen_us,
-            "pending": [list(p) for p in self.pending],
+            "pending": list(self.pending),  # tuples: JSON arrays all the same
             "seq": self.seq,
         }
 

@@ -69,12 +69,11 @@ class OeeState:
 
     def merge(self, other: OeeState) -> OeeState:
         """In-place sum with another state; returns self."""
-        for f in fields(self):
-            if f.name == "downtime_by_reason_us":
-                for key, value in other.downtime_by_reason_us.items():
-                    self.downtime_by_reason_us[key] = self.downtime_by_reason_us.get(key, 0) + value
-            else:
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        reasons = self.downtime_by_reason_us
+        for key, value in other.downtime_by_reason_us.items():
+            reasons[key] = reasons.get(key, 0) + value
         return self
 
     @classmethod
@@ -129,10 +128,14 @@ class OeeState:
 
     # -- storage -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in _SUMMED}
         data["downtime_by_reason_us"] = dict(self.downtime_by_reason_us)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OeeState:
         return cls(**{**data, "downtime_by_reason_us": dict(data["downtime_by_reason_us"])})
+
+
+_SUMMED = tuple(f.name for f in fields(OeeState) if f.name != "downtime_by_reason_us")
+"""The plain number fields, in declaration order (the reasons dict is last)."""

@@ -43,10 +43,15 @@ class TumblingWindows:
             raise ValueError(f"window size must be > 0, got {size_us} us")
         self.size_us = size_us
         self.label = label or duration_label(size_us)
+        self._last: Window | None = None  # consecutive events mostly share a window
 
     def containing(self, ts_us: int) -> Window:
+        last = self._last
+        if last is not None and last.start_us <= ts_us < last.end_us:
+            return last
         start = ts_us - ts_us % self.size_us
-        return Window(start, start + self.size_us, self.label)
+        self._last = last = Window(start, start + self.size_us, self.label)
+        return last
 
     def overlapping(self, start_us: int, end_us: int) -> Iterator[Window]:
         """Windows that intersect [start_us, end_us), in time order."""

@@ -170,34 +170,45 @@ def inputs(*names: str) -> set[TP]:
 # ---------------------------------------------------------------- ingest
 
 
-def test_ingest_forwards_a_valid_message_to_the_engine_topic_keyed_by_shard(
+def test_ingest_forwards_a_batch_as_one_message_with_a_run_per_input_partition(
     send: mock.MagicMock,
 ) -> None:
     reading = ["machine-state:2", "orders:0", "shipments:1"]
-    state = ef.state(ef.at(7), "running")
+    first, second = ef.state(ef.at(7), "running"), ef.state(ef.at(7.1), "down", reason="jam")
     order = ef.order("O-1", ef.at(7), ef.at(30))
+    third = ef.state(ef.at(7.2), "running")
 
     async def scenario(worker: Worker) -> None:
         async with worker.agent("ingest").test_context() as agent:
-            await put_input(agent, "machine-state", orjson.dumps(state), b"press-1", partition=2)
+            await put_input(agent, "machine-state", orjson.dumps(first), b"press-1", partition=2)
+            await put_input(agent, "machine-state", orjson.dumps([second]), b"press-1", partition=2)
             await put_input(agent, "orders", orjson.dumps([order]), b"O-1")
-            await settle(lambda: len(worker.sent(ENGINE_TOPIC)) == 2, "two forwards")
+            await put_input(agent, "machine-state", orjson.dumps(third), b"press-1", partition=2)
+            await settle(lambda: worker.sent(ENGINE_TOPIC), "the forward")
 
-    worker = run(send, FakeConsumer(inputs(*reading) | {TP(ENGINE_TOPIC, 0)}), scenario)
-    first, second = worker.sent(ENGINE_TOPIC)
-    assert (first.key, second.key) == (b"plant-1", b"orders")
-    assert first.json == {
+    # A batch is full at four messages; the time limit is far away.
+    worker = run(
+        send,
+        FakeConsumer(inputs(*reading) | {TP(ENGINE_TOPIC, 0)}),
+        scenario,
+        worker={"ingest_batch": 4, "ingest_within": 60.0},
+    )
+    [forward] = worker.sent(ENGINE_TOPIC)
+    assert (forward.key, forward.partition) == (b"events", 0)
+    assert forward.json == {
         "wall_us": WALL_US,
-        "source": "machine-state:2",
-        "events": [state],
+        "runs": [
+            {"source": "machine-state:2", "events": [first, second]},
+            {"source": "orders:0", "events": [order]},
+            {"source": "machine-state:2", "events": [third]},
+        ],
         "sources": reading,  # announced once, with the first forward
     }
-    assert second.json == {"wall_us": WALL_US, "source": "orders:0", "events": [order]}
     assert worker.sent(DEAD) == []
     rt = worker.runtime
-    assert rt.consumed == {"machine-state": 1, "orders": 1}
-    assert rt.events_in == {"machine-state": 1, "orders": 1}
-    assert rt.ingested == {("machine-state", 2): 0, ("orders", 0): 1}
+    assert rt.consumed == {"machine-state": 3, "orders": 1}
+    assert rt.events_in == {"machine-state": 3, "orders": 1}
+    assert rt.ingested == {("machine-state", 2): 3, ("orders", 0): 2}
     assert rt.announced == reading
     assert rt.last_event_wall == {"machine-state": WALL_US / US, "orders": WALL_US / US}
     assert not rt.dead_letters
@@ -242,7 +253,7 @@ def test_ingest_splits_a_mixed_batch_and_counts_the_first_reason(send: mock.Magi
 
     worker = run(send, FakeConsumer(inputs("machine-state:0")), scenario)
     [forward] = worker.sent(ENGINE_TOPIC)
-    assert forward.json["events"] == [good]
+    assert forward.json["runs"] == [{"source": "machine-state:0", "events": [good]}]
     [letter] = worker.sent(DEAD)
     # 09:00 is an hour ahead of the 08:00 clock, beyond the default 15-minute skew.
     assert [e["reason"] for e in letter.json["errors"]] == ["schema", "future_timestamp"]
@@ -261,9 +272,10 @@ def test_ingest_announces_again_when_its_assignment_changes(send: mock.MagicMock
                     consumer.partitions |= inputs("orders:3")
                 event = ef.state(ef.at(7 + n / 60), "running")
                 await put_input(agent, "machine-state", orjson.dumps(event), b"press-1")
-            await settle(lambda: len(worker.sent(ENGINE_TOPIC)) == 3, "three forwards")
+                forwards = n + 1
+                await settle(lambda n=forwards: len(worker.sent(ENGINE_TOPIC)) == n, "a forward")
 
-    worker = run(send, consumer, scenario)
+    worker = run(send, consumer, scenario, worker={"ingest_batch": 1})
     assert [s.json.get("sources") for s in worker.sent(ENGINE_TOPIC)] == [
         ["machine-state:0"],
         None,
@@ -288,13 +300,15 @@ def test_every_engine_partition_learns_every_input_before_its_first_event(
         scenario,
         topics={"engine_partitions": 2},
     )
-    partitioner = DefaultPartitioner()  # what the producer uses for keyed sends
+    partitioner = DefaultPartitioner()  # what the producer would pick for these keys
+    forwards = [s for s in worker.sent(ENGINE_TOPIC) if s.key != b"tick"]
+    assert {s.json["runs"][0]["source"]: s.partition for s in forwards} == {
+        "machine-state:0": partitioner(b"plant-1", [0, 1], [0, 1]),
+        "orders:0": partitioner(b"orders", [0, 1], [0, 1]),
+    }
     first_per_partition: dict[int, Sent] = {}
     for sent in worker.sent(ENGINE_TOPIC):
-        engine_partition = (
-            sent.partition if sent.partition is not None else partitioner(sent.key, [0, 1], [0, 1])
-        )
-        first_per_partition.setdefault(engine_partition, sent)
+        first_per_partition.setdefault(sent.partition, sent)
     assert sorted(first_per_partition) == [0, 1]  # "orders" -> 0, "plant-1" -> 1
     for sent in first_per_partition.values():
         # A tick naming every input (not yet caught up), sent before any forward.
@@ -477,10 +491,32 @@ def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.Ma
                 await agent.put(value, key=b"plant-1", partition=0)
             await settle(lambda: progress(worker)[0] == len(messages), "the last message")
 
-    worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
+    # Every message is snapshotted, however long the last snapshot took.
+    with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):
+        worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
     assert manifests == ["a:1", "b:1", "a:1"]  # alternate slots, one chunk each
     shard = worker.runtime.shards[0]
     assert shard.stats["skipped_replayed"] == 2  # offsets 1 and 2, restored from the table
     records, alerts = expected_output(messages, worker.runtime.settings)
     assert [s.json for s in worker.sent(WINDOWS)] == records
     assert [s.json for s in worker.sent(ALERTS)] == alerts
+
+
+# ---------------------------------------------------------------- consumer
+
+
+@pytest.mark.parametrize(("setting", "expected_ms"), [(None, 100), (0.25, 250)])
+def test_the_consumer_waits_at_most_fetch_max_wait_for_a_fetch(
+    send: mock.MagicMock, setting: float | None, expected_ms: int
+) -> None:
+    waits: list[int] = []
+
+    async def scenario(worker: Worker) -> None:
+        # The aiokafka consumer Faust makes when the worker starts, made and never started.
+        consumer = worker.app.consumer._thread._create_worker_consumer(worker.app.transport)
+        waits.append(consumer._fetch_max_wait_ms)
+        await consumer.stop()
+
+    kafka = {} if setting is None else {"kafka": {"fetch_max_wait": setting}}
+    run(send, FakeConsumer(set()), scenario, **kafka)
+    assert waits == [expected_ms]  # Faust's own would be 1500

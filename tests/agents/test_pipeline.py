@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import itertools
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
-from agents.pipeline import Routed, Shard, chunks, route, tick_message
+from agents import pipeline
+from agents.pipeline import (
+    Incoming,
+    Routed,
+    Shard,
+    chunks,
+    engine_partition,
+    route,
+    route_batch,
+    snapshot_due,
+    tick_message,
+)
 from agents.producer import batched
 from agents.simulator import LineSpec, Product, SimConfig, simulate
 from streams.config import EngineConfig
@@ -302,6 +316,167 @@ def test_a_key_that_is_not_utf8_is_reported_readably() -> None:
     assert letter["source"]["key"] == "press-\ufffd"
 
 
+# ---------------------------------------------------------------- route_batch()
+
+SOURCES = {"machine-state": "machine-state", "orders": "orders", "shipments": "shipments"}
+
+
+def incoming(source: str, offset: int, value: Any, key: str | None = None) -> Incoming:
+    """Input message `offset` of partition `source` ("topic:partition"), JSON-encoded."""
+    topic, partition = source.split(":")
+    data = value if isinstance(value, bytes) else orjson.dumps(value)
+    return Incoming(topic, int(partition), offset, key.encode() if key else None, data)
+
+
+def test_a_batch_is_one_forward_of_runs_per_input_partition_in_input_order() -> None:
+    a, b = ef.state(ef.at(6), "running"), ef.count(ef.at(6.1), 5, 5, 1.0)
+    order = ef.order("O-1", ef.at(6), ef.at(30))
+    c = ef.state(ef.at(6.2), "down", reason="jam")
+    batch = route_batch(
+        [
+            incoming("machine-state:1", 7, a, "press-1"),
+            incoming("machine-state:1", 8, [b], "press-1"),
+            incoming("orders:0", 3, order, "O-1"),
+            incoming("machine-state:1", 9, c, "press-1"),
+        ],
+        sources=SOURCES,
+        wall_us=wall(0),
+        announce=["machine-state:1", "orders:0"],
+    )
+    [(partition, value)] = batch.forwards
+    assert partition == 0
+    assert orjson.loads(value) == {
+        "wall_us": wall(0),
+        "runs": [
+            {"source": "machine-state:1", "events": [a, b]},
+            {"source": "orders:0", "events": [order]},
+            {"source": "machine-state:1", "events": [c]},
+        ],
+        "sources": ["machine-state:1", "orders:0"],
+    }
+    assert [(m.offset, r.events, r.dead_letter) for m, r in batch.routed] == [
+        (7, 1, None),
+        (8, 1, None),
+        (3, 1, None),
+        (9, 1, None),
+    ]
+
+
+def test_a_bad_message_of_a_batch_is_its_own_dead_letter_and_the_rest_go_on() -> None:
+    good = ef.state(ef.at(6), "running")
+    bad = b'{"type": "state", "event_id": '
+    mixed = [ef.state(ef.at(6.1), "idle"), {**good, "state": "sleeping"}]
+    batch = route_batch(
+        [
+            incoming("machine-state:0", 0, good, "press-1"),
+            incoming("machine-state:0", 1, bad, "press-1"),
+            incoming("machine-state:0", 2, mixed, "press-1"),
+        ],
+        sources=SOURCES,
+        wall_us=wall(0),
+    )
+    [(_, value)] = batch.forwards
+    assert orjson.loads(value)["runs"] == [
+        {"source": "machine-state:0", "events": [good, mixed[0]]}
+    ]
+    assert "sources" not in orjson.loads(value)
+    letters = [(m.offset, r.reasons) for m, r in batch.routed if r.dead_letter is not None]
+    assert letters == [(1, ["undecodable"]), (2, ["schema"])]
+    # Each dead letter is what route() makes of that message alone.
+    for message, routed in batch.routed:
+        alone = route(
+            message.value,
+            key=message.key,
+            topic=message.topic,
+            source=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            wall_us=wall(0),
+        )
+        assert (routed.dead_letter, routed.reasons, routed.events) == (
+            alone.dead_letter,
+            alone.reasons,
+            alone.events,
+        )
+
+
+def test_a_batch_with_nothing_valid_forwards_nothing() -> None:
+    batch = route_batch(
+        [incoming("orders:0", 0, b"nope")], sources=SOURCES, wall_us=wall(0), announce=[ORDERS]
+    )
+    assert batch.forwards == []
+    assert [r.reasons for _, r in batch.routed] == [["undecodable"]]
+
+
+@pytest.mark.parametrize("partitions", [2, 3, 8])
+def test_each_site_goes_to_the_engine_partition_kafka_would_pick_for_its_key(
+    partitions: int,
+) -> None:
+    sites = [f"plant-{n}" for n in range(12)]
+    messages = [
+        incoming("machine-state:0", n, ef.state(ef.at(6), "running", site=site), "press-1")
+        for n, site in enumerate(sites)
+    ] + [incoming("orders:0", 12, ef.order("O-1", ef.at(6), ef.at(30)), "O-1")]
+    batch = route_batch(messages, sources=SOURCES, wall_us=wall(0), engine_partitions=partitions)
+    every = list(range(partitions))
+    expected: dict[int, list[str]] = {}
+    for shard in [*sites, "orders"]:
+        expected.setdefault(DefaultPartitioner()(shard.encode(), every, every), []).append(shard)
+    got = {
+        partition: [
+            e.get("site", "orders") for run in orjson.loads(v)["runs"] for e in run["events"]
+        ]
+        for partition, v in batch.forwards
+    }
+    assert got == expected  # one forward per partition, its sites in input order
+    assert engine_partition("anything", 1) == 0
+
+
+def test_a_batch_over_max_bytes_is_split_between_input_messages() -> None:
+    events = [ef.count(iso(ts(n / 10)), 5, 5, 1.0) for n in range(60)]
+    messages = [incoming("machine-state:0", n, e, "press-1") for n, e in enumerate(events)]
+    limit = 4096
+    batch = route_batch(
+        messages, sources=SOURCES, wall_us=wall(0), max_bytes=limit, announce=[MACHINES]
+    )
+    values = [orjson.loads(v) for _, v in batch.forwards]
+    assert len(values) > 1
+    assert all(len(v) <= limit for _, v in batch.forwards)
+    assert [e for v in values for run in v["runs"] for e in run["events"]] == events
+    assert ["sources" in v for v in values] == [True] + [False] * (len(values) - 1)
+
+
+def test_an_input_message_whose_forward_is_over_max_bytes_is_forwarded_whole() -> None:
+    events = [ef.count(iso(ts(n / 10)), 5, 5, 1.0) for n in range(30)]
+    limit = len(orjson.dumps(events))  # the input fits; with its envelope the forward does not
+    batch = route_batch(
+        [incoming("machine-state:0", 0, events, "press-1")],
+        sources=SOURCES,
+        wall_us=wall(0),
+        max_bytes=limit,
+    )
+    [(_, value)] = batch.forwards
+    assert len(value) > limit
+    assert orjson.loads(value)["runs"][0]["events"] == events
+
+
+@pytest.mark.parametrize(
+    ("since_s", "last_took_s", "due"),
+    [
+        (1.9, 0.0, False),  # the interval is 2 s
+        (2.0, 0.0, True),
+        (2.0, 0.15, True),  # a short snapshot: the interval rules
+        (4.9, 0.5, False),  # a 0.5 s snapshot: the next one after 5 s
+        (5.0, 0.5, True),
+        (46.0, 4.7, False),
+    ],
+)
+def test_a_snapshot_is_due_after_the_interval_or_ten_times_the_last_ones_duration(
+    since_s: float, last_took_s: float, due: bool
+) -> None:
+    assert snapshot_due(since_s, last_took_s, interval_s=2.0) is due
+
+
 # ---------------------------------------------------------------- Shard: offsets and snapshots
 
 
@@ -458,6 +633,130 @@ def test_a_snapshot_restores_a_shard_that_has_seen_nothing() -> None:
     restored = Shard.from_bytes(ENGINE, IDLE_S * US, empty.to_bytes())
     assert restored.to_bytes() == empty.to_bytes()
     assert restored.next_offset == 0 and restored.first_data is None
+
+
+def test_a_forward_of_runs_gives_what_one_forward_per_run_gives() -> None:
+    #   runs:  machine-state:0 [06:00 running, 06:20 count] | orders:0 [order] | machine-state:0 [07:10 down]
+    #   as one message, or as three messages at the same wall time: the same
+    sources = [MACHINES, ORDERS]
+    runs = [
+        (MACHINES, [ef.state(iso(ts(0)), "running"), ef.count(iso(ts(20)), 60, 59, 1.0)]),
+        (ORDERS, [ef.order("O-1", iso(ts(5)), iso(ts(200)))]),
+        (MACHINES, [ef.state(iso(ts(70)), "down", reason="jam")]),
+    ]
+    together, apart = new_feed(), new_feed()
+    together.tick(0, dict.fromkeys(sources, True))
+    apart.tick(0, dict.fromkeys(sources, True))
+    value = {
+        "wall_us": wall(1),
+        "runs": [{"source": s, "events": e} for s, e in runs],
+        "sources": sources,
+    }
+    together.apply(orjson.dumps(value))
+    for n, (source, events) in enumerate(runs):
+        single = {"wall_us": wall(1), "source": source, "events": events}
+        apart.apply(orjson.dumps(single | ({"sources": sources} if n == 0 else {})))
+    for feed in (together, apart):
+        feed.tick(400, dict.fromkeys(sources, True))  # all quiet: the 06:00 hour closes
+    assert together.records and together.records == apart.records
+    assert together.alerts == apart.alerts
+    assert snapshot_of(together) == snapshot_of(apart)
+
+
+def snapshot_of(feed: Feed) -> Any:
+    """The shard's state without the engine-topic offset it has reached."""
+    state = orjson.loads(feed.shard.to_bytes())
+    del state["next_offset"]
+    return state
+
+
+def plant_inputs(hours: float, seed: int = 11) -> list[tuple[Incoming, int]]:
+    """Input messages of a simulated plant with the wall time each arrives:
+    batches of up to 5 events from two partitions per input topic, 2 s after
+    their event time."""
+    events = simulate(SMALL_PLANT, seed, T0_US, hours * 3600)
+    out = []
+    for n, (topic, key, batch) in enumerate(batched(events, max_batch=5)):
+        now = max(parse_event(e).ts_us for e in batch) + 2 * US
+        partition = zlib.crc32(key.encode()) % ROUTE_PARTITIONS
+        out.append((incoming(f"{topic}:{partition}", n, batch, key), now))
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 4, 25])
+def test_forwarding_input_in_batches_closes_the_same_windows_as_one_by_one(size: int) -> None:
+    """Ingest reads a batch at once: every message of it gets the wall time of
+    the batch. Forwarded together or one at a time, the records are the same."""
+    sources = [f"{t}:{p}" for t in ("machine-state", "orders", "shipments") for p in (0, 1)]
+    inputs = plant_inputs(hours=12)
+    together, apart = (
+        Feed(Shard(EngineConfig(), IDLE_S * US)),
+        Feed(Shard(EngineConfig(), IDLE_S * US)),
+    )
+    for start in range(0, len(inputs), size):
+        group = [m for m, _ in inputs[start : start + size]]
+        now = inputs[start + len(group) - 1][1]
+        announce = sources if start == 0 else None
+        batch = route_batch(group, sources=SOURCES, wall_us=now, announce=announce)
+        for _, value in batch.forwards:
+            together.apply(value)
+        for n, m in enumerate(group):
+            routed = route(
+                m.value,
+                key=m.key,
+                topic=m.topic,
+                source=m.topic,
+                partition=m.partition,
+                offset=m.offset,
+                wall_us=now,
+                announce=announce if n == 0 else None,
+            )
+            assert routed.forward is not None
+            apart.apply(routed.forward)
+        if start // size % 3 == 2:
+            together.apply(tick_message(now, dict.fromkeys(sources, True)))
+            apart.apply(tick_message(now, dict.fromkeys(sources, True)))
+    end = (inputs[-1][1] - W0_US) / US
+    for minute in range(1, 121):
+        together.tick(end + 60 * minute, dict.fromkeys(sources, True))
+        apart.tick(end + 60 * minute, dict.fromkeys(sources, True))
+    assert len(apart.records) > 300
+    assert not any(k.startswith("late.") for k in apart.shard.engine.stats)
+    assert together.records == apart.records
+    assert sorted(a["alert_id"] for a in together.alerts) == sorted(
+        a["alert_id"] for a in apart.alerts
+    )
+    assert snapshot_of(together)["engine"] == snapshot_of(apart)["engine"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cyclic_gc_is_paused_while_a_shard_is_serialised_and_restored(enabled: bool) -> None:
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(0)), "running"), announce=[MACHINES])
+    seen: list[bool] = []
+    snapshot, restore = pipeline.snapshot, pipeline.restore
+
+    def snapshot_spy(engine: Engine) -> Any:
+        seen.append(gc.isenabled())
+        return snapshot(engine)
+
+    def restore_spy(*args: Any, **kwargs: Any) -> Engine:
+        seen.append(gc.isenabled())
+        return restore(*args, **kwargs)
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with (
+            mock.patch("agents.pipeline.snapshot", snapshot_spy),
+            mock.patch("agents.pipeline.restore", restore_spy),
+        ):
+            data = feed.shard.to_bytes()
+            Shard.from_bytes(ENGINE, IDLE_S * US, data)
+        assert gc.isenabled() is enabled  # as it was before
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False]
 
 
 # ---------------------------------------------------------------- Shard: watermark rules
