@@ -7,6 +7,7 @@ concurrency is 1 everywhere (Faust tables and ordering need it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -156,6 +157,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
 
     async def forward(events: list[faust.EventT]) -> None:
         now = wall_us()
+        sent: list[Any] = []
         reading = reading_inputs()
         announce = reading if reading != runtime.announced else None
         if announce and s.engine_partitions > 1:
@@ -163,7 +165,11 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             # trusts any one; the forwards below may reach only some of them.
             told = tick_message(now, dict.fromkeys(reading, False))
             for partition in range(s.engine_partitions):
-                await engine_topic.send(key=b"tick", value=told, partition=partition)
+                sent.append(
+                    await engine_topic.send(
+                        key=b"tick", value=told, partition=partition, force=True
+                    )
+                )
         messages = [
             Incoming(m.topic, m.partition, m.offset, m.key, m.value)
             for m in (event.message for event in events)
@@ -181,7 +187,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             max_future_us=round(w.max_future_skew * 1e6),
         )
         for partition, value in batch.forwards:
-            await engine_topic.send(key=b"events", value=value, partition=partition)
+            sent.append(
+                await engine_topic.send(key=b"events", value=value, partition=partition, force=True)
+            )
         if batch.forwards:
             runtime.announced = reading
         held = app.consumer.assignment()  # a rebalance may have taken some away meanwhile
@@ -194,7 +202,14 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 runtime.last_event_wall[sources[msg.topic]] = now / 1e6
             if routed.dead_letter is not None:
                 runtime.dead_letters[msg.topic, routed.reasons[0]] += 1
-                await dead_topic.send(key=msg.key, value=routed.dead_letter)
+                sent.append(
+                    await dead_topic.send(key=msg.key, value=routed.dead_letter, force=True)
+                )
+        # Delivered before take() acknowledges the batch: a batch spans input
+        # partitions, so Faust's attach-to-the-current-event (publish at
+        # commit) would let other partitions' offsets commit before the
+        # forward is out, and a crash then would lose it.
+        await asyncio.gather(*sent)
 
     def load_shard(partition: int) -> Shard:
         shard = runtime.shards.get(partition)
@@ -230,6 +245,16 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         async for event in manual.events():
             msg = event.message
             shard = load_shard(msg.partition)
+            if msg.offset > shard.next_offset:
+                # Should not happen: offsets are acknowledged only once a
+                # snapshot covering them is out (see the flush below).
+                log.error(
+                    "engine partition %s: offset %s follows the snapshot's %s: %s messages lost",
+                    msg.partition,
+                    msg.offset,
+                    shard.next_offset,
+                    msg.offset - shard.next_offset,
+                )
             out = shard.apply(msg.offset, msg.value)
             if out is not None:
                 for record in out.records:
@@ -250,6 +275,11 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 save_shard(msg.partition, shard)
                 runtime.snapshot_at[msg.partition] = time.monotonic()
                 runtime.snapshot_s[msg.partition] = runtime.snapshot_at[msg.partition] - began
+                # Table writes go out through the producer's buffer, and an offset
+                # commit does not wait for it: the snapshot must be delivered
+                # before the offsets it covers are acknowledged, or a crash in
+                # between restores an older snapshot past a committed offset.
+                await app.producer.flush()
                 pending, runtime.unacked[msg.partition] = runtime.unacked[msg.partition], []
                 for done in pending:
                     await manual.ack(done)

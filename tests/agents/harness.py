@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ class Deployment:
         }
 
 
-def make_deployment(tmp_path: Path, broker: Any, engine: str = "") -> Deployment:
+def make_deployment(tmp_path: Path, broker: Any, engine: str = "", worker: str = "") -> Deployment:
+    """A fresh set of topics and a worker configuration; `worker` adds [worker] lines."""
     prefix = f"t{os.getpid()}x{next(_prefixes)}-"
     dep = Deployment(
         prefix, broker.bootstrap, tmp_path / "kpimon.toml", tmp_path / "data", free_port()
@@ -95,7 +97,8 @@ web_port = {dep.web_port}
 data_dir = "{dep.data_dir}"
 snapshot_interval = 0.5
 tick_interval = 0.5
-idle_advance_after = 3.0
+idle_advance_after = 10.0
+{worker}
 
 [engine]
 windows = ["1h", "1d"]
@@ -138,11 +141,19 @@ class Worker:
         except OSError:
             return None
 
-    def wait_started(self, timeout: float = 90) -> None:
+    def wait_started(self, timeout: float = 90, healthy: bool = True) -> None:
+        """Wait until /healthz answers 200 (or, with `healthy=False`, answers at all)."""
+
         def up() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
-            return self.try_get("/healthz") is not None
+            try:
+                self.get("/healthz")
+            except urllib.error.HTTPError:
+                return not healthy
+            except OSError:
+                return False
+            return True
 
         wait_for(up, timeout, "the worker's /healthz")
 
@@ -220,6 +231,34 @@ def produce(
             await producer.send(events)
 
     asyncio.run(send())
+
+
+def produce_raw(dep: Deployment, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Send (topic key, key, value) messages as they are, in order, without waiting on each."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=dep.bootstrap, linger_ms=5, max_request_size=4_194_304
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(dep.topics[topic], value=value, key=key)
+                for topic, key, value in messages
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def watermark(worker: Worker) -> str | None:
+    """The worker's engine watermark (ISO time), None before it has one or when unreachable."""
+    kpi = worker.try_get("/kpi")
+    marks = [s["watermark"] for s in (kpi or {}).get("shards", []) if s.get("watermark")]
+    return min(marks) if marks else None
 
 
 def records_by_key(messages: list[tuple[bytes, bytes]]) -> dict[str, dict[str, Any]]:

@@ -82,6 +82,7 @@ class Worker:
     app: faust.App
     runtime: Runtime
     send: mock.MagicMock
+    flushes: list[float] = field(default_factory=list)  # when the producer was flushed
 
     def agent(self, name: str) -> Any:
         return next(a for n, a in self.app.agents.items() if n.rsplit(".", 1)[-1] == name)
@@ -107,7 +108,15 @@ def send() -> Iterator[mock.MagicMock]:
         mock.patch.object(Topic, "send", autospec=True) as send,
         mock.patch("agents.app.wall_us", return_value=WALL_US),
     ):
+        send.return_value = Delivered()
         yield send
+
+
+class Delivered:
+    """What awaiting Topic.send gives: an awaitable of the delivery, here at once."""
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
 
 
 def build_worker(send: mock.MagicMock, consumer: FakeConsumer, **overrides: Any) -> Worker:
@@ -117,7 +126,13 @@ def build_worker(send: mock.MagicMock, consumer: FakeConsumer, **overrides: Any)
     # what would ask the broker is answered by the fake.
     for name in ("assignment", "highwater", "position"):
         setattr(app.consumer, name, getattr(consumer, name))
-    return Worker(app, runtime, send)
+    worker = Worker(app, runtime, send)
+
+    async def flush() -> None:  # the producer never starts here
+        worker.flushes.append(time.monotonic())
+
+    app.producer.flush = flush
+    return worker
 
 
 def run(
@@ -205,6 +220,9 @@ def test_ingest_forwards_a_batch_as_one_message_with_a_run_per_input_partition(
         "sources": reading,  # announced once, with the first forward
     }
     assert worker.sent(DEAD) == []
+    # Sent now, not attached to one input event for publishing at its commit:
+    # the batch's other partitions could commit first.
+    assert all(call.kwargs.get("force") is True for call in worker.send.call_args_list)
     rt = worker.runtime
     assert rt.consumed == {"machine-state": 3, "orders": 1}
     assert rt.events_in == {"machine-state": 3, "orders": 1}
@@ -495,6 +513,9 @@ def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.Ma
     with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):
         worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
     assert manifests == ["a:1", "b:1", "a:1"]  # alternate slots, one chunk each
+    # The producer is flushed (snapshot delivered) before each snapshot's acks:
+    # one per message here (3, then messages[1:] after the revocation).
+    assert len(worker.flushes) == 3 + len(messages) - 1
     shard = worker.runtime.shards[0]
     assert shard.stats["skipped_replayed"] == 2  # offsets 1 and 2, restored from the table
     records, alerts = expected_output(messages, worker.runtime.settings)
