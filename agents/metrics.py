@@ -54,7 +54,7 @@ from faust.exceptions import NotReady
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from streams.engine import Engine
+from streams.engine import REFUSALS, Engine
 from streams.events import ErrorReason
 from streams.live import current_windows
 from streams.metrics_view import (
@@ -272,9 +272,17 @@ class KpimonCollector:
             labels,
             _seconds(window_close_delay_us(engine)),
         )
-        out.gauge("kpimon_open_orders", "Orders not decided yet.", labels, len(engine.book.open))
         out.gauge(
-            "kpimon_machines_tracked", "Machines the partition knows.", labels, len(engine.machines)
+            "kpimon_open_orders",
+            "Open orders the partition holds (not decided yet); at most kpimon_open_orders_limit.",
+            labels,
+            len(engine.book.open),
+        )
+        out.gauge(
+            "kpimon_machines_tracked",
+            "Machines the partition holds; at most kpimon_machines_limit.",
+            labels,
+            len(engine.machines),
         )
 
     def _pipeline(self, out: Families) -> None:
@@ -306,6 +314,18 @@ class KpimonCollector:
             {},
             engine.us("allowed_lateness") / US,
         )
+        out.gauge(
+            "kpimon_machines_limit",
+            "Configured engine.max_machines: machines one engine partition holds, at most.",
+            {},
+            engine.max_machines,
+        )
+        out.gauge(
+            "kpimon_open_orders_limit",
+            "Configured engine.max_open_orders: open orders one engine partition holds, at most.",
+            {},
+            engine.max_open_orders,
+        )
         for topic in topics.sources():
             labels = {"topic": topic}
             out.counter(
@@ -322,10 +342,17 @@ class KpimonCollector:
             )
         # Every (topic, reason) from the start, at 0: increase() sees the first one.
         known = {(t, r) for t in topics.sources() for r in get_args(ErrorReason)}
+        known |= {
+            (t, r)
+            for t, kind in topics.sources().items()
+            for r, kinds in REFUSALS.items()
+            if kind in kinds
+        }
         for topic, reason in sorted(known | set(rt.dead_letters)):
             out.counter(
                 "kpimon_dead_letters_total",
-                "Input messages sent to the dead-letter topic, by first error reason.",
+                "Input messages (or events the engine refused) sent to the dead-letter topic, "
+                "by first error reason.",
                 {"topic": topic, "reason": reason},
                 rt.dead_letters.get((topic, reason), 0),
             )

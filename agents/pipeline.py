@@ -25,7 +25,6 @@ so a replay after a crash sees the same ticks and gets the same result.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
 from collections import Counter
@@ -36,8 +35,9 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from agents.letters import envelope, refusal_letter
 from streams.config import EngineConfig
-from streams.engine import Engine, Output
+from streams.engine import REFUSALS, Engine, Output
 from streams.events import DecodeResult, EventError, decode_message, event_to_json, parse_event
 from streams.snapshot import restore, snapshot
 from streams.timeutil import iso
@@ -126,19 +126,16 @@ def _check(
         routed.shard = decoded.events[0].site  # type: ignore[union-attr]
     if decoded.errors:
         routed.reasons = [e.reason for e in decoded.errors]
-        letter: dict[str, Any] = {
-            "reason": decoded.errors[0].reason,
-            "errors": [
-                {"index": e.index, "reason": e.reason, "error": e.message} for e in decoded.errors
-            ],
-            "source": {"topic": topic, "partition": partition, "offset": offset, "key": key_text},
-            "valid_events_forwarded": len(decoded.events),
-            "received_us": wall_us,
-            "value_b64": base64.b64encode(raw).decode(),
-        }
-        with contextlib.suppress(UnicodeDecodeError):
-            letter["value_text"] = raw.decode("utf-8")[:4096]
-        routed.dead_letter = orjson.dumps(letter)
+        routed.dead_letter = envelope(
+            raw,
+            [{"index": e.index, "reason": e.reason, "error": e.message} for e in decoded.errors],
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key_text,
+            received_us=wall_us,
+            valid_events_forwarded=len(decoded.events),
+        )
     return routed, [event_to_json(e) for e in decoded.events]
 
 
@@ -343,12 +340,18 @@ class Shard:
         return out
 
     def _run(self, source: str, events: list[dict[str, Any]], wall: int, out: Output) -> None:
-        """Events of one input partition, then the watermark their progress allows."""
+        """Events of one input partition, then the watermark their progress allows.
+
+        An event the engine refuses becomes a dead letter naming `source`;
+        its time still shows the input's progress.
+        """
         newest = None
         ingest = self.engine.ingest
         for data in events:
             event = parse_event(data)
-            ingest(event)
+            if ingest(event, out) in REFUSALS:
+                letter = refusal_letter(source, out.rejected[-1], event.key, wall)
+                out.dead_letters.append(letter)
             ts = event.ts_us
             if newest is None or ts > newest:
                 newest = ts

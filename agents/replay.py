@@ -3,7 +3,8 @@
 The offline twin of the live pipeline: each line is one event or a JSON
 array of events (a batch), exactly as a Kafka message value would be. Lines
 that fail validation are never dropped silently: each is reported with its
-line number and reason (and written to `--rejects` when given).
+line number and reason (and written to `--rejects` when given), and so are
+valid events the engine refuses (`too_many_machines`, `too_many_open_orders`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def replay(
         else:
             result.output.extend(out)
 
+    refused = Output()
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -68,20 +70,23 @@ def replay(
         for error in decoded.errors:
             result.rejected[error.reason] += 1
             if rejects is not None:
-                rejects.write(
-                    orjson.dumps(
-                        {
-                            "line": number,
-                            "index": error.index,
-                            "reason": error.reason,
-                            "error": error.message,
-                            "value": line.decode("utf-8", "replace"),
-                        }
-                    )
-                    + b"\n"
-                )
+                text = line.decode("utf-8", "replace")
+                _reject(rejects, number, error.index, error.reason, error.message, text)
         for event in decoded.events:
-            if engine.ingest(event) is None and engine.watermark_us is not None:
+            if engine.ingest(event, refused) is None and engine.watermark_us is not None:
                 emit(engine.advance(engine.watermark_us))
+        for refusal in refused.rejected:  # valid, but refused by the engine
+            result.rejected[refusal["reason"]] += 1
+            if rejects is not None:
+                text = orjson.dumps(refusal["event"]).decode()
+                _reject(rejects, number, None, refusal["reason"], refusal["error"], text)
+        refused.rejected.clear()
     emit(engine.flush())
     return result
+
+
+def _reject(
+    rejects: IO[bytes], line: int, index: int | None, reason: str, error: str, value: str
+) -> None:
+    entry = {"line": line, "index": index, "reason": reason, "error": error, "value": value}
+    rejects.write(orjson.dumps(entry) + b"\n")

@@ -214,6 +214,18 @@ class EngineConfig(_Strict):
         0.1, gt=0, description="relative shortfall from which a miss is critical"
     )
     safety_stock: SafetyStockSettings = SafetyStockSettings()
+    max_machines: int = Field(
+        100_000,
+        ge=1,
+        description="distinct machines one engine partition holds; an event of a machine "
+        "beyond them is dead-lettered (too_many_machines)",
+    )
+    max_open_orders: int = Field(
+        1_000_000,
+        ge=1,
+        description="open (undecided) orders one engine partition holds; an event that would "
+        "open one more is dead-lettered (too_many_open_orders)",
+    )
 
     @field_validator("allowed_lateness", "on_time_tolerance", "decided_memory")
     @classmethod
@@ -224,6 +236,13 @@ class EngineConfig(_Strict):
     @classmethod
     def _positive(cls, v: Duration) -> Duration:
         return _check_duration(v, positive=True)
+
+    @field_validator("max_machines", "max_open_orders", mode="before")
+    @classmethod
+    def _count(cls, v: object) -> object:
+        if isinstance(v, bool):  # an int to pydantic: `true` would mean a limit of 1
+            raise ValueError(f"must be a positive integer, got {v!r}")
+        return v
 
     @field_validator("windows", "chain_windows")
     @classmethod

@@ -13,6 +13,13 @@ its end is at or before the frontier; its records are then final.
 
 The engine never reads the clock; `advance(now)` is how a live worker lets a
 silent plant's windows close.
+
+Memory is bounded: an event that would make the engine hold more than
+`max_machines` machines or `max_open_orders` open orders is refused. It
+changes nothing (not even the watermark) and comes out in
+`Output.rejected`; events of machines and orders already held apply as
+usual. Whether an event is refused depends only on the state, so a replay
+or a restored snapshot refuses the same events.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import EngineConfig
+from streams.events import event_to_json
 from streams.machine import MachineTimeline, Segment
 from streams.oee import OeeState
 from streams.orders import OrderBook
@@ -44,17 +52,32 @@ from streams.windows import ShiftCalendar, TumblingWindows, Window, split_planne
 MachineKey = tuple[str, str, str]  # site, line, machine
 SegmentKey = tuple[str, str]  # direction, segment
 
+REFUSALS = {
+    "too_many_machines": ("machine-state",),
+    "too_many_open_orders": ("orders", "shipments"),
+}
+"""Why an event is refused (`Engine.ingest`) -> the sources whose events it can refuse."""
+
 
 @dataclass
 class Output:
-    """What one step of the engine produced."""
+    """What one step of the engine produced.
+
+    `rejected`: refused events, each `{"reason", "error", "event"}` (the
+    reason one of `REFUSALS`, the event its contract JSON). `dead_letters`:
+    the worker's envelopes of them, `(input topic, reason, value)`.
+    """
 
     records: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         self.records += other.records
         self.alerts += other.alerts
+        self.rejected += other.rejected
+        self.dead_letters += other.dead_letters
 
 
 def segment_pieces(
@@ -83,6 +106,8 @@ class Engine:
         self.lateness_us = c.us("allowed_lateness")
         self.heartbeat_us = c.us("heartbeat_timeout")
         self.decided_memory_us = c.us("decided_memory")
+        self.max_machines = c.max_machines
+        self.max_open_orders = c.max_open_orders
         self._ticks = TumblingWindows(min(t.size_us for t in self.windows.tumbling))
         self._label_rank = {label: i for i, label in enumerate(self.windows.labels)}
         self._pchart_config = c.pchart.build()
@@ -107,8 +132,9 @@ class Engine:
     def frontier_us(self) -> int | None:
         return None if self.watermark_us is None else self.watermark_us - self.lateness_us
 
-    def ingest(self, event: Any) -> str | None:
-        """Apply one validated event. Returns 'duplicate' or 'late' when it is not applied."""
+    def ingest(self, event: Any, out: Output | None = None) -> str | None:
+        """Apply one validated event. Returns why it was not applied: 'duplicate',
+        'late', or a refusal (one of `REFUSALS`, also added to `out.rejected`)."""
         source = event.source
         self.stats[f"events.{source}"] += 1
         key = (source, event.event_id)
@@ -120,6 +146,15 @@ class Engine:
         if frontier is not None and ts < frontier:
             self.stats[f"late.{source}"] += 1
             return "late"
+        refusal = self._over_limit(event)
+        if refusal is not None:
+            reason, error = refusal
+            self.stats[f"refused.{reason}"] += 1
+            if out is not None:
+                out.rejected.append(
+                    {"reason": reason, "error": error, "event": event_to_json(event)}
+                )
+            return reason
         self.seen[key] = ts
         if source == "machine-state":
             self._machine_event(event, ts)
@@ -133,6 +168,24 @@ class Engine:
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
+
+    def _over_limit(self, event: Any) -> tuple[str, str] | None:
+        """(reason, message) when the event would make the state outgrow a limit."""
+        if event.source == "machine-state":
+            held, limit = len(self.machines), self.max_machines
+            if held < limit or event.machine in self.machines:
+                return None
+            return "too_many_machines", (
+                f"machine: {event.machine!r} would be machine {held + 1:,} held; "
+                f"the limit is engine.max_machines = {limit:,}"
+            )
+        held, limit = len(self.book.open), self.max_open_orders
+        if held < limit or not self.book.opens(event):
+            return None
+        return "too_many_open_orders", (
+            f"order_id: {event.order_id!r} would be open order {held + 1:,} held; "
+            f"the limit is engine.max_open_orders = {limit:,}"
+        )
 
     def _machine_event(self, event: Any, ts: int) -> None:
         timeline = self.machines.get(event.machine)
@@ -161,7 +214,7 @@ class Engine:
         """Ingest events in order, advancing the watermark as they come."""
         out = Output()
         for event in events:
-            if self.ingest(event) is None:
+            if self.ingest(event, out) is None:
                 out.extend(self.advance(self.watermark_us))  # type: ignore[arg-type]
         return out
 

@@ -119,7 +119,13 @@ class OpenOrder:
 
 
 class OrderBook:
-    """Open orders keyed by order id, with a heap of decision candidates."""
+    """Open orders keyed by order id, with a heap of decision candidates.
+
+    An order is open (held in `open`) from the first event of its id (the
+    order, or a shipment or closing that came first: it waits for the order)
+    until it is decided or cancelled; a decided id is then only remembered
+    in `decided` for `decided_memory`.
+    """
 
     def __init__(
         self, grace_us: int, tolerance_us: int, rules: Mapping[str, OrderRule] | None = None
@@ -132,6 +138,12 @@ class OrderBook:
         self.decided: dict[str, int] = {}  # order id -> decision time
         self.ignored: Counter[str] = Counter()
         self._heap: list[tuple[int, str]] = []
+
+    def opens(self, event: Any) -> bool:
+        """Whether `apply` would add an open order: an order id neither open nor
+        decided, by any event but a cancellation (which only remembers the id)."""
+        oid = event.order_id
+        return oid not in self.open and oid not in self.decided and event.type != "order_cancelled"
 
     def apply(self, event: Any) -> str | None:
         """Apply an orders or shipments event; returns why it was ignored, if it was."""

@@ -40,7 +40,7 @@ from streams.metrics_view import (
     window_close_delay_us,
 )
 from tests.agents.prometheus_harness import promtool
-from tests.eventfactory import at, count, state
+from tests.eventfactory import at, count, order, state
 
 SETTINGS = Settings()
 
@@ -246,6 +246,32 @@ def test_pipeline_counters_lag_and_config() -> None:
     assert value("kpimon_window_close_delay_seconds", {"partition": "0"}) >= 300
     assert value("kpimon_heartbeat_timeout_seconds") == 600
     assert value("kpimon_allowed_lateness_seconds") == 300
+
+
+def test_machines_and_open_orders_held_per_partition_beside_their_limits() -> None:
+    limits = EngineConfig(windows=["1h", "1d"], max_machines=2, max_open_orders=1)
+    plant = Engine(limits)  # partition 0: press-3 is one machine too many
+    plant.run(parse_event(state(at(6), "running", machine=m)) for m in ("p-1", "p-2", "p-3"))
+    orders = Engine(limits)  # partition 1: O-2 is one open order too many
+    orders.run(parse_event(order(o, at(6), at(30))) for o in ("O-1", "O-2"))
+    runtime = Runtime(Settings(engine=limits), embedded=True)
+    for partition, engine in enumerate((plant, orders)):
+        runtime.shards[partition] = Shard(limits, 30_000_000)
+        runtime.shards[partition].engine = engine
+    value = registry_of(runtime).get_sample_value
+    assert value("kpimon_machines_tracked", {"partition": "0"}) == 2
+    assert value("kpimon_machines_tracked", {"partition": "1"}) == 0
+    assert value("kpimon_open_orders", {"partition": "0"}) == 0
+    assert value("kpimon_open_orders", {"partition": "1"}) == 1
+    assert value("kpimon_machines_limit") == 2
+    assert value("kpimon_open_orders_limit") == 1
+    # Their dead letters are there from the start, for the topics they can come from.
+    letters = "kpimon_dead_letters_total"
+    assert value(letters, {"topic": "machine-state", "reason": "too_many_machines"}) == 0
+    for topic in ("orders", "shipments"):
+        assert value(letters, {"topic": topic, "reason": "too_many_open_orders"}) == 0
+    assert value(letters, {"topic": "orders", "reason": "too_many_machines"}) is None
+    assert value(letters, {"topic": "machine-state", "reason": "too_many_open_orders"}) is None
 
 
 # -- streams.metrics_view ----------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents import pipeline
+from agents.letters import refusal_letter
 from agents.pipeline import (
     Incoming,
     Routed,
@@ -934,6 +935,109 @@ def test_when_all_fall_quiet_a_lagging_input_needs_lateness_to_cover_its_lag(
     feed.tick(45, {MACHINES: True, ORDERS: True})
     feed.send(ORDERS, 50, ef.order("O-2", iso(ts(-2 + 50 / 60)), iso(ts(600))))
     assert feed.shard.engine.stats["late.orders"] == late
+
+
+# ---------------------------------------------------------------- Shard: refused events
+
+
+@pytest.mark.parametrize(
+    ("source", "held", "refused", "reason", "limits"),
+    [
+        (
+            "machine-state:3",
+            ef.state(iso(ts(0)), "running"),
+            ef.state(iso(ts(1)), "idle", machine="press-2"),
+            "too_many_machines",
+            {"max_machines": 1},
+        ),
+        (
+            "shipments:2",
+            ef.shipment("O-1", iso(ts(0))),
+            ef.shipment("O-2", iso(ts(1))),
+            "too_many_open_orders",
+            {"max_open_orders": 1},
+        ),
+    ],
+)
+def test_a_refused_event_becomes_a_dead_letter_naming_its_input_partition(
+    source: str,
+    held: dict[str, Any],
+    refused: dict[str, Any],
+    reason: str,
+    limits: dict[str, int],
+) -> None:
+    feed = new_feed(EngineConfig(windows=["1h", "1d"], allowed_lateness="5m", **limits))
+    first = feed.send(source, 0, held, announce=[source])
+    assert first is not None and first.rejected == first.dead_letters == []
+    out = feed.send(source, 2, refused)
+    assert out is not None
+    [rejected] = out.rejected
+    assert rejected["reason"] == reason
+    topic, partition = source.split(":")
+    [(letter_topic, letter_reason, value)] = out.dead_letters
+    assert (letter_topic, letter_reason) == (topic, reason)
+    letter = orjson.loads(value)
+    event = event_to_json(parse_event(refused))
+    raw = base64.b64decode(letter.pop("value_b64"), validate=True)
+    assert orjson.loads(raw) == event == rejected["event"]
+    assert letter == {
+        "reason": reason,
+        "errors": [{"index": None, "reason": reason, "error": rejected["error"]}],
+        "source": {
+            "topic": topic,
+            "partition": int(partition),
+            "offset": None,  # the engine topic does not carry input offsets
+            "key": parse_event(refused).key,
+        },
+        "valid_events_forwarded": 0,
+        "received_us": wall(2),
+        "value_text": raw.decode(),
+    }
+
+
+def test_each_refused_event_of_a_forward_names_its_own_run() -> None:
+    #   runs: machine-state:0 [press-1 06:00]  machine-state:3 [press-2 06:01, press-1 06:02]
+    #   max_machines 1: press-2 is refused; press-1 after it is applied
+    feed = new_feed(EngineConfig(windows=["1h", "1d"], allowed_lateness="5m", max_machines=1))
+    other = "machine-state:3"
+    runs = [
+        {"source": MACHINES, "events": [ef.state(iso(ts(0)), "running")]},
+        {
+            "source": other,
+            "events": [
+                ef.state(iso(ts(1)), "idle", machine="press-2"),
+                ef.count(iso(ts(2)), 10, 10, 1.0),
+            ],
+        },
+    ]
+    message = {"wall_us": wall(0), "runs": runs, "sources": [MACHINES, other]}
+    out = feed.apply(orjson.dumps(message))
+    assert out is not None
+    assert [(t, r) for t, r, _ in out.dead_letters] == [("machine-state", "too_many_machines")]
+    assert orjson.loads(out.dead_letters[0][2])["source"]["partition"] == 3
+    assert feed.shard.engine.stats["events.machine-state"] == 3
+    assert feed.shard.engine.stats["refused.too_many_machines"] == 1
+    # A refused event still shows how far its input has got (the watermark's rule).
+    assert feed.shard.sources[other][0] == ts(2)
+
+
+@pytest.mark.parametrize(
+    ("source", "topic", "partition"),
+    [("orders:12", "orders", 12), ("site:a:b:3", "site:a:b", 3), ("?", "?", None)],
+)
+def test_a_refusal_letter_splits_its_source_into_topic_and_partition(
+    source: str, topic: str, partition: int | None
+) -> None:
+    refused = {"reason": "too_many_open_orders", "error": "order_id: ...", "event": {"a": 1}}
+    got_topic, reason, value = refusal_letter(source, refused, "O-1", wall(0))
+    assert (got_topic, reason) == (topic, "too_many_open_orders")
+    letter = orjson.loads(value)
+    assert letter["source"] == {
+        "topic": topic,
+        "partition": partition,
+        "offset": None,
+        "key": "O-1",
+    }
 
 
 # ---------------------------------------------------------------- chunks()

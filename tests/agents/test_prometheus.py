@@ -62,6 +62,7 @@ PARSE_ONLY = {
     "KpimonConsumerLagGrowing": "the worker keeps up: lag never grows in a healthy run",
     "KpimonOEEBelowTarget": "the seeded plant's last closed hour is above the 60% target",
     "KpimonPerfectOrderBelowTarget": "whether a segment's day misses its target is chance",
+    "KpimonEngineStateNearLimit": "the plant holds far fewer machines and orders than the limits",
 }
 
 

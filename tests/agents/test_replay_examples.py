@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from agents.replay import replay
+from streams.config import EngineConfig
+from streams.engine import Engine
 from tests.eventfactory import at, closed, count, order, shipment, state
 
 CONFIG = """
@@ -153,3 +157,23 @@ def test_replay_reports_rejected_lines(tmp_path: Path) -> None:
     assert select(records, kpi="oee", scope="machine", window="1h", start=at(6))[0][
         "oee"
     ] == pytest.approx(0.608)
+
+
+def test_replay_reports_events_the_engine_refuses() -> None:
+    # Line 2 is a batch: press-2 is one machine too many, press-1's count still counts.
+    lines = [
+        json.dumps(state(at(6), "running")).encode(),
+        json.dumps(
+            [state(at(6.1), "idle", machine="press-2"), count(at(6.2), 10, 10, 1.0)]
+        ).encode(),
+    ]
+    engine = Engine(EngineConfig(windows=["1h", "1d"], max_machines=1))
+    rejects = io.BytesIO()
+    result = replay(iter(lines), engine, rejects=rejects)
+    assert result.rejected == {"too_many_machines": 1}
+    [line] = [json.loads(x) for x in rejects.getvalue().splitlines()]
+    assert (line["line"], line["index"], line["reason"]) == (2, None, "too_many_machines")
+    assert line["error"].startswith("machine: 'press-2' would be machine 2 held")
+    assert json.loads(line["value"])["machine"] == "press-2"
+    [hour] = select(result.output.records, kpi="oee", scope="machine", window="1h")
+    assert hour["machine"] == "press-1" and hour["total"] == 10
