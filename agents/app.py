@@ -17,10 +17,14 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from agents.health import IngestProgress, judge
 from agents.metrics import install_metrics
+from agents.outbox import Outbox
 from agents.pipeline import Incoming, Shard, chunks, route_batch, snapshot_due, tick_message
 from agents.progress import EndOffsetWatcher, InputEnds, watch
+from agents.refill import RangeUnavailable, read_range
 from agents.settings import Settings
+from streams.engine import Output
 from streams.live import live_view
 from streams.records import record_key
 
@@ -51,6 +55,11 @@ class Runtime:
     published: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     last_tick_seen: float | None = None  # monotonic time the engine last applied a tick
+    outboxes: dict[int, Outbox] = field(default_factory=dict)  # sent, delivery unchecked
+    restore_gap: Counter[str] = field(default_factory=Counter)  # engine messages refilled, lost
+    last_tick_delivered: float | None = None  # monotonic time the broker last acked a tick
+    joined: bool = False  # the consumer group has given this worker an assignment
+    ingest_progress: IngestProgress = field(default_factory=IngestProgress)  # for /healthz
 
     def views(self) -> list[dict[str, Any]]:
         return [{"partition": p, **live_view(s.engine)} for p, s in sorted(self.shards.items())]
@@ -115,6 +124,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         logging_config=None,
     )
     _limit_fetch_wait(app, k.fetch_max_wait)
+    bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     raw = {
         "key_type": bytes,
         "value_type": bytes,
@@ -230,14 +240,72 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         runtime.snapshot_s[partition] = 0.0
         return shard
 
-    def save_shard(partition: int, shard: Shard) -> None:
-        """Write chunks to the slot not in use, then switch the manifest (one row)."""
+    def save_shard(partition: int, shard: Shard) -> list[Any]:
+        """Write chunks to the slot not in use, then switch the manifest (one row).
+
+        Returns the rows' changelog deliveries. A table assignment only puts
+        its changelog record in Faust's producer buffer, and neither an offset
+        commit nor `producer.flush()` (which gives up on the buffer after
+        0.1 s without a send) waits for it: the deliveries are awaited instead.
+        """
         manifest = snapshots.get(f"{partition}/manifest")
         slot = "b" if manifest is not None and manifest.startswith("a") else "a"
         parts = chunks(shard.to_bytes().decode())
-        for i, part in enumerate(parts):
-            snapshots[f"{partition}/{slot}/{i}"] = part
-        snapshots[f"{partition}/manifest"] = f"{slot}:{len(parts)}"
+        rows = [(f"{partition}/{slot}/{i}", part) for i, part in enumerate(parts)]
+        rows.append((f"{partition}/manifest", f"{slot}:{len(parts)}"))
+        delivered = []
+        for key, value in rows:  # what `snapshots[key] = value` does, keeping the future
+            delivered.append(snapshots.send_changelog(partition, key, value))
+            snapshots.data[key] = value
+        return delivered
+
+    async def send_out(topic: Any, key: bytes | None, value: bytes) -> Any:
+        return await topic.send(key=key, value=value)
+
+    async def publish(partition: int, out: Output | None) -> None:
+        if out is None:
+            return
+        box = runtime.outboxes.setdefault(partition, Outbox(send_out))
+        for record in out.records:
+            await box.put(windows_topic, record_key(record).encode(), _json(record))
+        runtime.published["records"] += len(out.records)
+        for alert in out.alerts:
+            await box.put(alerts_topic, alert["alert_id"].encode(), _json(alert))
+        runtime.published["alerts"] += len(out.alerts)
+        for topic, reason, value in out.dead_letters:  # events the engine refused
+            await box.put(dead_topic, None, value)
+            runtime.dead_letters[topic, reason] += 1
+
+    async def refill(partition: int, shard: Shard, upto: int) -> None:
+        """Apply the engine messages between the restored snapshot and `upto`
+        (the committed offset the group resumed at); see `agents.refill`."""
+        missing = upto - shard.next_offset
+        log.warning(
+            "engine partition %s: the restored snapshot ends at offset %s but reading "
+            "resumed at %s; re-reading the %s messages between",
+            partition,
+            shard.next_offset,
+            upto,
+            missing,
+        )
+        try:
+            async for offset, _, value in read_range(
+                bootstrap, k, s.engine, partition, shard.next_offset, upto
+            ):
+                await publish(partition, shard.apply(offset, value or b"{}"))
+                runtime.restore_gap["refilled"] += 1
+        except RangeUnavailable as exc:
+            log.error("engine partition %s: %s", partition, exc)
+        lost = upto - shard.next_offset
+        if lost:
+            runtime.restore_gap["lost"] += lost
+            log.error(
+                "engine partition %s: %s messages between the snapshot and offset %s lost",
+                partition,
+                lost,
+                upto,
+            )
+            shard.next_offset = upto
 
     @app.agent(engine_topic, concurrency=1)
     async def run_engine(stream: faust.StreamT) -> None:
@@ -246,23 +314,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             msg = event.message
             shard = load_shard(msg.partition)
             if msg.offset > shard.next_offset:
-                # Should not happen: offsets are acknowledged only once a
-                # snapshot covering them is out (see the flush below).
-                log.error(
-                    "engine partition %s: offset %s follows the snapshot's %s: %s messages lost",
-                    msg.partition,
-                    msg.offset,
-                    shard.next_offset,
-                    msg.offset - shard.next_offset,
-                )
-            out = shard.apply(msg.offset, msg.value)
-            if out is not None:
-                for record in out.records:
-                    await windows_topic.send(key=record_key(record).encode(), value=_json(record))
-                runtime.published["records"] += len(out.records)
-                for alert in out.alerts:
-                    await alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
-                runtime.published["alerts"] += len(out.alerts)
+                await refill(msg.partition, shard, msg.offset)
+            await publish(msg.partition, shard.apply(msg.offset, msg.value))
             if msg.key == b"tick":
                 runtime.last_tick_seen = time.monotonic()
             runtime.unacked[msg.partition].append(event)
@@ -272,14 +325,16 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 w.snapshot_interval,
             ):
                 began = time.monotonic()
-                save_shard(msg.partition, shard)
+                delivered = save_shard(msg.partition, shard)
                 runtime.snapshot_at[msg.partition] = time.monotonic()
                 runtime.snapshot_s[msg.partition] = runtime.snapshot_at[msg.partition] - began
-                # Table writes go out through the producer's buffer, and an offset
-                # commit does not wait for it: the snapshot must be delivered
-                # before the offsets it covers are acknowledged, or a crash in
-                # between restores an older snapshot past a committed offset.
-                await app.producer.flush()
+                # The snapshot, and the outputs sent so far, are delivered before
+                # the offsets they cover are acknowledged: a crash in between
+                # would restore an older snapshot past a committed offset, or
+                # never send an output again.
+                await asyncio.gather(*delivered)
+                if msg.partition in runtime.outboxes:
+                    runtime.published["resent"] += await runtime.outboxes[msg.partition].deliver()
                 pending, runtime.unacked[msg.partition] = runtime.unacked[msg.partition], []
                 for done in pending:
                     await manual.ack(done)
@@ -307,18 +362,31 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     @app.task
     async def watch_input_ends() -> None:
         watcher = EndOffsetWatcher(
-            broker_url.removeprefix("kafka://").replace(";", ","),
+            bootstrap,
             k,
             app.conf.id,  # Faust's consumer group
             embedded=embedded,
         )
         await watch(watcher, assigned_inputs, runtime.input_ends, w.tick_interval)
 
+    def tick_delivered(delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            runtime.last_tick_delivered = time.monotonic()
+
     @app.timer(w.tick_interval)
     async def tick() -> None:
-        value = tick_message(wall_us(), await input_progress())
+        progress = await input_progress()
+        read = {f"{topic}:{partition}": o for (topic, partition), o in runtime.ingested.items()}
+        runtime.ingest_progress.observe(time.monotonic(), progress, read)
+        value = tick_message(wall_us(), progress)
         for partition in range(s.engine_partitions):
-            await engine_topic.send(key=b"tick", value=value, partition=partition)
+            sent = await engine_topic.send(key=b"tick", value=value, partition=partition)
+            if isinstance(sent, asyncio.Future):  # acknowledged by the broker: for /healthz
+                sent.add_done_callback(tick_delivered)
+
+    @app.on_partitions_assigned.connect
+    async def joined(app: faust.App, assigned: set[TP], **_: Any) -> None:
+        runtime.joined = True
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set[TP], **_: Any) -> None:
@@ -329,26 +397,34 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             if tp.topic == s.engine:
                 runtime.shards.pop(tp.partition, None)
                 runtime.unacked.pop(tp.partition, None)
+                runtime.outboxes.pop(tp.partition, None)  # the next owner sends them again
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        # Healthy while the clock ticks make the round trip through the broker
-        # and back into the engine: a lost broker or a stuck engine shows here.
-        since = time.monotonic() - runtime.last_tick_seen if runtime.last_tick_seen else None
-        limit = max(10.0, 5 * w.tick_interval)
-        healthy = since is not None and since <= limit
+        # Holding engine partitions: healthy while the clock ticks make the round
+        # trip through the broker back into the engine (a lost broker or a stuck
+        # engine shows here). Holding none: no tick comes back, so ticks delivered
+        # and ingest keeping up instead (see `agents.health`).
+        assignment = app.consumer.assignment()
+        health = judge(
+            time.monotonic(),
+            max(10.0, 5 * w.tick_interval),
+            holds_engine=any(tp.topic == s.engine for tp in assignment),
+            tick_seen=runtime.last_tick_seen,
+            joined=runtime.joined,
+            tick_delivered=runtime.last_tick_delivered,
+            ingest=runtime.ingest_progress,
+        )
         body = {
-            "status": "ok" if healthy else "unhealthy",
-            "reason": None
-            if healthy
-            else (
-                "no clock tick has come back through the broker yet"
-                if since is None
-                else f"last clock tick came back {since:.0f} s ago (limit {limit:.0f} s)"
-            ),
+            "status": "ok" if health.healthy else "unhealthy",
+            "reason": health.reason,
+            "basis": health.basis,
             "partitions": sorted(runtime.shards),
+            "inputs": sorted(
+                f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic in sources
+            ),
         }
-        return web.json(body, status=200 if healthy else 503)
+        return web.json(body, status=200 if health.healthy else 503)
 
     @app.page("/kpi")
     async def kpi(web: Any, request: Any) -> Any:

@@ -363,6 +363,14 @@ class KpimonCollector:
                 {"output": output},
                 rt.published.get(output, 0),
             )
+        for outcome in ("refilled", "lost"):
+            out.counter(
+                "kpimon_engine_restore_gap_messages_total",
+                "Engine messages between a restored snapshot and the committed offset: "
+                "re-read from the engine topic (refilled), or no longer there (lost).",
+                {"outcome": outcome},
+                rt.restore_gap.get(outcome, 0),
+            )
         for source in topics.sources().values():
             out.gauge(
                 "kpimon_last_event_received_timestamp_seconds",

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -94,6 +94,17 @@ class WorkerSettings(_Section):
     )
     max_message_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(10_000, ge=1)
+    log_level: str = Field(
+        "WARNING",
+        pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="level of the worker's log (worker.log in data_dir); INFO shows "
+        "rebalances, assignments, table recovery and snapshot restores",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
 
 class SettingsError(ValueError):

@@ -103,7 +103,7 @@ def start_worker(
     Path(w.data_dir).mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(
         app,
-        loglevel="WARNING",
+        loglevel=w.log_level,
         quiet=True,
         logfile=log_file or str(Path(w.data_dir) / "worker.log"),
         # The live summary is for the terminal, not the log file.

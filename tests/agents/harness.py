@@ -72,13 +72,16 @@ class Deployment:
         }
 
 
-def make_deployment(tmp_path: Path, broker: Any, engine: str = "", worker: str = "") -> Deployment:
-    """A fresh set of topics and a worker configuration; `worker` adds [worker] lines."""
+def make_deployment(
+    tmp_path: Path, broker: Any, engine: str = "", worker: str = "", topics: str = ""
+) -> Deployment:
+    """A fresh set of topics and a worker configuration; `engine`, `worker` and
+    `topics` add lines to those sections (e.g. `topics="engine_partitions = 4"`)."""
     prefix = f"t{os.getpid()}x{next(_prefixes)}-"
     dep = Deployment(
         prefix, broker.bootstrap, tmp_path / "kpimon.toml", tmp_path / "data", free_port()
     )
-    topics = "\n".join(f'{k} = "{v}"' for k, v in dep.topics.items())
+    names = "\n".join(f'{k} = "{v}"' for k, v in dep.topics.items())
     dep.config.write_text(
         f"""
 [kafka]
@@ -88,8 +91,9 @@ heartbeat_interval = 0.5
 rebalance_timeout = 6.0
 
 [topics]
-{topics}
+{names}
 input_partitions = 4
+{topics}
 
 [worker]
 app_id = "{prefix}kpimon"
@@ -116,23 +120,33 @@ allowed_lateness = "5m"
 class Worker:
     """A worker subprocess of a deployment."""
 
-    def __init__(self, dep: Deployment, name: str = "worker") -> None:
+    def __init__(
+        self,
+        dep: Deployment,
+        name: str = "worker",
+        *,
+        web_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`web_port` (default the deployment's) lets several workers of one
+        deployment run side by side; `env` adds environment variables, e.g.
+        `KPIMON_WORKER__LOG_LEVEL`."""
         self.dep = dep
+        self.web_port = dep.web_port if web_port is None else web_port
         dep.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = dep.data_dir / f"{name}.out"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
+        command = [sys.executable, "-m", "agents.cli", "worker", "--config", str(dep.config), "-q"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker", "--config", str(dep.config), "-q"],
+            [*command, "--port", str(self.web_port)],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.dep.web_port}{path}", timeout=5
-        ) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as resp:
             return json.loads(resp.read())
 
     def try_get(self, path: str) -> Any:

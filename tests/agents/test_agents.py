@@ -13,6 +13,7 @@ agent cannot report more), so tests then wait on a condition (`settle`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -30,6 +31,7 @@ from faust.types import TP
 from agents.app import Runtime, build_app
 from agents.pipeline import Shard, route, tick_message
 from agents.progress import InputEnds
+from agents.refill import RangeUnavailable
 from agents.settings import TopicSettings, load_settings
 from streams.records import record_key
 from streams.timeutil import US, iso, to_us
@@ -82,7 +84,9 @@ class Worker:
     app: faust.App
     runtime: Runtime
     send: mock.MagicMock
-    flushes: list[float] = field(default_factory=list)  # when the producer was flushed
+    changelog: list[tuple[str, asyncio.Future[None]]] = field(default_factory=list)
+    """Snapshot-table rows sent, with their delivery (resolved at once unless `held`)."""
+    held: bool = False
 
     def agent(self, name: str) -> Any:
         return next(a for n, a in self.app.agents.items() if n.rsplit(".", 1)[-1] == name)
@@ -128,10 +132,14 @@ def build_worker(send: mock.MagicMock, consumer: FakeConsumer, **overrides: Any)
         setattr(app.consumer, name, getattr(consumer, name))
     worker = Worker(app, runtime, send)
 
-    async def flush() -> None:  # the producer never starts here
-        worker.flushes.append(time.monotonic())
+    def send_changelog(partition: int | None, key: str, value: str, *_: Any) -> Any:
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not worker.held:
+            delivery.set_result(None)
+        worker.changelog.append((key, delivery))
+        return delivery
 
-    app.producer.flush = flush
+    app.tables["snapshots"].send_changelog = send_changelog  # type: ignore[method-assign]
     return worker
 
 
@@ -513,14 +521,166 @@ def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.Ma
     with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):
         worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
     assert manifests == ["a:1", "b:1", "a:1"]  # alternate slots, one chunk each
-    # The producer is flushed (snapshot delivered) before each snapshot's acks:
-    # one per message here (3, then messages[1:] after the revocation).
-    assert len(worker.flushes) == 3 + len(messages) - 1
+    # Every output's delivery was checked by the last snapshot.
+    assert worker.runtime.outboxes[0].pending == []
+    # Each snapshot sends its chunk and then the manifest, in that order.
+    keys = [key for key, _ in worker.changelog]
+    assert keys[:6] == ["0/a/0", "0/manifest", "0/b/0", "0/manifest", "0/a/0", "0/manifest"]
     shard = worker.runtime.shards[0]
     assert shard.stats["skipped_replayed"] == 2  # offsets 1 and 2, restored from the table
     records, alerts = expected_output(messages, worker.runtime.settings)
     assert [s.json for s in worker.sent(WINDOWS)] == records
     assert [s.json for s in worker.sent(ALERTS)] == alerts
+
+
+def test_run_engine_acknowledges_only_once_the_snapshot_is_delivered(
+    send: mock.MagicMock,
+) -> None:
+    """A table write only queues its changelog record in Faust's producer buffer,
+    and `producer.flush()` may return with it still queued: acknowledging then
+    lets a crash restore an older snapshot past the committed offset."""
+    messages = plant_hour()[:2]
+
+    async def scenario(worker: Worker) -> None:
+        worker.held = True
+        async with worker.agent("run_engine").test_context() as agent:
+            await agent.put(messages[0], key=b"plant-1", partition=0)
+            await settle(lambda: len(worker.changelog) == 2, "the snapshot's two rows")
+            # Snapshot written, not delivered: the message stays unacknowledged.
+            await asyncio.sleep(0)
+            assert progress(worker) == (1, 1)
+            for _, delivery in worker.changelog:
+                delivery.set_result(None)
+            await settle(lambda: progress(worker) == (1, 0), "the acknowledgement")
+
+    with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):
+        run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
+
+
+def test_run_engine_dead_letters_and_counts_an_event_the_engine_refuses(
+    send: mock.MagicMock,
+) -> None:
+    """Over engine.max_machines a new machine's event is refused: it goes to the
+    dead-letter topic naming its input topic, and counts in runtime.dead_letters."""
+    held, refused = ef.state(ef.at(7), "running"), ef.state(ef.at(7.1), "idle", machine="press-9")
+    messages = [
+        route(
+            orjson.dumps(event),
+            key=event["machine"].encode(),
+            topic="machine-state",
+            source="machine-state",
+            partition=1,
+            offset=n,
+            wall_us=WALL_US,
+            announce=["machine-state:1"] if n == 0 else None,
+        ).forward
+        for n, event in enumerate((held, refused))
+    ]
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("run_engine").test_context() as agent:
+            for value in messages:
+                await agent.put(value, key=b"plant-1", partition=0)
+            await settle(lambda: worker.sent(DEAD), "the dead letter")
+
+    worker = run(
+        send,
+        FakeConsumer(set()),
+        scenario,
+        engine={"max_machines": 1},
+        worker={"snapshot_interval": 3600.0},
+    )
+    [letter] = worker.sent(DEAD)
+    assert letter.key is None
+    assert letter.json["reason"] == "too_many_machines"
+    assert letter.json["source"] == {
+        "topic": "machine-state",
+        "partition": 1,
+        "offset": None,
+        "key": "press-9",
+    }
+    assert letter.json["received_us"] == WALL_US
+    assert orjson.loads(base64.b64decode(letter.json["value_b64"]))["machine"] == "press-9"
+    assert worker.runtime.dead_letters == {("machine-state", "too_many_machines"): 1}
+    assert list(worker.runtime.shards[0].engine.machines) == ["press-1"]
+
+
+def test_run_engine_sends_a_record_again_when_its_delivery_failed(send: mock.MagicMock) -> None:
+    messages = plant_hour()
+    failed: list[bytes] = []
+
+    def sending(topic: Topic, *_: Any, key: bytes | None = None, **__: Any) -> Any:
+        if topic.get_topic_name() == WINDOWS and not failed and key is not None:
+            failed.append(key)
+            delivery = asyncio.get_running_loop().create_future()
+            delivery.set_exception(TimeoutError("request timed out"))
+            return delivery
+        return Delivered()
+
+    send.side_effect = sending
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("run_engine").test_context() as agent:
+            for value in messages:
+                await agent.put(value, key=b"plant-1", partition=0)
+            await settle(lambda: progress(worker) == (len(messages), 0), "every message acked")
+
+    with (
+        mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0),
+        mock.patch("agents.outbox.BACKOFF_S", 0),
+    ):
+        worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
+    records, _ = expected_output(messages, worker.runtime.settings)
+    keys = [s.key for s in worker.sent(WINDOWS)]
+    assert failed and keys.count(failed[0]) == 2  # sent, failed, sent again
+    assert sorted(set(keys)) == sorted(record_key(r).encode() for r in records)
+    assert worker.runtime.published["resent"] == 1
+
+
+def test_run_engine_refills_what_a_stale_snapshot_misses(send: mock.MagicMock) -> None:
+    """Reading resumes at the committed offset; a snapshot older than that is
+    topped up from the engine topic itself, so nothing between is lost."""
+    messages = plant_hour()[:4]
+    asked = []
+
+    async def read_range(_b: Any, _k: Any, topic: str, partition: int, start: int, stop: int):  # type: ignore[no-untyped-def]
+        asked.append((topic, partition, start, stop))
+        for offset in range(start, stop):
+            yield offset, b"events", messages[offset]
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("run_engine").test_context() as agent:
+            await agent.put(messages[0], key=b"plant-1", partition=0)
+            agent.sent_offset = 3  # offsets 1 and 2 are not handed over
+            await agent.put(messages[3], key=b"plant-1", partition=0)
+            await settle(lambda: progress(worker)[0] == 4, "offset 3")
+
+    with mock.patch("agents.app.read_range", read_range):
+        worker = run(send, FakeConsumer(set()), scenario)
+    assert asked == [(ENGINE_TOPIC, 0, 1, 3)]
+    assert worker.runtime.restore_gap == {"refilled": 2}
+    records, alerts = expected_output(messages, worker.runtime.settings)
+    assert [s.json for s in worker.sent(WINDOWS)] == records
+    assert [s.json for s in worker.sent(ALERTS)] == alerts
+
+
+def test_run_engine_counts_what_it_cannot_refill(send: mock.MagicMock) -> None:
+    messages = plant_hour()[:3]
+
+    async def read_range(*_: Any):  # type: ignore[no-untyped-def]
+        raise RangeUnavailable("engine:0 starts at offset 2 now, not 1")
+        yield  # an async generator
+
+    async def scenario(worker: Worker) -> None:
+        async with worker.agent("run_engine").test_context() as agent:
+            await agent.put(messages[0], key=b"plant-1", partition=0)
+            agent.sent_offset = 2
+            await agent.put(messages[2], key=b"plant-1", partition=0)
+            await settle(lambda: progress(worker)[0] == 3, "offset 2")
+
+    with mock.patch("agents.app.read_range", read_range):
+        worker = run(send, FakeConsumer(set()), scenario)
+    assert worker.runtime.restore_gap == {"lost": 1}
 
 
 # ---------------------------------------------------------------- consumer
@@ -541,3 +701,79 @@ def test_the_consumer_waits_at_most_fetch_max_wait_for_a_fetch(
     kafka = {} if setting is None else {"kafka": {"fetch_max_wait": setting}}
     run(send, FakeConsumer(set()), scenario, **kafka)
     assert waits == [expected_ms]  # Faust's own would be 1500
+
+
+# ---------------------------------------------------------------- health
+
+
+async def healthz(worker: Worker) -> tuple[int, Any]:
+    response = await worker.app.web.views["/healthz"].get(mock.Mock())
+    return response.status, orjson.loads(response.body)
+
+
+def test_a_worker_without_engine_partitions_is_healthy_on_delivered_ticks(
+    send: mock.MagicMock,
+) -> None:
+    """No tick of its own comes back to it; the broker's acknowledgement of its
+    ticks and ingest keeping up are what it is judged on."""
+    orders = TP("orders", 0)
+    answers: list[tuple[int, Any]] = []
+
+    async def scenario(worker: Worker) -> None:
+        answers.append(await healthz(worker))  # before the group assigned anything
+        await worker.app.on_partitions_assigned.send({orders})
+        fresh_ends(worker, {orders: 0}, starts={orders: 0})  # read to its end
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        send.return_value = delivery
+        await worker.tick()
+        answers.append(await healthz(worker))  # sent, not yet acknowledged
+        delivery.set_result(None)
+        await asyncio.sleep(0)  # the done-callback
+        answers.append(await healthz(worker))
+
+    run(send, FakeConsumer({orders}), scenario)
+    reasons = [body["reason"] for _, body in answers]
+    assert [status for status, _ in answers] == [503, 503, 200], reasons
+    assert "consumer group" in reasons[0] and "delivered" in reasons[1]
+    assert answers[2][1] == {
+        "status": "ok",
+        "reason": None,
+        "basis": "ticks delivered, ingest keeping up",
+        "partitions": [],
+        "inputs": ["orders:0"],
+    }
+
+
+def test_a_tick_the_broker_refused_does_not_count_as_delivered(send: mock.MagicMock) -> None:
+    async def scenario(worker: Worker) -> None:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        send.return_value = delivery
+        await worker.tick()
+        delivery.set_exception(ConnectionError("broker gone"))
+        await asyncio.sleep(0)
+
+    worker = run(send, FakeConsumer(set()), scenario)
+    assert worker.runtime.last_tick_delivered is None
+
+
+def test_a_worker_holding_an_engine_partition_needs_its_ticks_back(send: mock.MagicMock) -> None:
+    engine = TP(ENGINE_TOPIC, 0)
+    answers: list[tuple[int, Any]] = []
+
+    async def scenario(worker: Worker) -> None:
+        await worker.app.on_partitions_assigned.send({engine})
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)
+        send.return_value = delivery
+        await worker.tick()
+        await asyncio.sleep(0)
+        answers.append(await healthz(worker))  # delivered is not enough here
+        async with worker.agent("run_engine").test_context() as agent:
+            await agent.put(tick_message(WALL_US, {}), key=b"tick", partition=0)
+            await settle(lambda: worker.runtime.last_tick_seen is not None, "the tick applied")
+        answers.append(await healthz(worker))
+
+    run(send, FakeConsumer({engine}), scenario)
+    assert [status for status, _ in answers] == [503, 200]
+    assert answers[0][1]["basis"] == answers[1][1]["basis"] == "engine round trip"
+    assert answers[1][1]["partitions"] == [0]

@@ -25,6 +25,8 @@ from agents.broker import (
     find_tansu_binary,
 )
 from agents.offsets import end_offsets
+from agents.refill import RangeUnavailable, read_range
+from agents.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -229,6 +231,30 @@ def test_end_offsets_adapter_returns_produced_counts(embedded_broker: EmbeddedBr
             assert await end_offsets(consumer, [], embedded=True) == {}
         finally:
             await consumer.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(90)
+def test_read_range_reads_exactly_the_asked_offsets(embedded_broker: EmbeddedBroker) -> None:
+    """What the engine re-reads when a restored snapshot is older than the committed offset."""
+    topic = _name("range")
+
+    async def read(start: int, stop: int, timeout: float = 30.0) -> list[tuple[int, bytes]]:
+        return [
+            (offset, value or b"")
+            async for offset, _, value in read_range(
+                embedded_broker.bootstrap, KafkaSettings(), topic, 0, start, stop, timeout=timeout
+            )
+        ]
+
+    async def scenario() -> None:
+        await embedded_broker.create_topics({topic: 1})
+        await _produce_many(embedded_broker.bootstrap, topic, 1200)  # several fetches
+        assert await read(10, 1110) == [(i, f"m{i}".encode()) for i in range(10, 1110)]
+        assert await read(5, 5) == []
+        with pytest.raises(RangeUnavailable, match="offset 1200 not read within 1 s"):
+            await read(1190, 1201, timeout=1.0)
 
     asyncio.run(scenario())
 

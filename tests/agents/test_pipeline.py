@@ -11,6 +11,7 @@ import base64
 import contextlib
 import gc
 import itertools
+import random
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -728,6 +729,66 @@ def test_forwarding_input_in_batches_closes_the_same_windows_as_one_by_one(size:
         a["alert_id"] for a in apart.alerts
     )
     assert snapshot_of(together)["engine"] == snapshot_of(apart)["engine"]
+
+
+def kafka_inputs(events: list[dict[str, Any]], partitions: int) -> dict[str, list[Incoming]]:
+    """Each input partition's messages as the producer writes them: runs of one
+    topic and key (`batched`), on the partition Kafka's default partitioner picks."""
+    every = list(range(partitions))
+    logs: dict[str, list[Incoming]] = {f"{t}:{p}": [] for t in SOURCES for p in every}
+    for topic, key, batch in batched(events, max_batch=50):
+        source = f"{topic}:{DefaultPartitioner()(key.encode(), every, every)}"
+        logs[source].append(incoming(source, len(logs[source]), batch, key))
+    return logs
+
+
+def replay_records(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`kpimon replay`'s records of the windows a live shard must have closed."""
+    engine = Engine(ENGINE)
+    out = engine.run(parse_event(e) for e in events)
+    out.extend(engine.flush())
+    closable = iso(max(parse_event(e).ts_us for e in events) - 5 * MINUTE_US)
+    return {record_key(r): r for r in out.records if r["end"] <= closable}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_interleaving_of_the_input_partitions_closes_what_replay_closes(seed: int) -> None:
+    """Ingest reads the input partitions in no fixed order: Kafka fetches them
+    apart, and a small partition (orders, shipments) is read to its end while
+    the machine partitions are hours behind. Whatever the interleaving, the
+    batch sizes and the clock, the closed windows are replay's."""
+    rng = random.Random(seed)
+    events = list(simulate(SimConfig(id_prefix=f"i{seed}-"), seed, T0_US, 2 * 86_400))
+    logs = kafka_inputs(events, partitions=4)
+    read = dict.fromkeys(logs, 0)
+    feed = new_feed(EngineConfig(windows=["1h", "1d"], allowed_lateness="5m"))
+    feed.shard.idle_us = 10 * US
+    now, next_tick, announce = W0_US, W0_US, sorted(logs)
+    while unread := [s for s in logs if read[s] < len(logs[s])]:
+        batch: list[Incoming] = []
+        for _ in range(rng.randint(1, 1000)):  # the messages of one ingest batch
+            if not unread:
+                break
+            source = rng.choice(unread)
+            batch.append(logs[source][read[source]])
+            read[source] += 1
+            unread = [s for s in unread if read[s] < len(logs[s])]
+        now += rng.randint(1, 300) * 1000
+        while next_tick <= now:  # half-second ticks; read to its end = caught up
+            feed.apply(tick_message(next_tick, {s: read[s] == len(logs[s]) for s in logs}))
+            next_tick += US // 2
+        routed = route_batch(batch, sources=SOURCES, wall_us=now, announce=announce)
+        for _, value in routed.forwards:
+            feed.apply(value)
+        announce = None
+    for _ in range(40):  # everything read: after `idle_us` the clock closes the rest
+        now += US // 2
+        feed.apply(tick_message(now, dict.fromkeys(logs, True)))
+    expected = replay_records(events)
+    published = {record_key(r): r for r in feed.records}
+    assert len(expected) > 100
+    assert not any(k.startswith("late.") for k in feed.shard.engine.stats)
+    assert {k: published.get(k) for k in expected} == expected
 
 
 @pytest.mark.parametrize("enabled", [True, False])

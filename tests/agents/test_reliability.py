@@ -66,12 +66,23 @@ def reached(worker: Worker, at: str) -> bool:
 
 def wait_published(dep: Deployment, expected: dict[str, dict[str, Any]], timeout: float) -> None:
     """Every expected record is on kpi-windows, and equal to it."""
-    got = read_topic(
-        dep.bootstrap,
-        dep.topics["windows"],
-        lambda msgs: expected.keys() <= {k.decode() for k, _ in msgs},
-        timeout=timeout,
-    )
+    read: list[tuple[bytes, bytes]] = []
+
+    def complete(msgs: list[tuple[bytes, bytes]]) -> bool:
+        read[:] = msgs
+        return expected.keys() <= {k.decode() for k, _ in msgs}
+
+    try:
+        got = read_topic(dep.bootstrap, dep.topics["windows"], complete, timeout=timeout)
+    except AssertionError as exc:
+        published = records_by_key(read)
+        missing = sorted(expected.keys() - published.keys())
+        series = {k.rsplit("|", 2)[0] for k in missing}
+        near = sorted(k for k in published if k.rsplit("|", 2)[0] in series)[:10]
+        raise AssertionError(
+            f"{exc}; {len(missing)} of {len(expected)} expected records missing, first: "
+            f"{[(k, expected[k]) for k in missing[:3]]}; published in those series: {near}"
+        ) from None
     assert_same(records_by_key(got), expected)  # a record published twice must be identical
 
 

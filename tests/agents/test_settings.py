@@ -94,3 +94,16 @@ def test_settings_errors_do_not_echo_secrets(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(SettingsError) as err:
         load_settings()
     assert "kafka.sasl_mechanism" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_the_worker_log_level_is_a_setting_with_an_environment_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().worker.log_level == "WARNING"
+    path = write(tmp_path, '[worker]\nlog_level = "error"\n')
+    assert load_settings(path).worker.log_level == "ERROR"
+    monkeypatch.setenv("KPIMON_WORKER__LOG_LEVEL", "info")
+    assert load_settings(path).worker.log_level == "INFO"
+    monkeypatch.setenv("KPIMON_WORKER__LOG_LEVEL", "chatty")
+    with pytest.raises(SettingsError, match="worker.log_level"):
+        load_settings(path)
