@@ -56,7 +56,8 @@ class Runtime:
     started: float = field(default_factory=time.monotonic)
     last_tick_seen: float | None = None  # monotonic time the engine last applied a tick
     outboxes: dict[int, Outbox] = field(default_factory=dict)  # sent, delivery unchecked
-    restore_gap: Counter[str] = field(default_factory=Counter)  # engine messages refilled, lost
+    skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, outcome)
+    next_input: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to ingest
     last_tick_delivered: float | None = None  # monotonic time the broker last acked a tick
     joined: bool = False  # the consumer group has given this worker an assignment
     ingest_progress: IngestProgress = field(default_factory=IngestProgress)  # for /healthz
@@ -180,10 +181,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                         key=b"tick", value=told, partition=partition, force=True
                     )
                 )
-        messages = [
-            Incoming(m.topic, m.partition, m.offset, m.key, m.value)
-            for m in (event.message for event in events)
-        ]
+        messages = await contiguous(
+            [
+                Incoming(m.topic, m.partition, m.offset, m.key, m.value)
+                for m in (event.message for event in events)
+            ]
+        )
         for msg in messages:
             runtime.consumed[msg.topic] += 1
         batch = route_batch(
@@ -220,6 +223,44 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         # commit) would let other partitions' offsets commit before the
         # forward is out, and a crash then would lose it.
         await asyncio.gather(*sent)
+
+    async def contiguous(messages: list[Incoming]) -> list[Incoming]:
+        """The batch with every input partition's offsets following on: a hole
+        (offsets the consumer skipped) is read back from the topic, and an
+        offset already forwarded is left out (see `agents.refill`)."""
+        out: list[Incoming] = []
+        for msg in messages:
+            tp = (msg.topic, msg.partition)
+            expected = runtime.next_input.get(tp)
+            if expected is None:  # the first since assignment: where reading resumed
+                expected = app.consumer._committed_offset.get(TP(*tp))  # type: ignore[attr-defined]
+            if expected is not None and msg.offset < expected:
+                runtime.skipped["ingest", "again"] += 1
+                continue
+            if expected is not None and msg.offset > expected:
+                out += await read_hole(msg.topic, msg.partition, expected, msg.offset)
+            out.append(msg)
+            runtime.next_input[tp] = msg.offset + 1
+        return out
+
+    async def read_hole(topic: str, partition: int, start: int, stop: int) -> list[Incoming]:
+        log.warning(
+            "%s:%s: offsets %s to %s were not handed over by the consumer; reading them back",
+            topic,
+            partition,
+            start,
+            stop - 1,
+        )
+        found: list[Incoming] = []
+        try:
+            async for offset, key, value in read_range(bootstrap, k, topic, partition, start, stop):
+                found.append(Incoming(topic, partition, offset, key, value))
+        except RangeUnavailable as exc:
+            lost = stop - start - len(found)
+            runtime.skipped["ingest", "lost"] += lost
+            log.error("%s:%s: %s; up to %s messages lost", topic, partition, exc, lost)
+        runtime.skipped["ingest", "refilled"] += len(found)
+        return found
 
     def load_shard(partition: int) -> Shard:
         shard = runtime.shards.get(partition)
@@ -277,33 +318,29 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             runtime.dead_letters[topic, reason] += 1
 
     async def refill(partition: int, shard: Shard, upto: int) -> None:
-        """Apply the engine messages between the restored snapshot and `upto`
-        (the committed offset the group resumed at); see `agents.refill`."""
-        missing = upto - shard.next_offset
+        """Apply the engine messages from the shard's next offset up to `upto`,
+        which the consumer handed over instead: a restored snapshot older than
+        the committed offset, or messages it skipped (see `agents.refill`)."""
         log.warning(
-            "engine partition %s: the restored snapshot ends at offset %s but reading "
-            "resumed at %s; re-reading the %s messages between",
+            "engine partition %s: offset %s follows %s; reading the %s messages between back",
             partition,
-            shard.next_offset,
             upto,
-            missing,
+            shard.next_offset - 1,
+            upto - shard.next_offset,
         )
         try:
             async for offset, _, value in read_range(
                 bootstrap, k, s.engine, partition, shard.next_offset, upto
             ):
                 await publish(partition, shard.apply(offset, value or b"{}"))
-                runtime.restore_gap["refilled"] += 1
+                runtime.skipped["engine", "refilled"] += 1
         except RangeUnavailable as exc:
             log.error("engine partition %s: %s", partition, exc)
         lost = upto - shard.next_offset
         if lost:
-            runtime.restore_gap["lost"] += lost
+            runtime.skipped["engine", "lost"] += lost
             log.error(
-                "engine partition %s: %s messages between the snapshot and offset %s lost",
-                partition,
-                lost,
-                upto,
+                "engine partition %s: %s messages before offset %s lost", partition, lost, upto
             )
             shard.next_offset = upto
 
@@ -393,6 +430,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         for tp in revoked:
             # Reading resumes at the committed offset when it comes back.
             runtime.ingested.pop((tp.topic, tp.partition), None)
+            runtime.next_input.pop((tp.topic, tp.partition), None)
             runtime.input_ends.starts.pop((tp.topic, tp.partition), None)
             if tp.topic == s.engine:
                 runtime.shards.pop(tp.partition, None)

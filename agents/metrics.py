@@ -363,14 +363,16 @@ class KpimonCollector:
                 {"output": output},
                 rt.published.get(output, 0),
             )
-        for outcome in ("refilled", "lost"):
-            out.counter(
-                "kpimon_engine_restore_gap_messages_total",
-                "Engine messages between a restored snapshot and the committed offset: "
-                "re-read from the engine topic (refilled), or no longer there (lost).",
-                {"outcome": outcome},
-                rt.restore_gap.get(outcome, 0),
-            )
+        for stage in ("ingest", "engine"):
+            for outcome in ("refilled", "lost"):
+                out.counter(
+                    "kpimon_skipped_messages_total",
+                    "Messages the consumer did not hand over (a hole in a partition's offsets, "
+                    "or a snapshot older than the committed offset): read back from the "
+                    "topic (refilled), or no longer there (lost).",
+                    {"stage": stage, "outcome": outcome},
+                    rt.skipped.get((stage, outcome), 0),
+                )
         for source in topics.sources().values():
             out.gauge(
                 "kpimon_last_event_received_timestamp_seconds",

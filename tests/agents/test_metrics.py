@@ -219,7 +219,7 @@ def test_pipeline_counters_lag_and_config() -> None:
     runtime.events_in["machine-state"] += 3
     runtime.dead_letters["machine-state", "undecodable"] += 1
     runtime.published["records"] += 7
-    runtime.restore_gap["refilled"] += 2
+    runtime.skipped["engine", "refilled"] += 2
     runtime.ingested["orders", 1] = 41
     runtime.last_event_wall["orders"] = 1_700_000_000.5
     registry = registry_of(runtime, {("orders", 1): 50, ("orders", 2): 3, ("orders", 3): None})
@@ -232,8 +232,9 @@ def test_pipeline_counters_lag_and_config() -> None:
     assert value("kpimon_dead_letters_total", {"topic": "orders", "reason": "schema"}) == 0
     assert value("kpimon_published_messages_total", {"output": "records"}) == 7
     assert value("kpimon_published_messages_total", {"output": "alerts"}) == 0
-    assert value("kpimon_engine_restore_gap_messages_total", {"outcome": "refilled"}) == 2
-    assert value("kpimon_engine_restore_gap_messages_total", {"outcome": "lost"}) == 0
+    skipped = "kpimon_skipped_messages_total"
+    assert value(skipped, {"stage": "engine", "outcome": "refilled"}) == 2
+    assert value(skipped, {"stage": "ingest", "outcome": "lost"}) == 0
     late = {"partition": "0", "source": "machine-state"}
     assert value("kpimon_late_events_total", late) == 1
     assert value("kpimon_duplicate_events_total", {**late, "source": "orders"}) == 0
