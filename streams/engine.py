@@ -239,9 +239,11 @@ class Engine:
         out = Output()
         for timeline in self.machines.values():
             self._attribute(timeline, frontier, out)
-        floor = frontier if self.closed_until_us is None else self.closed_until_us
-        # At the end of input a decision at the last instant is final too.
-        for verdict in self.book.decide(frontier + final, floor):
+        # At the end of input a decision at the last instant is final too. Before
+        # the first close no window has closed, so no decision needs moving up:
+        # however far the first frontier is (a live worker's first batch can
+        # span hours), each order lands in its own window, as in a replay.
+        for verdict in self.book.decide(frontier + final, self.closed_until_us):
             self._count_order(verdict)
         stock_due = self.stock.due(frontier, final)
         due = sorted(

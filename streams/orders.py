@@ -185,7 +185,7 @@ class OrderBook:
             heapq.heappush(self._heap, (found[0], oid))
         return None
 
-    def decide(self, frontier_us: int, floor_us: int) -> list[OrderVerdict]:
+    def decide(self, frontier_us: int, floor_us: int | None) -> list[OrderVerdict]:
         """Orders whose decision time is before the frontier, in time order.
 
         A decision time before `floor_us` (the frontier already passed, e.g.
@@ -203,7 +203,7 @@ class OrderBook:
                 continue  # the candidate moved (an amendment); a newer entry waits
             rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
             verdict = order.judge(found[0], found[1], self.tolerance_us, rule)
-            if found[0] < floor_us:
+            if floor_us is not None and found[0] < floor_us:
                 # Judged at its true decision time, counted in the first open window.
                 verdict = replace(verdict, decided_us=floor_us)
             verdicts.append(verdict)

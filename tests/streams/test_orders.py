@@ -128,6 +128,29 @@ def test_expired_decision_lands_in_its_window() -> None:
     assert engine.stats["orders_decided.expired"] == 1
 
 
+def test_a_first_frontier_hours_in_moves_no_decision_out_of_its_window() -> None:
+    """A live worker's first batch can carry hours of events, so the engine's first
+    frontier may be far past decisions it has not closed yet. No window has
+    closed then: each order lands in its own hour, as a replay one event at a
+    time puts it (seen live: an order complete at 09:08 counted at 11:00)."""
+    events = [
+        order("A", at(1.5), at(12)),
+        shipment("A", at(6.5), qty=40),
+        shipment("A", at(9.1), qty=60),
+        state(at(0), "running"),
+        state(at(12), "running"),
+    ]
+    engine = Engine(EngineConfig(windows=["1h", "1d"], allowed_lateness="0s"), auto_watermark=False)
+    for event in events:
+        engine.ingest(parse_event(event))
+    out = engine.advance(parse_event(events[-1]).ts_us)  # the first frontier: 12:00
+    [hour] = [r for r in out.records if r["kpi"] == "perfect_order" and r["window"] == "1h"]
+    assert (hour["start"], hour["decided"]) == (at(9), 1)
+    replayed = Engine(EngineConfig(windows=["1h", "1d"], allowed_lateness="0s"))
+    replayed.run(parse_event(e) for e in sorted(events, key=lambda e: e["ts"]))
+    assert engine.book.decided == replayed.book.decided
+
+
 def test_events_after_decision_change_nothing() -> None:
     events = [
         order("A", at(1), at(12)),
