@@ -152,6 +152,14 @@ class OrderBook:
             self.ignored[f"{event.type}_after_decision"] += 1
             return f"{event.type}_after_decision"
         order = self.open.setdefault(oid, OpenOrder(oid))
+        if event.type in ("order", "order_cancelled") and (
+            (found := order.decision(self.grace_us)) is not None and event.ts_us > found[0]
+        ):
+            # Stamped after the order's decision as the data stand: the decision
+            # stands, whether this is read before the close that makes it final
+            # (a live worker reads order partitions ahead) or after it.
+            self.ignored[f"{event.type}_after_decision"] += 1
+            return f"{event.type}_after_decision"
         if event.type == "order":
             ts = event.ts_us
             order.created_us = ts if order.created_us is None else min(order.created_us, ts)

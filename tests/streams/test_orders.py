@@ -151,6 +151,27 @@ def test_a_first_frontier_hours_in_moves_no_decision_out_of_its_window() -> None
     assert engine.book.decided == replayed.book.decided
 
 
+@pytest.mark.parametrize("lateness", ["0s", "2h"])
+def test_a_cancellation_or_amendment_stamped_after_the_decision_changes_nothing(
+    lateness: str,
+) -> None:
+    """Complete at 07:00, cancelled at 07:30 and amended at 08:00: the order was
+    decided before either, however soon they are read (within the allowed
+    lateness, or, live, ahead of the machine data that moves the frontier)."""
+    events = [
+        order("A", at(1), at(12)),
+        shipment("A", at(7)),
+        cancelled("A", at(7.5)),
+        order("A", at(8), at(12), qty=500),
+        tick(1),
+    ]
+    engine, record = decided(events, allowed_lateness=lateness)
+    assert record is not None and (record["decided"], record["perfect"]) == (1, 1)
+    assert engine.stats["orders_decided.complete"] == 1
+    assert engine.book.ignored["order_cancelled_after_decision"] == 1
+    assert engine.book.ignored["order_after_decision"] == 1
+
+
 def test_events_after_decision_change_nothing() -> None:
     events = [
         order("A", at(1), at(12)),
