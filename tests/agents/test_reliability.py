@@ -212,12 +212,6 @@ def test_fuzz_100k_bad_messages_never_crash_the_worker_and_all_reach_the_dead_le
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 6): passes alone since the snapshot flush fix, but in one full "
-    "CI run a restart left 3,544 machine events late and a window re-published with "
-    "other values; the restart path still has a watermark or replay difference",
-)
 def test_five_sigkills_in_a_500k_event_run_lose_nothing_and_count_nothing_twice(
     tmp_path: Path, shared_broker: Any
 ) -> None:

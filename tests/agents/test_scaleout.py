@@ -155,17 +155,6 @@ def events_read(worker: Worker) -> int:
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 6): Faust's consumer loses input messages around a rebalance. "
-    "Right after it seeks to the committed offset c, its read-offset bookkeeping "
-    "records a false gap (c+1..c+3 on input and engine topics whose offsets are "
-    "contiguous), messages there are never given to the agent, and the gap logic "
-    "plus the head off-by-one of faust-streaming#606 commit past them: one count "
-    "event never reached the engine in one run, a range came hours late in another "
-    "(kpimon-side fix: ingest checks each input partition's offsets are contiguous "
-    "and re-reads a hole before acknowledging what follows, as the engine refill does)",
-)
 def test_two_workers_share_the_group_and_one_takes_over_from_the_other(
     tmp_path: Path, shared_broker: Any
 ) -> None:
