@@ -123,6 +123,17 @@ async def nothing_to_read(*_: Any, **__: Any) -> AsyncIterator[tuple[int, bytes,
     yield
 
 
+def topic_holding(values: dict[int, bytes], key: bytes, asked: list[Any]) -> Any:
+    """A stand-in for `agents.refill.read_range` over a topic partition holding `values`."""
+
+    async def read_range(_b: Any, _k: Any, topic: str, partition: int, start: int, stop: int):  # type: ignore[no-untyped-def]
+        asked.append((topic, partition, start, stop))
+        for offset in range(start, stop):
+            yield offset, key, values[offset]
+
+    return read_range
+
+
 class Delivered:
     """What awaiting Topic.send gives: an awaitable of the delivery, here at once."""
 
@@ -254,12 +265,8 @@ def test_ingest_reads_back_a_hole_the_consumer_left_and_drops_offsets_forwarded(
     ingest reads them back from the topic, in order, before the message after."""
     events = [ef.state(ef.at(7 + i / 10), "running" if i % 2 else "down") for i in range(5)]
     on_topic = {offset: orjson.dumps(event) for offset, event in enumerate(events)}
-    asked = []
-
-    async def read_range(_b: Any, _k: Any, topic: str, partition: int, start: int, stop: int):  # type: ignore[no-untyped-def]
-        asked.append((topic, partition, start, stop))
-        for offset in range(start, stop):
-            yield offset, b"press-1", on_topic[offset]
+    asked: list[Any] = []
+    read_range = topic_holding(on_topic, b"press-1", asked)
 
     async def scenario(worker: Worker) -> None:
         async with worker.agent("ingest").test_context() as agent:
@@ -691,12 +698,8 @@ def test_run_engine_refills_what_a_stale_snapshot_misses(send: mock.MagicMock) -
     """Reading resumes at the committed offset; a snapshot older than that is
     topped up from the engine topic itself, so nothing between is lost."""
     messages = plant_hour()[:4]
-    asked = []
-
-    async def read_range(_b: Any, _k: Any, topic: str, partition: int, start: int, stop: int):  # type: ignore[no-untyped-def]
-        asked.append((topic, partition, start, stop))
-        for offset in range(start, stop):
-            yield offset, b"events", messages[offset]
+    asked: list[Any] = []
+    read_range = topic_holding(dict(enumerate(messages)), b"events", asked)
 
     async def scenario(worker: Worker) -> None:
         async with worker.agent("run_engine").test_context() as agent:
