@@ -238,12 +238,15 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 runtime.skipped["ingest", "again"] += 1
                 continue
             if expected is not None and msg.offset > expected:
-                out += await read_hole(msg.topic, msg.partition, expected, msg.offset)
+                found = await read_back("ingest", msg.topic, msg.partition, expected, msg.offset)
+                out += [Incoming(msg.topic, msg.partition, *item) for item in found]
             out.append(msg)
             runtime.next_input[tp] = msg.offset + 1
         return out
 
-    async def read_hole(topic: str, partition: int, start: int, stop: int) -> list[Incoming]:
+    async def read_back(stage: str, topic: str, partition: int, start: int, stop: int) -> Any:
+        """Offsets start..stop-1 the consumer did not hand over, read from the topic
+        (see `agents.refill`): [(offset, key, value)], counted as refilled or lost."""
         log.warning(
             "%s:%s: offsets %s to %s were not handed over by the consumer; reading them back",
             topic,
@@ -251,15 +254,16 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             start,
             stop - 1,
         )
-        found: list[Incoming] = []
+        found: list[tuple[int, bytes | None, bytes | None]] = []
         try:
-            async for offset, key, value in read_range(bootstrap, k, topic, partition, start, stop):
-                found.append(Incoming(topic, partition, offset, key, value))
+            async for item in read_range(bootstrap, k, topic, partition, start, stop):
+                found.append(item)
         except RangeUnavailable as exc:
             lost = stop - start - len(found)
-            runtime.skipped["ingest", "lost"] += lost
+            runtime.skipped[stage, "lost"] += lost
             log.error("%s:%s: %s; up to %s messages lost", topic, partition, exc, lost)
-        runtime.skipped["ingest", "refilled"] += len(found)
+        if found:
+            runtime.skipped[stage, "refilled"] += len(found)
         return found
 
     def load_shard(partition: int) -> Shard:
@@ -320,29 +324,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def refill(partition: int, shard: Shard, upto: int) -> None:
         """Apply the engine messages from the shard's next offset up to `upto`,
         which the consumer handed over instead: a restored snapshot older than
-        the committed offset, or messages it skipped (see `agents.refill`)."""
-        log.warning(
-            "engine partition %s: offset %s follows %s; reading the %s messages between back",
-            partition,
-            upto,
-            shard.next_offset - 1,
-            upto - shard.next_offset,
-        )
-        try:
-            async for offset, _, value in read_range(
-                bootstrap, k, s.engine, partition, shard.next_offset, upto
-            ):
-                await publish(partition, shard.apply(offset, value or b"{}"))
-                runtime.skipped["engine", "refilled"] += 1
-        except RangeUnavailable as exc:
-            log.error("engine partition %s: %s", partition, exc)
-        lost = upto - shard.next_offset
-        if lost:
-            runtime.skipped["engine", "lost"] += lost
-            log.error(
-                "engine partition %s: %s messages before offset %s lost", partition, lost, upto
-            )
-            shard.next_offset = upto
+        the committed offset, or messages it skipped."""
+        for offset, _, value in await read_back(
+            "engine", s.engine, partition, shard.next_offset, upto
+        ):
+            await publish(partition, shard.apply(offset, value or b"{}"))
+        shard.next_offset = upto  # what could not be read back is lost (counted)
 
     @app.agent(engine_topic, concurrency=1)
     async def run_engine(stream: faust.StreamT) -> None:
