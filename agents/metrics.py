@@ -220,6 +220,14 @@ class KpimonCollector:
                 labels,
                 _seconds(m.silence_us),
             )
+            for kind, value in (("reset", m.counter_resets), ("wrap", m.counter_wraps)):
+                out.counter(
+                    "kpimon_counter_resets",
+                    "PLC counter readings below the previous one: kind=reset (counter "
+                    "restarted) or wrap (passed engine.counter_modulus).",
+                    {**labels, "kind": kind},
+                    value,
+                )
             out.gauge(
                 "kpimon_machine_last_event_timestamp_seconds",
                 "Event time (ts) of the machine's newest event, Unix seconds.",
@@ -302,12 +310,13 @@ class KpimonCollector:
             len(rt.shards),
         )
         engine = rt.settings.engine
-        out.gauge(
-            "kpimon_heartbeat_timeout_seconds",
-            "Configured silence after which a machine counts as no data.",
-            {},
-            engine.us("heartbeat_timeout") / US,
-        )
+        if engine.heartbeat_timeout is not None:
+            out.gauge(
+                "kpimon_heartbeat_timeout_seconds",
+                "Configured (opt-in) silence after which a machine's time is no data.",
+                {},
+                engine.us("heartbeat_timeout") / US,
+            )
         out.gauge(
             "kpimon_allowed_lateness_seconds",
             "Configured allowed lateness (watermark - frontier).",
@@ -409,6 +418,12 @@ def _oee(out: Families, r: dict[str, Any], state: str) -> None:
         )
     for kind in ("good", "total"):
         out.gauge("kpimon_units", "Units produced, by kind.", {**labels, "kind": kind}, r[kind])
+    out.gauge(
+        "kpimon_units_outside_running",
+        "Units counted while the machine's held state was not running.",
+        labels,
+        r["units_outside_running"],
+    )
     out.declare("gauge", "kpimon_downtime_seconds", "Loss time by reason.", (*labels, "reason"))
     for reason, seconds in r["downtime_by_reason_s"].items():
         out.gauge(

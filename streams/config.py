@@ -151,6 +151,30 @@ class TargetSettings(_Strict):
         return self.site, self.line, self.machine
 
 
+class HeartbeatSettings(_Strict):
+    """Opt-in: producers of a site, line or machine promise an event at least this often.
+
+    Time more than `timeout` after such a machine's last event is no_data.
+    The most specific entry (machine, then line, then site) applies.
+    """
+
+    site: str = Field(min_length=1)
+    line: str | None = Field(None, min_length=1)
+    machine: str | None = Field(None, min_length=1)
+    timeout: Duration
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, v: Duration) -> Duration:
+        return _check_duration(v, positive=True)
+
+    @model_validator(mode="after")
+    def _line_for_machine(self) -> HeartbeatSettings:
+        if self.machine is not None and self.line is None:
+            raise ValueError("a machine entry needs its line too")
+        return self
+
+
 class SafetyStockSettings(_Strict):
     """Safety stock and reorder point per SKU, from demand and lead-time history."""
 
@@ -193,7 +217,23 @@ class EngineConfig(_Strict):
     )
     shift_calendar: ShiftCalendarSettings | None = None
     allowed_lateness: Duration = Field("5m", description="late events within this still count")
-    heartbeat_timeout: Duration = Field("10m", description="silence after which time is no_data")
+    heartbeat_timeout: Duration | None = Field(
+        None,
+        description="opt-in, for producers that send periodically: silence after which a "
+        "machine's time is no_data (off: a state holds until the next state event)",
+    )
+    heartbeats: list[HeartbeatSettings] = Field(
+        default_factory=list, description="heartbeat timeouts per site, line or machine"
+    )
+    silence_alert: Duration | None = Field(
+        "30m", description="alert when a running machine has sent nothing for this long"
+    )
+    counter_modulus: int | None = Field(
+        None,
+        ge=2,
+        description="PLC counters wrap at this value (e.g. 65536); a falling reading is then "
+        "a wrap, otherwise a reset",
+    )
     on_time_tolerance: Duration = Field("0s", description="slack after promised_at still on time")
     decision_grace: Duration = Field(
         "7d", description="after promised_at + grace an open order is decided"
@@ -232,10 +272,15 @@ class EngineConfig(_Strict):
     def _duration(cls, v: Duration) -> Duration:
         return _check_duration(v)
 
-    @field_validator("heartbeat_timeout", "decision_grace")
+    @field_validator("decision_grace")
     @classmethod
     def _positive(cls, v: Duration) -> Duration:
         return _check_duration(v, positive=True)
+
+    @field_validator("heartbeat_timeout", "silence_alert")
+    @classmethod
+    def _optional_positive(cls, v: Duration | None) -> Duration | None:
+        return None if v is None else _check_duration(v, positive=True)
 
     @field_validator("max_machines", "max_open_orders", mode="before")
     @classmethod
@@ -286,6 +331,23 @@ class EngineConfig(_Strict):
 
     def us(self, name: str) -> int:
         return parse_duration_us(getattr(self, name))
+
+    def optional_us(self, name: str) -> int | None:
+        value = getattr(self, name)
+        return None if value is None else parse_duration_us(value)
+
+    def heartbeat_us(self, site: str, line: str, machine: str) -> int | None:
+        """The heartbeat timeout of one machine: its most specific entry, or the default."""
+        best, rank = self.heartbeat_timeout, 0
+        for entry in self.heartbeats:
+            if entry.site != site or entry.line not in (None, line):
+                continue
+            if entry.machine not in (None, machine):
+                continue
+            r = 1 + (entry.line is not None) + (entry.machine is not None)
+            if r > rank:
+                best, rank = entry.timeout, r
+        return None if best is None else parse_duration_us(best)
 
     def window_set(self) -> WindowSet:
         calendar = self.shift_calendar.build() if self.shift_calendar else None

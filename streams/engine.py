@@ -39,7 +39,7 @@ from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.policies import Targets, order_rules
 from streams.records import (
     chain_record,
-    no_data_alert,
+    silence_alert,
     oee_rollup,
     pchart_alert,
     pchart_record,
@@ -104,7 +104,9 @@ class Engine:
         c = self.config
         self.windows = c.window_set()
         self.lateness_us = c.us("allowed_lateness")
-        self.heartbeat_us = c.us("heartbeat_timeout")
+        self.silence_us = c.optional_us("silence_alert")
+        self.modulus = c.counter_modulus
+        self._heartbeat: dict[str, int | None] = {}  # machine -> its heartbeat timeout
         self.decided_memory_us = c.us("decided_memory")
         self.max_machines = c.max_machines
         self.max_open_orders = c.max_open_orders
@@ -193,15 +195,16 @@ class Engine:
             timeline = self.machines[event.machine] = MachineTimeline(
                 event.site, event.line, event.machine
             )
-        timeline.site, timeline.line = event.site, event.line
+        if (timeline.site, timeline.line) != (event.site, event.line):
+            timeline.site, timeline.line = event.site, event.line
+            self._heartbeat.pop(event.machine, None)
         if event.type == "state":
             timeline.add(ts, event.state, event.reason)
-            return
-        timeline.add(ts, None)
-        ideal_us = round(event.ideal_cycle_s * event.total * 1_000_000)
-        mkey = (event.site, event.line, event.machine)
-        for window in self.windows.containing(ts):
-            self._oee_state(window, mkey).add_units(event.total, event.good, ideal_us)
+        elif event.type == "count":
+            ideal_us = round(event.ideal_cycle_s * event.total * 1_000_000)
+            timeline.add_count(ts, event.product, event.total, event.good, ideal_us)
+        else:
+            timeline.add_counter(ts, event.product, event.total, event.good, event.ideal_cycle_s)
 
     def _oee_state(self, window: Window, mkey: MachineKey) -> OeeState:
         states = self.oee[window]
@@ -238,7 +241,7 @@ class Engine:
     def _close_until(self, frontier: int, *, final: bool) -> Output:
         out = Output()
         for timeline in self.machines.values():
-            self._attribute(timeline, frontier, out)
+            self._attribute(timeline, frontier, out, inclusive=final)
         # At the end of input a decision at the last instant is final too. Before
         # the first close no window has closed, so no decision needs moving up:
         # however far the first frontier is (a live worker's first batch can
@@ -267,14 +270,43 @@ class Engine:
         return nxt
 
     # -- attribution ---------------------------------------------------------
-    def _attribute(self, timeline: MachineTimeline, until_us: int, out: Output) -> None:
+    def heartbeat_us(self, timeline: MachineTimeline) -> int | None:
+        """The machine's opt-in heartbeat timeout (None: states hold through silence)."""
+        machine = timeline.machine
+        if machine not in self._heartbeat:
+            self._heartbeat[machine] = self.config.heartbeat_us(
+                timeline.site, timeline.line, machine
+            )
+        return self._heartbeat[machine]
+
+    def _attribute(
+        self, timeline: MachineTimeline, until_us: int, out: Output, *, inclusive: bool = False
+    ) -> None:
         mkey = (timeline.site, timeline.line, timeline.machine)
-        for segment in timeline.attribute(until_us, self.heartbeat_us):
+        segments = timeline.attribute(
+            until_us,
+            self.heartbeat_us(timeline),
+            self.silence_us,
+            inclusive=inclusive,
+            modulus=self.modulus,
+        )
+        for segment in segments:
             self._add_segment(mkey, segment)
-            if segment.silence_starts:
-                out.alerts.append(no_data_alert(*mkey, segment.start_us))
+            if segment.silence_starts and self._in_shift(segment.start_us):
+                out.alerts.append(silence_alert(*mkey, segment.start_us, timeline.last_seen_us))
+
+    def _in_shift(self, ts_us: int) -> bool:
+        calendar = self.windows.calendar
+        return calendar is None or calendar.containing(ts_us) is not None
 
     def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
+        if seg.units is not None:
+            u = seg.units
+            for window in self.windows.containing(seg.start_us):
+                self._oee_state(window, mkey).add_units(
+                    u.total, u.good, u.ideal_us, outside_running=u.outside_running
+                )
+            return
         if seg.failure_at_start:
             for window in self.windows.containing(seg.start_us):
                 self._oee_state(window, mkey).failures += 1

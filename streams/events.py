@@ -39,7 +39,7 @@ MAX_STR = 256
 MAX_LINES = 10_000
 """Most lines accepted in one order or shipment."""
 
-MachineState = Literal["running", "idle", "down", "setup", "planned_stop"]
+MachineState = Literal["running", "idle", "down", "setup", "planned_stop", "unknown"]
 Direction = Literal["outbound", "inbound"]
 
 # ---------------------------------------------------------------- field types
@@ -181,7 +181,11 @@ class _MachineEvent(_EventBase):
 
 
 class StateEvent(_MachineEvent):
-    """A machine entered `state` at `ts` and stays in it until its next state event."""
+    """A machine entered `state` at `ts` and stays in it until its next state event.
+
+    Send it on change: a state holds however long the silence. `unknown` is
+    for a gateway that no longer knows (lost the PLC); its time is no_data.
+    """
 
     type: Literal["state"] = "state"
     state: MachineState
@@ -206,6 +210,25 @@ class CountEvent(_MachineEvent):
                 "{good} exceeds total {total}", field="good", good=self.good, total=self.total
             )
         return self
+
+
+class CounterEvent(_MachineEvent):
+    """A reading of a machine's cumulative PLC counters for one product.
+
+    kpimon derives the units from consecutive readings of the same machine
+    and product: the first reading sets the base (no units), a rise is the
+    units made since the previous reading, a fall is a counter reset (the
+    units are the new value) unless `engine.counter_modulus` makes it a wrap.
+    """
+
+    type: Literal["counter"] = "counter"
+    product: Id
+    ideal_cycle_s: float = Field(gt=0, description="Ideal cycle time per unit, seconds (> 0).")
+    total: UnitCount = Field(description="Cumulative count of all units, as the PLC shows it.")
+    good: UnitCount | None = Field(
+        default=None,
+        description="Cumulative count of good units; omitted: every unit is good.",
+    )
 
 
 class OrderLine(_Model):
@@ -296,7 +319,7 @@ class ShipmentEvent(_OrderKeyed):
 
 
 Event = Annotated[
-    StateEvent | CountEvent | OrderEvent | OrderCancelled | OrderClosed | ShipmentEvent,
+    StateEvent | CountEvent | CounterEvent | OrderEvent | OrderCancelled | OrderClosed | ShipmentEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

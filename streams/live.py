@@ -3,8 +3,7 @@
 Closed windows are final; an open window is shown provisionally: each
 machine's pending time is attributed up to the watermark (not only up to
 the frontier), without changing the engine. A machine that stopped sending
-keeps accruing its last state here until its heartbeat runs out, and then
-shows no data.
+keeps accruing its last state here (until an opt-in heartbeat runs out).
 """
 
 from __future__ import annotations
@@ -32,14 +31,16 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
             oee[window][key] = OeeState.from_dict(state.to_dict())
     for timeline in engine.machines.values():
         key = (timeline.site, timeline.line, timeline.machine)
-        # Units are counted as their events arrive; show time up to the
-        # machine's own newest event too, so units and time match.
-        newest = timeline.pending[-1][0] if timeline.pending else now
-        for seg in timeline.preview(max(now, newest), engine.heartbeat_us):
+        # Show time and units up to the machine's own newest event too.
+        newest = timeline.newest_us or now
+        segments = timeline.preview(
+            max(now, newest), engine.heartbeat_us(timeline), modulus=engine.modulus
+        )
+        for seg in segments:
             for window in wanted:
-                if seg.failure_at_start:
+                if seg.start_us == seg.end_us:  # a marker
                     if window.start_us <= seg.start_us < window.end_us:
-                        oee[window].setdefault(key, OeeState()).failures += 1
+                        _mark(oee[window].setdefault(key, OeeState()), seg)
                     continue
                 clipped = Segment(
                     max(seg.start_us, window.start_us),
@@ -55,6 +56,15 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
         for (direction, segment), state in sorted(engine.orders.get(window, {}).items()):
             records.append(perfect_order_record(direction, segment, window, state))
     return records
+
+
+def _mark(state: OeeState, seg: Segment) -> None:
+    """Count a marker segment: units, or a failure."""
+    if seg.units is not None:
+        u = seg.units
+        state.add_units(u.total, u.good, u.ideal_us, outside_running=u.outside_running)
+    elif seg.failure_at_start:
+        state.failures += 1
 
 
 def live_view(engine: Engine) -> dict[str, Any]:

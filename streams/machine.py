@@ -1,18 +1,25 @@
-"""One machine's state timeline: from state events to time per bucket.
+"""One machine's state timeline: from state and count events to time and units.
 
 A state holds from its event's timestamp until the machine's next state
-event. Any event of the machine (state or count) proves it is alive; time
-more than `heartbeat_us` after the machine's last event is `no_data` until
-its next event, never running.
+event, however long the silence (ISO 22400; MES send states on change).
+Time is `no_data` only when the machine said so (state `unknown`, sent by a
+gateway that lost its PLC), before its first state, or, for producers that
+promise periodic events, more than an opt-in `heartbeat_us` after its last
+event of any kind.
 
 Events wait in `pending` until the engine's frontier (watermark minus the
-allowed lateness) passes them; only then is their time attributed. So an
-out-of-order event inside the allowed lateness simply takes its place in
-the timeline, and attributed time never has to be taken back:
+allowed lateness) passes them; only then is their time attributed and their
+units counted, in event-time order. So an out-of-order event inside the
+allowed lateness simply takes its place in the timeline, and a count knows
+the state the machine was in when it was made:
 
     events:    S(running)@0      S(down)@50     count@60
     frontier:  ------------------------------|70
-    attributed [0, 50) running, [50, 70) down, the rest waits
+    attributed [0, 50) running, [50, 70) down, units@60 (outside running)
+
+Cumulative PLC counters become units here too: the first reading of a
+product sets the base, a rise is units, a fall is a reset (the units are the
+new reading) or, with a counter modulus, a wrap (see `_delta`).
 """
 
 from __future__ import annotations
@@ -25,10 +32,27 @@ from typing import Any
 HEARTBEAT = ""
 """Marker in the timeline for an event that carries no state (a count)."""
 
+QUIET = frozenset({"planned_stop", "unknown"})
+"""Held states in which silence is expected: no silence alert."""
+
+
+@dataclass(frozen=True)
+class Units:
+    """Units counted at one instant: `total`, `good`, their ideal time."""
+
+    total: int
+    good: int
+    ideal_us: int
+    outside_running: bool
+
 
 @dataclass(frozen=True)
 class Segment:
-    """A stretch of one machine's time in one bucket."""
+    """A stretch of one machine's time in one bucket, or a marker at an instant.
+
+    Markers have `start_us == end_us`: a failure (a transition into down), the
+    start of a silence, or units counted.
+    """
 
     start_us: int
     end_us: int
@@ -36,6 +60,7 @@ class Segment:
     reason: str | None = None
     failure_at_start: bool = False
     silence_starts: bool = False
+    units: Units | None = None
 
 
 @dataclass
@@ -49,62 +74,142 @@ class MachineTimeline:
     state: str | None = None
     reason: str | None = None
     last_seen_us: int | None = None
-    # (ts_us, seq, state or HEARTBEAT, reason): seq keeps equal timestamps
-    # in arrival order so the timeline is deterministic.
-    pending: list[tuple[int, int, str, str | None]] = field(default_factory=list)
+    # (ts_us, seq, state or HEARTBEAT, reason, units or None): seq keeps equal
+    # timestamps in arrival order so the timeline is deterministic. units is
+    # ["count", product, total, good, ideal_us] or
+    # ["counter", product, total, good or None, ideal_cycle_s].
+    pending: list[tuple[Any, ...]] = field(default_factory=list)
     seq: int = 0
+    # product -> [total, good] of the newest counter reading
+    counters: dict[str, list[int]] = field(default_factory=dict)
+    resets: int = 0
+    wraps: int = 0
 
     def add(self, ts_us: int, state: str | None, reason: str | None = None) -> None:
-        """Record an event; `state=None` for a count (a heartbeat only)."""
+        """Record a state event, or with `state=None` an event that only shows life."""
         self.seq += 1
-        bisect.insort(self.pending, (ts_us, self.seq, state or HEARTBEAT, reason))
+        bisect.insort(self.pending, (ts_us, self.seq, state or HEARTBEAT, reason, None))
 
-    def attribute(self, until_us: int, heartbeat_us: int) -> Iterator[Segment]:
-        """Attribute time up to `until_us` and forget the events before it."""
+    def add_count(self, ts_us: int, product: str, total: int, good: int, ideal_us: int) -> None:
+        """Units made since the machine's previous count of the product (deltas)."""
+        self.seq += 1
+        units = ["count", product, total, good, ideal_us]
+        bisect.insort(self.pending, (ts_us, self.seq, HEARTBEAT, None, units))
+
+    def add_counter(
+        self, ts_us: int, product: str, total: int, good: int | None, ideal_cycle_s: float
+    ) -> None:
+        """A reading of cumulative counters; units come from the previous reading."""
+        self.seq += 1
+        units = ["counter", product, total, good, ideal_cycle_s]
+        bisect.insort(self.pending, (ts_us, self.seq, HEARTBEAT, None, units))
+
+    @property
+    def newest_us(self) -> int | None:
+        """Timestamp of the machine's newest event, attributed or not."""
+        return self.pending[-1][0] if self.pending else self.last_seen_us
+
+    def held_state(self) -> str | None:
+        """The state of the machine's newest state event, attributed or not."""
+        for point in reversed(self.pending):
+            if point[2] != HEARTBEAT:
+                return point[2]
+        return self.state
+
+    def attribute(
+        self,
+        until_us: int,
+        heartbeat_us: int | None = None,
+        silence_us: int | None = None,
+        *,
+        inclusive: bool = False,
+        modulus: int | None = None,
+    ) -> Iterator[Segment]:
+        """Attribute time up to `until_us` and forget the events before it.
+
+        `inclusive`: events at `until_us` itself are taken too (end of input).
+        `silence_us`: a marker where a running machine has been silent that long.
+        """
         if self.frontier_us is None:
-            if not self.pending or self.pending[0][0] >= until_us:
+            if not self.pending or self.pending[0][0] > until_us:
+                return
+            if self.pending[0][0] == until_us and not inclusive:
                 return
             self.frontier_us = self.pending[0][0]
-        if until_us <= self.frontier_us:
+        if until_us < self.frontier_us or (until_us == self.frontier_us and not inclusive):
             return
-        taken = bisect.bisect_left(self.pending, (until_us,))
+        key = (until_us + 1,) if inclusive else (until_us,)
+        taken = bisect.bisect_left(self.pending, key)
         points, self.pending = self.pending[:taken], self.pending[taken:]
         cursor = self.frontier_us
-        for ts, _, state, reason in points:
-            yield from self._hold(cursor, ts, heartbeat_us)
-            failure = False
+        for ts, _, state, reason, units in points:
+            yield from self._hold(cursor, ts, heartbeat_us, silence_us)
+            cursor = ts
+            self.last_seen_us = ts
             if state != HEARTBEAT:
                 failure = state == "down" and self.state != "down"
                 self.state, self.reason = state, reason
-            self.last_seen_us = ts
-            cursor = ts
-            if failure:
-                # Zero-length marker: the failure belongs to the window of ts.
-                yield Segment(ts, ts, "down", reason, failure_at_start=True)
-        yield from self._hold(cursor, until_us, heartbeat_us)
+                if failure:
+                    # Zero-length marker: the failure belongs to the window of ts.
+                    yield Segment(ts, ts, "down", reason, failure_at_start=True)
+            if units is not None and (made := self._units(units, modulus)) is not None:
+                yield Segment(ts, ts, "units", units=made)
+        yield from self._hold(cursor, until_us, heartbeat_us, silence_us)
         self.frontier_us = until_us
 
-    def preview(self, until_us: int, heartbeat_us: int) -> list[Segment]:
-        """What `attribute` would yield, without changing anything."""
+    def preview(
+        self, until_us: int, heartbeat_us: int | None = None, silence_us: int | None = None,
+        *, modulus: int | None = None,
+    ) -> list[Segment]:  # fmt: skip
+        """What an inclusive `attribute` would yield, without changing anything."""
         clone = MachineTimeline.from_dict(self.to_dict())
-        return list(clone.attribute(until_us, heartbeat_us))
+        return list(
+            clone.attribute(until_us, heartbeat_us, silence_us, inclusive=True, modulus=modulus)
+        )
 
-    def _hold(self, start_us: int, end_us: int, heartbeat_us: int) -> Iterator[Segment]:
-        """The current state from start to end, with no_data past the heartbeat."""
+    def _units(self, units: list[Any], modulus: int | None) -> Units | None:
+        kind, product, total, good = units[0], units[1], units[2], units[3]
+        if kind == "count":
+            ideal_us = units[4]
+        else:
+            good = total if good is None else good
+            previous = self.counters.get(product)
+            self.counters[product] = [total, good]
+            if previous is None:
+                return None  # the first reading sets the base
+            total, how = _delta(total, previous[0], modulus)
+            good = min(_delta(good, previous[1], modulus)[0], total)
+            if how == "reset":
+                self.resets += 1
+            elif how == "wrap":
+                self.wraps += 1
+            ideal_us = round(units[4] * total * 1_000_000)
+        return Units(total, good, ideal_us, outside_running=self.state != "running")
+
+    def _hold(
+        self, start_us: int, end_us: int, heartbeat_us: int | None, silence_us: int | None
+    ) -> Iterator[Segment]:
+        """The held state from start to end, with no_data past an opt-in heartbeat."""
         if end_us <= start_us:
             return
-        live_until = end_us
-        if self.last_seen_us is not None:
-            live_until = min(end_us, max(start_us, self.last_seen_us + heartbeat_us))
-        if self.state is None:
-            # Seen, but no state event yet: its time is unknown.
+        state = self.state
+        if state is None or state == "unknown":
+            # Seen but no state yet, or the gateway said it does not know.
             yield Segment(start_us, end_us, "no_data")
             return
+        live_until = end_us
+        seen = self.last_seen_us
+        if heartbeat_us is not None and seen is not None:
+            live_until = min(end_us, max(start_us, seen + heartbeat_us))
+        if silence_us is not None and seen is not None and state == "running":
+            at = seen + silence_us
+            if start_us <= at < live_until:
+                yield Segment(at, at, state, silence_starts=True)
         if live_until > start_us:
-            yield Segment(start_us, live_until, self.state, self.reason)
+            yield Segment(start_us, live_until, state, self.reason)
         if end_us > live_until:
-            lapse = self.last_seen_us is not None and live_until == self.last_seen_us + heartbeat_us
-            yield Segment(live_until, end_us, "no_data", silence_starts=lapse)
+            lapse = seen is not None and live_until == seen + heartbeat_us  # type: ignore[operator]
+            yield Segment(live_until, end_us, "no_data", silence_starts=lapse and state not in QUIET)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,8 +222,30 @@ class MachineTimeline:
             "last_seen_us": self.last_seen_us,
             "pending": list(self.pending),  # tuples: JSON arrays all the same
             "seq": self.seq,
+            "counters": {k: list(v) for k, v in self.counters.items()},
+            "resets": self.resets,
+            "wraps": self.wraps,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MachineTimeline:
-        return cls(**{**data, "pending": [tuple(p) for p in data["pending"]]})
+        pending = [(*p, None) if len(p) == 4 else tuple(p) for p in data["pending"]]
+        counters = {k: list(v) for k, v in data.get("counters", {}).items()}
+        return cls(**{**data, "pending": pending, "counters": counters})
+
+
+def _delta(now: int, before: int, modulus: int | None) -> tuple[int, str | None]:
+    """Units between two counter readings, and whether the counter reset or wrapped.
+
+    With a modulus, a fall is a wrap when the units it implies are under half
+    the counter's range (65,500 -> 64 at 65,536: 100 units); any other fall
+    is a reset (1,100 -> 30: the PLC restarted and has made 30 since).
+
+    >>> _delta(1_100, 1_050, None), _delta(30, 1_100, 65_536), _delta(64, 65_500, 65_536)
+    ((50, None), (30, 'reset'), (100, 'wrap'))
+    """
+    if now >= before:
+        return now - before, None
+    if modulus is not None and before < modulus and 2 * (now + modulus - before) < modulus:
+        return now + modulus - before, "wrap"
+    return now, "reset"

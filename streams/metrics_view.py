@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streams.engine import Engine
-from streams.machine import HEARTBEAT
 from streams.oee import STATE_BUCKETS
 from streams.windows import split_planned
 
@@ -41,8 +40,8 @@ class MachineStatus:
     """One machine as of the watermark.
 
     `bucket` is one of `STATE_BUCKETS`: the machine's newest state; `no_data`
-    when it never sent a state or its newest event is more than the
-    heartbeat timeout behind the watermark; `planned_stop` outside every
+    when it never sent a state, its newest state is `unknown`, or its newest
+    event is more than its (opt-in) heartbeat timeout behind the watermark; `planned_stop` outside every
     shift unless it is running (overtime counts as running, as in the OEE).
     `silence_us` = watermark − newest event of the machine, never negative.
     """
@@ -53,6 +52,8 @@ class MachineStatus:
     bucket: str
     last_event_us: int | None
     silence_us: int | None
+    counter_resets: int = 0
+    counter_wraps: int = 0
 
 
 def machine_status(engine: Engine) -> list[MachineStatus]:
@@ -64,18 +65,21 @@ def machine_status(engine: Engine) -> list[MachineStatus]:
         in_shift = any(inside for _, _, inside in split_planned(now - 1, now, calendar))
     found = []
     for t in engine.machines.values():
-        states = [p for p in t.pending if p[2] != HEARTBEAT]
-        state = states[-1][2] if states else t.state
-        last = t.pending[-1][0] if t.pending else t.last_seen_us
+        state = t.held_state()
+        last = t.newest_us
         silence = None if now is None or last is None else max(0, now - last)
-        if state is None or (silence is not None and silence > engine.heartbeat_us):
+        heartbeat = engine.heartbeat_us(t)
+        lapsed = heartbeat is not None and silence is not None and silence > heartbeat
+        if state is None or state == "unknown" or lapsed:
             bucket = "no_data"
         elif not in_shift and state != "running":
             bucket = "planned_stop"
         else:
             bucket = state
         assert bucket in STATE_BUCKETS, bucket
-        found.append(MachineStatus(t.site, t.line, t.machine, bucket, last, silence))
+        found.append(
+            MachineStatus(t.site, t.line, t.machine, bucket, last, silence, t.resets, t.wraps)
+        )
     return sorted(found, key=lambda m: (m.site, m.line, m.machine))
 
 

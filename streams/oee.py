@@ -51,6 +51,7 @@ class OeeState:
     total: int = 0
     good: int = 0
     failures: int = 0
+    outside_running: int = 0
     downtime_by_reason_us: dict[str, int] = field(default_factory=dict)
 
     # -- updates -----------------------------------------------------------
@@ -62,10 +63,15 @@ class OeeState:
             key = reason or bucket
             self.downtime_by_reason_us[key] = self.downtime_by_reason_us.get(key, 0) + duration_us
 
-    def add_units(self, total: int, good: int, ideal_us: int) -> None:
+    def add_units(
+        self, total: int, good: int, ideal_us: int, *, outside_running: bool = False
+    ) -> None:
+        """Units made; `outside_running` when the machine's held state was not running."""
         self.total += total
         self.good += good
         self.ideal_us += ideal_us
+        if outside_running:
+            self.outside_running += total
 
     def merge(self, other: OeeState) -> OeeState:
         """In-place sum with another state; returns self."""
@@ -112,6 +118,7 @@ class OeeState:
             "total": self.total,
             "good": self.good,
             "failures": self.failures,
+            "units_outside_running": self.outside_running,
             "availability": availability,
             "performance": performance,
             "quality": quality,
@@ -134,6 +141,7 @@ class OeeState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OeeState:
+        data = {"outside_running": 0, **data}
         return cls(**{**data, "downtime_by_reason_us": dict(data["downtime_by_reason_us"])})
 
 

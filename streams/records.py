@@ -166,15 +166,22 @@ def pchart_alert(chart: str, window: Window, point: PChartPoint) -> dict[str, An
     }
 
 
-def no_data_alert(site: str, line: str, machine: str, silent_since_us: int) -> dict[str, Any]:
+def silence_alert(
+    site: str, line: str, machine: str, at_us: int, last_event_us: int | None
+) -> dict[str, Any]:
+    """A machine that should be sending (running, in a shift) has been silent since `at`.
+
+    `last_event`: the machine's newest event before the silence.
+    """
     return {
-        "alert_id": alert_id("no_data", machine, silent_since_us),
-        "kind": "no_data",
+        "alert_id": alert_id("silent", machine, at_us),
+        "kind": "silent",
         "severity": "warning",
         "site": site,
         "line": line,
         "machine": machine,
-        "since": iso(silent_since_us),
+        "since": iso(at_us),
+        "last_event": None if last_event_us is None else iso(last_event_us),
     }
 
 

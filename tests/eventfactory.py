@@ -63,6 +63,33 @@ def count(
     }
 
 
+def counter(
+    ts: str,
+    total: int,
+    good: int | None = None,
+    ideal_cycle_s: float = 2.0,
+    machine: str = "press-1",
+    line: str = "line-1",
+    product: str = "SKU-7",
+    site: str = "plant-1",
+) -> dict[str, Any]:
+    """A reading of cumulative PLC counters."""
+    event = {
+        "type": "counter",
+        "event_id": _id("k"),
+        "ts": ts,
+        "site": site,
+        "line": line,
+        "machine": machine,
+        "product": product,
+        "ideal_cycle_s": ideal_cycle_s,
+        "total": total,
+    }
+    if good is not None:
+        event["good"] = good
+    return event
+
+
 def order(
     order_id: str,
     ts: str,

@@ -66,8 +66,8 @@ def test_silence_beyond_heartbeat_is_no_data_not_running() -> None:
     assert hour["availability"] == 1.0  # unknown time neither helps nor hurts
     # One alert per silence: 06:10-07:00 and 07:10-07:30.
     assert [(a["kind"], a["machine"], a["since"]) for a in alerts] == [
-        ("no_data", "press-1", at(6 + 1 / 6)),
-        ("no_data", "press-1", at(7 + 1 / 6)),
+        ("silent", "press-1", at(6 + 1 / 6)),
+        ("silent", "press-1", at(7 + 1 / 6)),
     ]
 
 

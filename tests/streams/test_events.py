@@ -189,7 +189,7 @@ REJECTIONS = [
     ("unix seconds text", example("state", ts="1795327200"), "ts: not an RFC 3339 timestamp"),
     ("unix seconds", example("state", ts=1795327200), "ts: expected an RFC 3339 timestamp string, got integer"),
     ("impossible date", example("state", ts="2026-02-30T00:00:00Z"), "ts: not a valid date and time"),
-    ("unknown type", example("state", type="alarm"), "type: unknown event type 'alarm'; allowed: state, count, order, order_cancelled, order_closed, shipment"),
+    ("unknown type", example("state", type="alarm"), "type: unknown event type 'alarm'; allowed: state, count, counter, order, order_cancelled, order_closed, shipment"),
     ("missing type", without("state", "type"), "type: required field is missing; allowed: state"),
     ("unknown state", example("state", state="broken"), "state: unknown value 'broken', expected 'running'"),
     ("unknown direction", example("order", direction="sideways"), "direction: unknown value 'sideways'"),
@@ -316,7 +316,7 @@ def test_key_given_as_bytes_matches() -> None:
     [
         ("shipment", "orders", "order, order_cancelled, order_closed"),
         ("state", "shipments", "shipment"),
-        ("order_closed", "machine-state", "state, count"),
+        ("order_closed", "machine-state", "state, count, counter"),
     ],
 )
 def test_wrong_topic(name: str, source: str, allowed: str) -> None:
