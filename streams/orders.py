@@ -4,12 +4,28 @@ An order is decided at the earliest of:
 - complete: the delivery that brings every line to its ordered quantity
   (time: that delivery's `delivered_at`);
 - closed: an `order_closed` event (time: its `ts`);
+- cancelled: an `order_cancelled` event (time: its `ts`), strictly before
+  every other decision (at the same instant the other one stands);
 - expired: `promised_at + grace` while still open (time: that instant).
+
+A cancelled order is excluded (no verdict, as if it never was) when
+nothing was shipped by the cancellation and it came at or before the
+order's deadline (`promised_at` + on-time tolerance), or when the order
+itself was never seen. Otherwise it is judged like a short close at the cancellation: not in
+full, fill rates from what was delivered by then, and on time only if it
+came by the deadline (and something arrived, all of it on time). So
+cancelling a late or part-shipped order cannot hide it. "Shipped" means any
+shipment of the order delivered at or before the cancellation, whatever its
+quantities: the judgement counts every such shipment (on time, documents,
+damage), so none may be dropped by cancelling.
 
 A decision at time T is final only once the engine's frontier (watermark
 minus allowed lateness) has passed T: until then an earlier delivery may
 still arrive. Deliveries up to T are judged; later ones are counted as
-arriving after the decision and change nothing.
+arriving after the decision and change nothing. A cancellation is kept on
+the open order until then (not applied on arrival), so a shipment or the
+order itself read after it, within the allowed lateness, counts as in the
+time-ordered stream.
 """
 
 from __future__ import annotations
@@ -52,6 +68,7 @@ class OpenOrder:
     skus: dict[int, str] = field(default_factory=dict)  # line_no -> sku
     shipments: list[Shipment] = field(default_factory=list)
     closed_us: int | None = None
+    cancelled_us: int | None = None  # the earliest cancellation's ts
 
     def completed_us(self) -> int | None:
         """delivered_at of the delivery that completes every line, if any."""
@@ -69,13 +86,35 @@ class OpenOrder:
     def decision(self, grace_us: int) -> tuple[int, str] | None:
         """(time, how) of this order's decision as the data stand now."""
         if self.promised_us is None:
-            return None  # shipments seen, the order itself not yet
+            # Shipments seen, the order itself not yet: it waits for the order,
+            # unless cancelled (then it is settled, excluded, at the cancellation).
+            return None if self.cancelled_us is None else (self.cancelled_us, "cancelled")
         candidates = [(self.promised_us + grace_us, "expired")]
         if (done := self.completed_us()) is not None:
             candidates.append((done, "complete"))
         if self.closed_us is not None:
             candidates.append((self.closed_us, "closed"))
-        return min(candidates)
+        found = min(candidates)
+        if self.cancelled_us is not None and self.cancelled_us < found[0]:
+            return self.cancelled_us, "cancelled"
+        return found
+
+    def excluded(self, tolerance_us: int) -> str | None:
+        """Why a cancelled order is not counted at all, if it is not.
+
+        - `cancelled`: nothing shipped by the cancellation, and it came at or
+          before the deadline (`promised_at` + tolerance): the order was
+          withdrawn before it could fail;
+        - `cancelled_unknown_order`: the order itself was never seen.
+        """
+        if self.cancelled_us is None:
+            return None
+        if self.promised_us is None:
+            return "cancelled_unknown_order"
+        shipped = any(at <= self.cancelled_us for at, _, _ in self.shipments)
+        if not shipped and self.cancelled_us <= self.promised_us + tolerance_us:
+            return "cancelled"
+        return None
 
     def judge(
         self, decided_us: int, how: str, tolerance_us: int, rule: OrderRule | None = None
@@ -92,6 +131,13 @@ class OpenOrder:
                     delivered[line_no] += qty
         lines_in_full = sum(delivered[n] >= q for n, q in self.lines.items())
         deadline = self.promised_us + tolerance_us
+        on_time = bool(counted) and all(s[0] <= deadline for s in counted)
+        in_full = lines_in_full == len(self.lines)
+        if how == "cancelled":
+            # What was not delivered by the cancellation never will be: not in
+            # full, and late from the deadline on (a cancellation past it).
+            on_time = on_time and decided_us <= deadline
+            in_full = False
         rule = rule or OrderRule()
         units_ordered = sum(self.lines.values())
         first_us = min((s[0] for s in counted), default=None)
@@ -102,8 +148,8 @@ class OpenOrder:
             partner=self.partner or "",
             decided_us=decided_us,
             how=how,
-            on_time=bool(counted) and all(s[0] <= deadline for s in counted),
-            in_full=lines_in_full == len(self.lines),
+            on_time=on_time,
+            in_full=in_full,
             damage_free=damaged == 0,
             documents_ok=all(s[1] for s in counted),
             lines_ordered=len(self.lines),
@@ -122,9 +168,11 @@ class OrderBook:
     """Open orders keyed by order id, with a heap of decision candidates.
 
     An order is open (held in `open`) from the first event of its id (the
-    order, or a shipment or closing that came first: it waits for the order)
-    until it is decided or cancelled; a decided id is then only remembered
-    in `decided` for `decided_memory`.
+    order, or a shipment, closing or cancellation that came first: it waits
+    for the order) until it is decided, a cancellation included; a decided
+    id is then only remembered in `decided` for `decided_memory`. A
+    cancellation never opens one in the sense of `opens` (it is never
+    refused), but it holds its id in `open` until the frontier passes it.
     """
 
     def __init__(
@@ -141,7 +189,8 @@ class OrderBook:
 
     def opens(self, event: Any) -> bool:
         """Whether `apply` would add an open order: an order id neither open nor
-        decided, by any event but a cancellation (which only remembers the id)."""
+        decided, by any event but a cancellation (never refused: it settles the
+        id once the frontier passes it)."""
         oid = event.order_id
         return oid not in self.open and oid not in self.decided and event.type != "order_cancelled"
 
@@ -153,7 +202,12 @@ class OrderBook:
             return f"{event.type}_after_decision"
         order = self.open.setdefault(oid, OpenOrder(oid))
         if event.type in ("order", "order_cancelled") and (
-            (found := order.decision(self.grace_us)) is not None and event.ts_us > found[0]
+            (found := order.decision(self.grace_us)) is not None
+            and (
+                event.ts_us > found[0]
+                # A cancellation at the decision instant changes nothing either.
+                or (event.type == "order_cancelled" and event.ts_us == found[0])
+            )
         ):
             # Stamped after the order's decision as the data stand: the decision
             # stands, whether this is read before the close that makes it final
@@ -185,10 +239,11 @@ class OrderBook:
                 event.ts_us if order.closed_us is None else min(order.closed_us, event.ts_us)
             )
         elif event.type == "order_cancelled":
-            del self.open[oid]
-            self.decided[oid] = event.ts_us  # nothing more of it counts
-            self.ignored["cancelled"] += 1
-            return None
+            # Kept, not applied yet: whether it excludes the order or decides
+            # it depends on shipments that may still arrive (see `decide`).
+            order.cancelled_us = (
+                event.ts_us if order.cancelled_us is None else min(order.cancelled_us, event.ts_us)
+            )
         if (found := order.decision(self.grace_us)) is not None:
             heapq.heappush(self._heap, (found[0], oid))
         return None
@@ -198,7 +253,9 @@ class OrderBook:
 
         A decision time before `floor_us` (the frontier already passed, e.g.
         an order that arrived after its grace ran out) is moved up to it, so
-        that it lands in a window that is still open.
+        that it lands in a window that is still open. A cancelled order that
+        is excluded (`OpenOrder.excluded`) leaves without a verdict, counted
+        in `ignored` by the reason.
         """
         verdicts: list[OrderVerdict] = []
         while self._heap and self._heap[0][0] < frontier_us:
@@ -209,6 +266,11 @@ class OrderBook:
             found = order.decision(self.grace_us)
             if found is None or found[0] >= frontier_us:
                 continue  # the candidate moved (an amendment); a newer entry waits
+            if found[1] == "cancelled" and (reason := order.excluded(self.tolerance_us)):
+                del self.open[oid]
+                self.decided[oid] = found[0] if floor_us is None else max(found[0], floor_us)
+                self.ignored[reason] += 1
+                continue
             rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
             verdict = order.judge(found[0], found[1], self.tolerance_us, rule)
             if floor_us is not None and found[0] < floor_us:

@@ -38,7 +38,7 @@ class OrderVerdict:
     segment: str
     partner: str
     decided_us: int
-    how: str  # "complete", "closed" or "expired"
+    how: str  # "complete", "closed", "cancelled" or "expired"
     on_time: bool
     in_full: bool
     damage_free: bool

@@ -77,9 +77,19 @@ def tick(day: int) -> dict[str, Any]:
             {"decided": 1, "perfect": 0, "documents_ok": 1, "damage_free": 0},
         ),
         (
-            "cancelled: not counted",
-            [order("A", at(1), at(12)), shipment("A", at(9), qty=10), cancelled("A", at(10))],
+            "cancelled before its promise with nothing shipped: not counted",
+            [order("A", at(1), at(12)), cancelled("A", at(10))],
             {"decided": 0},
+        ),
+        (
+            "cancelled after a part shipment: decided, on time, not in full",
+            [order("A", at(1), at(12)), shipment("A", at(9), qty=10), cancelled("A", at(10))],
+            {"decided": 1, "perfect": 0, "on_time": 1, "in_full": 0},
+        ),
+        (
+            "cancelled after its promise with nothing shipped: neither on time nor in full",
+            [order("A", at(1), at(12)), cancelled("A", at(14))],
+            {"decided": 1, "perfect": 0, "on_time": 0, "in_full": 0},
         ),
         (
             "no delivery by promised + grace: expired, neither on time nor in full",
