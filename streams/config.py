@@ -217,6 +217,12 @@ class EngineConfig(_Strict):
     )
     shift_calendar: ShiftCalendarSettings | None = None
     allowed_lateness: Duration = Field("5m", description="late events within this still count")
+    revision_horizon: Duration = Field(
+        "24h",
+        description="a machine event this far behind the frontier still revises the closed "
+        "windows it belongs to (published again, revision + 1); older: dead-lettered "
+        "(too_late). 0s: no revisions",
+    )
     heartbeat_timeout: Duration | None = Field(
         None,
         description="opt-in, for producers that send periodically: silence after which a "
@@ -267,7 +273,7 @@ class EngineConfig(_Strict):
         "open one more is dead-lettered (too_many_open_orders)",
     )
 
-    @field_validator("allowed_lateness", "on_time_tolerance", "decided_memory")
+    @field_validator("allowed_lateness", "on_time_tolerance", "decided_memory", "revision_horizon")
     @classmethod
     def _duration(cls, v: Duration) -> Duration:
         return _check_duration(v)

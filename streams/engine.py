@@ -25,7 +25,7 @@ or a restored snapshot refuses the same events.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +39,15 @@ from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.policies import Targets, order_rules
 from streams.records import (
     chain_record,
-    silence_alert,
+    oee_record,
     oee_rollup,
     pchart_alert,
     pchart_record,
     perfect_order_record,
     series_key,
+    silence_alert,
 )
+from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
 from streams.safety_stock import SafetyStock
 from streams.windows import ShiftCalendar, TumblingWindows, Window, split_planned
 
@@ -55,6 +57,7 @@ SegmentKey = tuple[str, str]  # direction, segment
 REFUSALS = {
     "too_many_machines": ("machine-state",),
     "too_many_open_orders": ("orders", "shipments"),
+    "too_late": ("machine-state", "orders", "shipments"),
 }
 """Why an event is refused (`Engine.ingest`) -> the sources whose events it can refuse."""
 
@@ -107,6 +110,11 @@ class Engine:
         self.silence_us = c.optional_us("silence_alert")
         self.modulus = c.counter_modulus
         self._heartbeat: dict[str, int | None] = {}  # machine -> its heartbeat timeout
+        self.horizon_us = c.us("revision_horizon")
+        self.history: dict[str, MachineHistory] = {}  # machine -> attributed events kept
+        self.closed: dict[Window, ClosedWindow] = {}  # closed windows a late event may revise
+        self._late: set[str] = set()  # machines with late events waiting
+        self.chart_history: dict[str, ChartHistory] = {}  # p-chart -> its points kept
         self.decided_memory_us = c.us("decided_memory")
         self.max_machines = c.max_machines
         self.max_open_orders = c.max_open_orders
@@ -147,19 +155,17 @@ class Engine:
         frontier = self.frontier_us
         if frontier is not None and ts < frontier:
             self.stats[f"late.{source}"] += 1
-            return "late"
+            if source != "machine-state" or not self._revisable(ts):
+                return self._refuse("too_late", self._too_late(ts), event, out)
+        # Behind the attributed time: a revision. (Between it and the frontier
+        # nothing is attributed yet, so the event simply takes its place.)
+        late = self.closed_until_us is not None and ts < self.closed_until_us
         refusal = self._over_limit(event)
         if refusal is not None:
-            reason, error = refusal
-            self.stats[f"refused.{reason}"] += 1
-            if out is not None:
-                out.rejected.append(
-                    {"reason": reason, "error": error, "event": event_to_json(event)}
-                )
-            return reason
+            return self._refuse(*refusal, event, out)
         self.seen[key] = ts
         if source == "machine-state":
-            self._machine_event(event, ts)
+            self._machine_event(event, ts, late=late)
         else:
             ignored = self.book.apply(event)
             if ignored:
@@ -170,6 +176,32 @@ class Engine:
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
+
+    def _refuse(self, reason: str, error: str, event: Any, out: Output | None) -> str:
+        self.stats[f"refused.{reason}"] += 1
+        if out is not None:
+            out.rejected.append({"reason": reason, "error": error, "event": event_to_json(event)})
+        return reason
+
+    def _revisable(self, ts_us: int) -> bool:
+        """Whether a machine event this old still revises the windows it belongs to."""
+        return self.horizon_us > 0 and ts_us >= self._revision_floor()
+
+    def _revision_floor(self) -> int:
+        assert self.closed_until_us is not None
+        return self.closed_until_us - self.horizon_us
+
+    def _too_late(self, ts_us: int) -> str:
+        frontier = self.frontier_us
+        assert frontier is not None
+        behind = (frontier - ts_us) / 1_000_000
+        if self.horizon_us == 0 or self.closed_until_us is None:
+            return f"ts: {behind:,.0f} s behind the frontier; only machine events are revised"
+        floor = self._revision_floor()
+        return (
+            f"ts: {(floor - ts_us) / 1_000_000:,.0f} s older than the revision horizon "
+            f"(engine.revision_horizon behind the closed windows); {behind:,.0f} s late"
+        )
 
     def _over_limit(self, event: Any) -> tuple[str, str] | None:
         """(reason, message) when the event would make the state outgrow a limit."""
@@ -189,12 +221,15 @@ class Engine:
             f"the limit is engine.max_open_orders = {limit:,}"
         )
 
-    def _machine_event(self, event: Any, ts: int) -> None:
+    def _machine_event(self, event: Any, ts: int, *, late: bool = False) -> None:
         timeline = self.machines.get(event.machine)
         if timeline is None:
             timeline = self.machines[event.machine] = MachineTimeline(
                 event.site, event.line, event.machine
             )
+            if self.horizon_us:
+                base = MachineTimeline(event.site, event.line, event.machine)
+                self.history[event.machine] = MachineHistory(base)
         if (timeline.site, timeline.line) != (event.site, event.line):
             timeline.site, timeline.line = event.site, event.line
             self._heartbeat.pop(event.machine, None)
@@ -205,6 +240,9 @@ class Engine:
             timeline.add_count(ts, event.product, event.total, event.good, ideal_us)
         else:
             timeline.add_counter(ts, event.product, event.total, event.good, event.ideal_cycle_s)
+        if late:  # behind the frontier: kept apart, applied as a revision at the next step
+            self.history[event.machine].late.append(timeline.take_newest())
+            self._late.add(event.machine)
 
     def _oee_state(self, window: Window, mkey: MachineKey) -> OeeState:
         states = self.oee[window]
@@ -240,6 +278,8 @@ class Engine:
 
     def _close_until(self, frontier: int, *, final: bool) -> Output:
         out = Output()
+        if self._late:
+            self._revise(out)
         for timeline in self.machines.values():
             self._attribute(timeline, frontier, out, inclusive=final)
         # At the end of input a decision at the last instant is final too. Before
@@ -257,7 +297,12 @@ class Engine:
             out.extend(self._close_window(window))
         self.closed_until_us = frontier
         self._next_close_us = self._next_boundary(frontier)
-        self.seen = {k: ts for k, ts in self.seen.items() if ts >= frontier}
+        # Machine events are remembered while they can still come late (a
+        # re-sent one must not count twice in a revision).
+        remember = frontier - self.horizon_us
+        self.seen = {k: ts for k, ts in self.seen.items() if ts >= remember}
+        if self.horizon_us:
+            self._forget_history()
         self.book.forget_decided(frontier - self.decided_memory_us)
         return out
 
@@ -283,6 +328,9 @@ class Engine:
         self, timeline: MachineTimeline, until_us: int, out: Output, *, inclusive: bool = False
     ) -> None:
         mkey = (timeline.site, timeline.line, timeline.machine)
+        history = self.history.get(timeline.machine)
+        if history is not None:
+            history.points += timeline.due(until_us, inclusive=inclusive)
         segments = timeline.attribute(
             until_us,
             self.heartbeat_us(timeline),
@@ -300,21 +348,25 @@ class Engine:
         return calendar is None or calendar.containing(ts_us) is not None
 
     def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
+        self._spread(seg, lambda window: self._oee_state(window, mkey))
+
+    def _spread(self, seg: Segment, state_of: Callable[[Window], OeeState]) -> None:
+        """Add a segment to the state of each window it touches."""
         if seg.units is not None:
             u = seg.units
             for window in self.windows.containing(seg.start_us):
-                self._oee_state(window, mkey).add_units(
+                state_of(window).add_units(
                     u.total, u.good, u.ideal_us, outside_running=u.outside_running
                 )
             return
         if seg.failure_at_start:
             for window in self.windows.containing(seg.start_us):
-                self._oee_state(window, mkey).failures += 1
+                state_of(window).failures += 1
             return
         for start, end, bucket, reason in segment_pieces(seg, self.windows.calendar):
             for window in self.windows.overlapping(start, end):
                 piece = min(end, window.end_us) - max(start, window.start_us)
-                self._oee_state(window, mkey).add_time(bucket, piece, reason)
+                state_of(window).add_time(bucket, piece, reason)
 
     def _count_order(self, verdict: OrderVerdict) -> None:
         key = (verdict.direction, verdict.segment)
@@ -328,7 +380,7 @@ class Engine:
         out = Output()
         machines = self.oee.pop(window, {})
         orders = self.orders.pop(window, {})
-        records, lines, _ = oee_rollup(window, machines)
+        records, lines, sites = oee_rollup(window, machines)
         out.records += records
         if window.label == self.config.pchart_scrap_label():
             for (site, line), state in sorted(lines.items()):
@@ -342,26 +394,175 @@ class Engine:
             for (direction, segment), state in sorted(orders.items()):
                 chart = f"orders/{direction}/{segment}"
                 self._chart(chart, window, state.decided - state.perfect, state.decided, out)
-        if window.label in self.config.chain_labels() and (machines or orders):
-            by_direction: dict[str, PerfectOrderState] = defaultdict(PerfectOrderState)
+        by_direction: dict[str, PerfectOrderState] | None = None
+        if window.label in self.config.chain_labels():
+            by_direction = defaultdict(PerfectOrderState)
             for (direction, _), state in orders.items():
                 by_direction[direction].merge(state)
-            plant = OeeState.merged(machines.values()).result()["oee"]
-            out.records.append(
-                chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
-            )
+            if machines or orders:
+                plant = OeeState.merged(machines.values()).result()["oee"]
+                out.records.append(
+                    chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
+                )
+        if self.horizon_us and machines:
+            self.closed[window] = ClosedWindow(dict(lines), dict(sites), by_direction)
         out.alerts += self.targets.judge(window, out.records)
         if window.label == self.stock.label:
             out.records += self.stock.close(window)
         self.stats["windows_closed"] += 1
-        for record in out.records:
-            self.last_closed[series_key(record)] = record
+        self._published(out.records, 0)
         return out
+
+    def _published(self, records: list[dict[str, Any]], revision: int) -> None:
+        """Stamp records with their window's revision; keep each series' newest window."""
+        for record in records:
+            record["revision"] = revision
+            series = series_key(record)
+            latest = self.last_closed.get(series)
+            if latest is None or latest["start"] <= record["start"]:
+                self.last_closed[series] = record
+
+    # -- revisions (see streams.revisions) -------------------------------------
+    def _history_floor(self) -> int:
+        """The earliest start of a window holding the revision floor.
+
+        A window that holds a revisable event (at or after the floor) and
+        starts before this one would hold the floor too: so every window a late
+        event can change starts at or after it, and the history kept from it
+        recomputes such a window whole.
+        """
+        floor = self._revision_floor()
+        return min(w.start_us for w in self.windows.containing(floor))
+
+    def _forget_history(self) -> None:
+        """Fold events no late event can reach into each machine's base; drop old windows."""
+        assert self.closed_until_us is not None
+        floor = self._history_floor()
+        for machine, history in self.history.items():
+            if history.points and history.points[0][0] < floor:
+                history.fold(floor, self.heartbeat_us(self.machines[machine]), self.modulus)
+        for window in [w for w in self.closed if w.end_us <= floor]:
+            del self.closed[window]
+        for history in self.chart_history.values():
+            history.fold(floor, self._pchart_config)
+
+    def _revise(self, out: Output) -> None:
+        """Apply the waiting late events: recompute their machines, publish what changed."""
+        closed_until = self.closed_until_us
+        assert closed_until is not None
+        revised: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
+        for machine in sorted(self._late):
+            timeline, history = self.machines[machine], self.history[machine]
+            late, history.late = sorted(history.late), []
+            heartbeat = self.heartbeat_us(timeline)
+            _, before = history.replay(history.points, closed_until, heartbeat, self.modulus)
+            points = sorted(history.points + late)
+            after, segments = history.replay(points, closed_until, heartbeat, self.modulus)
+            history.points = points
+            for name in ("frontier_us", "state", "reason", "last_seen_us", "counters"):
+                setattr(timeline, name, getattr(after, name))
+            timeline.resets, timeline.wraps = after.resets, after.wraps
+            mkey = (timeline.site, timeline.line, timeline.machine)
+            # Nothing before the first late event changes; a closed window that
+            # holds it is computed whole from its start, an open one by difference.
+            first = late[0][0]
+            since = min(
+                [first]
+                + [w.start_us for w in self.windows.containing(first) if w.end_us <= closed_until]
+            )
+            old = self._window_states(before, since)
+            new = self._window_states(segments, since)
+            for window in sorted(old.keys() | new.keys()):
+                was, state = old.get(window, OeeState()), new.get(window, OeeState())
+                if state == was:
+                    continue
+                if window.end_us > closed_until:  # still open: add the difference
+                    self._oee_state(window, mkey).subtract(was).merge(state)
+                    continue
+                kept = self.closed.get(window)
+                if kept is None or window.start_us < since:
+                    continue  # ended before the first late event: unchanged
+                line, site = (mkey[0], mkey[1]), mkey[0]
+                kept.lines.setdefault(line, OeeState()).subtract(was).merge(state)
+                kept.sites.setdefault(site, OeeState()).subtract(was).merge(state)
+                revised[window][mkey] = state
+        self._late.clear()
+        for window in sorted(
+            revised, key=lambda w: (w.end_us, w.start_us, self._label_rank[w.label])
+        ):
+            out.extend(self._republish(window, revised[window]))
+
+    def _window_states(self, segments: list[Segment], since_us: int) -> dict[Window, OeeState]:
+        """Per window, what the segments from `since_us` on add to it."""
+        states: dict[Window, OeeState] = defaultdict(OeeState)
+        for seg in segments:
+            if seg.end_us < since_us or (seg.end_us == since_us and seg.start_us < since_us):
+                continue
+            if seg.start_us < since_us:
+                seg = Segment(since_us, seg.end_us, seg.bucket, seg.reason)
+            self._spread(seg, states.__getitem__)
+        return states
+
+    def _republish(self, window: Window, machines: dict[MachineKey, OeeState]) -> Output:
+        """The records of a closed window that late events changed, one revision up."""
+        out = Output()
+        kept = self.closed[window]
+        kept.revision += 1
+        for (site, line, machine), state in sorted(machines.items()):
+            keys = {"site": site, "line": line, "machine": machine}
+            out.records.append(oee_record("machine", keys, window, state))
+        for site, line in sorted({(m[0], m[1]) for m in machines}):
+            state = kept.lines[site, line]
+            out.records.append(oee_record("line", {"site": site, "line": line}, window, state))
+        for site in sorted({m[0] for m in machines}):
+            out.records.append(oee_record("site", {"site": site}, window, kept.sites[site]))
+        if kept.orders is not None:
+            plant = OeeState.merged(kept.sites.values()).result()["oee"]
+            inbound = kept.orders.get("inbound", PerfectOrderState())
+            outbound = kept.orders.get("outbound", PerfectOrderState())
+            out.records.append(chain_record(window, inbound, outbound, plant))
+        out.alerts += self.targets.judge(window, out.records)
+        self.stats["windows_revised"] += 1
+        self._published(out.records, kept.revision)
+        if window.label == self.config.pchart_scrap_label():
+            for site, line in sorted({(m[0], m[1]) for m in machines}):
+                state = kept.lines[site, line]
+                chart = f"scrap/{site}/{line}"
+                self._revise_chart(chart, window, state.total - state.good, state.total, out)
+        return out
+
+    def _revise_chart(self, name: str, window: Window, d: int, n: int, out: Output) -> None:
+        """Give a closed subgroup new counts; publish every point that changes with it."""
+        history = self.chart_history.get(name)
+        if history is None:  # the line's first data came late
+            history = self.chart_history[name] = ChartHistory(PChart(self._pchart_config).to_dict())
+        windows = [w for w, _, _ in history.points]
+        before = dict(zip(windows, history.replay(self._pchart_config)[1], strict=True))
+        history.put(window, d, n)
+        chart, after = history.replay(self._pchart_config)
+        self.charts[name] = chart
+        for (w, _, _), new in zip(history.points, after, strict=True):
+            if new is None or new == before.get(w):
+                continue
+            kept = self.closed.get(w)
+            revision = 0
+            if kept is not None:
+                if w != window:
+                    kept.revision += 1
+                revision = kept.revision
+            record = pchart_record(name, w, new)
+            self._published([record], revision)
+            out.records.append(record)
+            if new.violations:
+                out.alerts.append(pchart_alert(name, w, new))
 
     def _chart(self, name: str, window: Window, d: int, n: int, out: Output) -> None:
         chart = self.charts.get(name)
         if chart is None:
             chart = self.charts[name] = PChart(self._pchart_config)
+        if self.horizon_us:
+            history = self.chart_history.setdefault(name, ChartHistory(chart.to_dict()))
+            history.points.append((window, d, n))
         point = chart.add(d, n)
         if point is None:
             return

@@ -80,7 +80,7 @@ class MachineTimeline:
     # ["counter", product, total, good or None, ideal_cycle_s].
     pending: list[tuple[Any, ...]] = field(default_factory=list)
     seq: int = 0
-    # product -> [total, good] of the newest counter reading
+    # product -> [total, good, ts_us] of the newest counter reading
     counters: dict[str, list[int]] = field(default_factory=dict)
     resets: int = 0
     wraps: int = 0
@@ -103,6 +103,18 @@ class MachineTimeline:
         self.seq += 1
         units = ["counter", product, total, good, ideal_cycle_s]
         bisect.insort(self.pending, (ts_us, self.seq, HEARTBEAT, None, units))
+
+    def due(self, until_us: int, *, inclusive: bool = False) -> list[tuple[Any, ...]]:
+        """The pending events an `attribute` up to `until_us` would take."""
+        key = (until_us + 1,) if inclusive else (until_us,)
+        return self.pending[: bisect.bisect_left(self.pending, key)]
+
+    def take_newest(self) -> tuple[Any, ...]:
+        """Remove and return the event added last (to keep it elsewhere)."""
+        for i in range(len(self.pending) - 1, -1, -1):
+            if self.pending[i][1] == self.seq:
+                return self.pending.pop(i)
+        raise LookupError("no event added")
 
     @property
     def newest_us(self) -> int | None:
@@ -152,7 +164,7 @@ class MachineTimeline:
                 if failure:
                     # Zero-length marker: the failure belongs to the window of ts.
                     yield Segment(ts, ts, "down", reason, failure_at_start=True)
-            if units is not None and (made := self._units(units, modulus)) is not None:
+            if units is not None and (made := self._units(ts, units, modulus)) is not None:
                 yield Segment(ts, ts, "units", units=made)
         yield from self._hold(cursor, until_us, heartbeat_us, silence_us)
         self.frontier_us = until_us
@@ -167,18 +179,21 @@ class MachineTimeline:
             clone.attribute(until_us, heartbeat_us, silence_us, inclusive=True, modulus=modulus)
         )
 
-    def _units(self, units: list[Any], modulus: int | None) -> Units | None:
+    def _units(self, ts_us: int, units: list[Any], modulus: int | None) -> Units | None:
         kind, product, total, good = units[0], units[1], units[2], units[3]
         if kind == "count":
             ideal_us = units[4]
         else:
             good = total if good is None else good
             previous = self.counters.get(product)
-            self.counters[product] = [total, good]
+            self.counters[product] = [total, good, ts_us]
             if previous is None:
                 return None  # the first reading sets the base
-            total, how = _delta(total, previous[0], modulus)
-            good = min(_delta(good, previous[1], modulus)[0], total)
+            # A wrap must be a count the machine could have made since then.
+            elapsed_s = (ts_us - previous[2]) / 1_000_000 if len(previous) > 2 else None
+            possible = None if elapsed_s is None else 2 * elapsed_s / units[4] + 1
+            total, how = _delta(total, previous[0], modulus, possible)
+            good = min(_delta(good, previous[1], modulus, possible)[0], total)
             if how == "reset":
                 self.resets += 1
             elif how == "wrap":
@@ -209,7 +224,9 @@ class MachineTimeline:
             yield Segment(start_us, live_until, state, self.reason)
         if end_us > live_until:
             lapse = seen is not None and live_until == seen + heartbeat_us  # type: ignore[operator]
-            yield Segment(live_until, end_us, "no_data", silence_starts=lapse and state not in QUIET)
+            yield Segment(
+                live_until, end_us, "no_data", silence_starts=lapse and state not in QUIET
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -234,18 +251,26 @@ class MachineTimeline:
         return cls(**{**data, "pending": pending, "counters": counters})
 
 
-def _delta(now: int, before: int, modulus: int | None) -> tuple[int, str | None]:
+def _delta(
+    now: int, before: int, modulus: int | None, possible: float | None = None
+) -> tuple[int, str | None]:
     """Units between two counter readings, and whether the counter reset or wrapped.
 
     With a modulus, a fall is a wrap when the units it implies are under half
-    the counter's range (65,500 -> 64 at 65,536: 100 units); any other fall
-    is a reset (1,100 -> 30: the PLC restarted and has made 30 since).
+    the counter's range and, given `possible` (twice what the machine makes
+    at its ideal cycle between the readings), no more than that: 65,500 -> 64
+    at 65,536 is a wrap of 100 units. Any other fall is a reset: 1,100 -> 30
+    (the PLC restarted and has made 30 since), and 35,755 -> 0 five minutes
+    later, which as a wrap would be 29,781 units.
 
-    >>> _delta(1_100, 1_050, None), _delta(30, 1_100, 65_536), _delta(64, 65_500, 65_536)
+    >>> _delta(1_100, 1_050, None), _delta(30, 1_100, 65_536), _delta(64, 65_500, 65_536, 300)
     ((50, None), (30, 'reset'), (100, 'wrap'))
+    >>> _delta(0, 35_755, 65_536, 300)
+    (0, 'reset')
     """
     if now >= before:
         return now - before, None
-    if modulus is not None and before < modulus and 2 * (now + modulus - before) < modulus:
-        return now + modulus - before, "wrap"
+    wrapped = None if modulus is None or before >= modulus else now + modulus - before
+    if wrapped is not None and 2 * wrapped < modulus and (possible is None or wrapped <= possible):
+        return wrapped, "wrap"
     return now, "reset"

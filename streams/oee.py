@@ -82,6 +82,19 @@ class OeeState:
             reasons[key] = reasons.get(key, 0) + value
         return self
 
+    def subtract(self, other: OeeState) -> OeeState:
+        """In-place difference with another state (a revision takes the old part out)."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+        reasons = self.downtime_by_reason_us
+        for key, value in other.downtime_by_reason_us.items():
+            left = reasons.get(key, 0) - value
+            if left:
+                reasons[key] = left
+            else:
+                reasons.pop(key, None)
+        return self
+
     @classmethod
     def merged(cls, states: Iterable[OeeState]) -> OeeState:
         total = cls()

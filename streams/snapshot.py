@@ -17,6 +17,7 @@ from streams.oee import OeeState
 from streams.orders import OpenOrder
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
+from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
 from streams.windows import Window
 
 VERSION = 1
@@ -39,6 +40,7 @@ def _order_to_dict(o: OpenOrder) -> dict[str, Any]:
         "skus": [[n, sku] for n, sku in o.skus.items()],
         "shipments": [[at, ok, [list(i) for i in items]] for at, ok, items in o.shipments],
         "closed_us": o.closed_us,
+        "cancelled_us": o.cancelled_us,
     }
 
 
@@ -81,6 +83,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "stats": dict(engine.stats),
         "last_closed": engine.last_closed,
         "stock": engine.stock.to_dict(),
+        "history": {m: h.to_dict() for m, h in engine.history.items()},
+        "closed": [[_window(w), c.to_dict()] for w, c in engine.closed.items()],
+        "late": sorted(engine._late),
+        "chart_history": {n: h.to_dict() for n, h in engine.chart_history.items()},
     }
 
 
@@ -113,4 +119,16 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     engine.last_closed = dict(data["last_closed"])
     if "stock" in data:  # absent in a snapshot taken before safety stock existed
         engine.stock.load(data["stock"])
+    # Absent in a snapshot taken before revisions: history starts afresh.
+    engine.history = {m: MachineHistory.from_dict(h) for m, h in data.get("history", {}).items()}
+    if engine.horizon_us:
+        for machine, t in engine.machines.items():
+            if machine not in engine.history:
+                base = MachineTimeline.from_dict({**t.to_dict(), "pending": []})
+                engine.history[machine] = MachineHistory(base)
+    engine.closed = {Window(*w): ClosedWindow.from_dict(c) for w, c in data.get("closed", [])}
+    engine._late = set(data.get("late", []))
+    engine.chart_history = {
+        n: ChartHistory.from_dict(h) for n, h in data.get("chart_history", {}).items()
+    }
     return engine

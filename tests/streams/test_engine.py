@@ -79,12 +79,14 @@ def test_counts_keep_a_machine_alive() -> None:
     assert alerts == []
 
 
-def test_late_events_are_counted_and_change_nothing() -> None:
+def test_late_events_beyond_the_horizon_are_refused_and_change_nothing() -> None:
     base = [state(at(6), "running"), state(at(7), "down"), state(at(8), "running")]
     late = count(at(6.5), 100, 90, 1.0)
-    engine, records, _ = run([*base, late], allowed_lateness="30m", heartbeat_timeout="2h")
+    config = {"allowed_lateness": "30m", "heartbeat_timeout": "2h", "revision_horizon": "0s"}
+    engine, records, _ = run([*base, late], **config)
     assert engine.stats["late.machine-state"] == 1
-    _, reference, _ = run(base, allowed_lateness="30m", heartbeat_timeout="2h")
+    assert engine.stats["refused.too_late"] == 1
+    _, reference, _ = run(base, **config)
     assert records == reference
 
 

@@ -600,7 +600,7 @@ def test_late_events_change_nothing_and_are_counted(
     late event              x (ts < F): counted as late.<source>, changes nothing
     """
     events = plant_events(seed)
-    cfg = config(allowed_lateness=lateness)
+    cfg = config(allowed_lateness=lateness, revision_horizon="0s")  # no revisions
     lateness_us = cfg.us("allowed_lateness")
     whole, _ = run(events, cfg)
 

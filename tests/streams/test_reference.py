@@ -232,8 +232,14 @@ def iso(t_us: int) -> str:
     return (EPOCH + timedelta(microseconds=t_us)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def window_keys(label: str, start: int) -> dict[str, str]:
-    return {"window": label, "start": iso(start), "end": iso(start + WINDOWS[label])}
+def window_keys(label: str, start: int) -> dict[str, Any]:
+    """A record's window fields; every record here is the first (and only) revision."""
+    return {
+        "window": label,
+        "start": iso(start),
+        "end": iso(start + WINDOWS[label]),
+        "revision": 0,
+    }
 
 
 # --- batch perfect order --------------------------------------------------------
@@ -367,9 +373,7 @@ def chain_fields(
 # --- the batch side as records --------------------------------------------------
 
 
-def batch_records(
-    events: list[dict[str, Any]], heartbeat_us: int | None
-) -> list[dict[str, Any]]:
+def batch_records(events: list[dict[str, Any]], heartbeat_us: int | None) -> list[dict[str, Any]]:
     flush_us = max(us(e["ts"]) for e in events)
     per_machine: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in events:

@@ -1,0 +1,166 @@
+"""Late machine data revises closed windows.
+
+A window's records are published when it closes, but they are not final
+forever: a machine event up to `revision_horizon` behind the frontier (a
+gateway delivering its store-and-forward backlog, a PLC clock that lagged)
+is applied to the windows it belongs to, and every record it changes is
+published again, same key, with its window's `revision` one higher:
+
+    closed:    [00:00 ........ 01:00 ........ 02:00) ... frontier 04:00
+    backlog:            01:10 ... 03:50  (one machine, delivered at 04:05)
+    revised:   the machine's windows from the start of the earliest window
+               holding 01:10, and the line, site and chain of those windows
+
+How: each machine keeps the events it has attributed since a base (its
+timeline as of the history floor, `MachineHistory`). A late event joins
+them; the machine's time since the earliest affected window start is
+computed again from the base, before and after, and the difference goes into
+the kept line and site sums of the closed windows (`ClosedWindows`). The
+cost is the machine's own events in the horizon, never the elapsed time, and
+the records equal those of a run that got every event on time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.machine import MachineTimeline, Segment
+from streams.oee import OeeState
+from streams.pchart import PChart, PChartConfig, PChartPoint
+from streams.perfect_order import PerfectOrderState
+from streams.windows import Window
+
+LineKey = tuple[str, str]
+
+
+@dataclass
+class MachineHistory:
+    """A machine's attributed events since `base` (its timeline at the history floor)."""
+
+    base: MachineTimeline
+    points: list[tuple[Any, ...]] = field(default_factory=list)
+    late: list[tuple[Any, ...]] = field(default_factory=list)  # waiting to be applied
+
+    def replay(
+        self, points: list[tuple[Any, ...]], until_us: int, heartbeat_us: int | None,
+        modulus: int | None,
+    ) -> tuple[MachineTimeline, list[Segment]]:  # fmt: skip
+        """The base run through `points` up to `until_us`: the timeline and its segments."""
+        clone = MachineTimeline.from_dict(self.base.to_dict())
+        clone.pending = sorted(points)
+        segments = list(clone.attribute(until_us, heartbeat_us, None, modulus=modulus))
+        return clone, segments
+
+    def fold(self, floor_us: int, heartbeat_us: int | None, modulus: int | None) -> None:
+        """Move the base up to `floor_us`: the points before it are forgotten."""
+        if not self.points or self.points[0][0] >= floor_us:
+            return
+        taken = 0
+        while taken < len(self.points) and self.points[taken][0] < floor_us:
+            taken += 1
+        self.base.pending = self.points[:taken]
+        for _ in self.base.attribute(floor_us, heartbeat_us, None, modulus=modulus):
+            pass
+        self.base.pending = []
+        self.points = self.points[taken:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(),
+            "points": [list(p) for p in self.points],
+            "late": [list(p) for p in self.late],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MachineHistory:
+        return cls(
+            MachineTimeline.from_dict(data["base"]),
+            [tuple(p) for p in data["points"]],
+            [tuple(p) for p in data["late"]],
+        )
+
+
+@dataclass
+class ChartHistory:
+    """A p-chart's subgroups since `base` (the chart's state before the first of them).
+
+    A revised subgroup can change the points after it (the phase-I centre,
+    the run rules), so the chart is computed again from the base.
+    """
+
+    base: dict[str, Any]
+    points: list[tuple[Window, int, int]] = field(default_factory=list)
+
+    def put(self, window: Window, d: int, n: int) -> None:
+        """Set a subgroup's counts (a window with none yet takes its place in time)."""
+        for i, (w, _, _) in enumerate(self.points):
+            if w == window:
+                self.points[i] = (window, d, n)
+                return
+            if w.start_us > window.start_us:
+                self.points.insert(i, (window, d, n))
+                return
+        self.points.append((window, d, n))
+
+    def replay(self, config: PChartConfig) -> tuple[PChart, list[PChartPoint | None]]:
+        chart = PChart.from_dict(config, self.base)
+        return chart, [chart.add(d, n) for _, d, n in self.points]
+
+    def fold(self, floor_us: int, config: PChartConfig) -> None:
+        """Forget the subgroups that end at or before `floor_us` into the base."""
+        taken = 0
+        while taken < len(self.points) and self.points[taken][0].end_us <= floor_us:
+            taken += 1
+        if taken:
+            chart = PChart.from_dict(config, self.base)
+            for _, d, n in self.points[:taken]:
+                chart.add(d, n)
+            self.base, self.points = chart.to_dict(), self.points[taken:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "points": [[window_to_list(w), d, n] for w, d, n in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChartHistory:
+        return cls(data["base"], [(window_from_list(w), d, n) for w, d, n in data["points"]])
+
+
+@dataclass
+class ClosedWindow:
+    """What a closed window's roll-ups need to be published again."""
+
+    lines: dict[LineKey, OeeState] = field(default_factory=dict)
+    sites: dict[str, OeeState] = field(default_factory=dict)
+    orders: dict[str, PerfectOrderState] | None = None  # by direction, chain windows only
+    revision: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lines": [[list(k), s.to_dict()] for k, s in self.lines.items()],
+            "sites": [[k, s.to_dict()] for k, s in self.sites.items()],
+            "orders": None
+            if self.orders is None
+            else {k: s.to_dict() for k, s in self.orders.items()},
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClosedWindow:
+        orders = data["orders"]
+        return cls(
+            {(k[0], k[1]): OeeState.from_dict(s) for k, s in data["lines"]},
+            {k: OeeState.from_dict(s) for k, s in data["sites"]},
+            None
+            if orders is None
+            else {k: PerfectOrderState.from_dict(s) for k, s in orders.items()},
+            data["revision"],
+        )
+
+
+def window_to_list(w: Window) -> list[Any]:
+    return [w.start_us, w.end_us, w.label]
+
+
+def window_from_list(data: list[Any]) -> Window:
+    return Window(*data)

@@ -1,0 +1,217 @@
+"""Late machine data revises closed windows; later than the horizon it is refused.
+
+The final records of a run (the newest revision of each record key) must
+equal those of a run that got every event on time.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.config import EngineConfig
+from streams.engine import Engine
+from streams.events import parse_event
+from streams.records import record_key
+from streams.snapshot import restore, snapshot
+from tests.eventfactory import at, count, counter, state
+
+CONFIG = {"windows": ["1m", "1h", "1d"], "allowed_lateness": "0s", "silence_alert": None}
+
+
+def run(
+    events: list[dict[str, Any]], **config: Any
+) -> tuple[Engine, list[dict[str, Any]], list[dict[str, Any]]]:
+    engine = Engine(EngineConfig(**{**CONFIG, **config}))
+    out = engine.run(parse_event(e) for e in events)
+    out.extend(engine.flush())
+    return engine, out.records, out.rejected
+
+
+def final(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest revision of each record key, without the revision number."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        key = record_key(r)
+        if key in newest:
+            assert r["revision"] > newest[key]["revision"], key
+        newest[key] = r
+    return {k: {f: v for f, v in r.items() if f != "revision"} for k, r in newest.items()}
+
+
+def plant(hours: int = 6, machines: int = 3, seed: int = 1) -> list[dict[str, Any]]:
+    """On-change states and per-minute counts of a few machines, time-ordered."""
+    rng = random.Random(seed)
+    events = []
+    for m in range(machines):
+        machine, line = f"m{m}", f"line-{m % 2}"
+        t, current = 0.0, None
+        while t < hours * 60:
+            new = rng.choice(["running", "running", "running", "down", "idle", "setup"])
+            if new != current:
+                events.append(state(at(t / 60), new, machine=machine, line=line))
+                current = new
+            span = rng.randint(3, 40)
+            if current == "running":
+                for k in range(1, span):
+                    units = rng.randint(20, 30)
+                    ts = at((t + k) / 60 + m / 3600)
+                    events.append(count(ts, units, units - rng.randint(0, 2), 2.0, machine, line))
+            t += span
+    events.sort(key=lambda e: e["ts"])
+    return events
+
+
+def test_store_and_forward_backlog_revises_closed_windows() -> None:
+    events = plant()
+    # m1's gateway lost its uplink 01:00-04:00 and delivers it all at 04:05.
+    outage = [e for e in events if e["machine"] == "m1" and at(1) <= e["ts"] < at(4)]
+    rest = [e for e in events if e not in outage]
+    cut = next(i for i, e in enumerate(rest) if e["ts"] >= at(4 + 5 / 60))
+    engine, records, rejected = run(rest[:cut] + outage + rest[cut:])
+    _, reference, _ = run(events)
+    assert final(records) == final(reference)
+    assert rejected == []
+    assert engine.stats["late.machine-state"] == len(outage)
+    revised = [r for r in records if r["revision"] > 0]
+    assert {r["scope"] for r in revised if r["kpi"] == "oee"} == {"machine", "line", "site"}
+    assert {r["window"] for r in revised} == {"1m", "1h"}  # the day was still open
+    assert {r["kpi"] for r in revised} == {"oee", "pchart"}
+    assert all(r.get("machine") in (None, "m1") for r in revised)
+    hours = {r["start"] for r in revised if r["window"] == "1h"}
+    assert hours == {at(h) for h in (1, 2, 3)}  # 04:00 was still open at 04:05
+
+
+def test_revised_units_reach_the_line_and_the_chain() -> None:
+    events = [
+        state(at(6), "running", machine="a"),
+        state(at(6), "running", machine="b"),
+        count(at(6.5), 100, 100, 1.0, machine="a"),
+        state(at(9), "idle", machine="a"),
+        state(at(3, day=1), "idle", machine="a"),  # the day closes
+    ]
+    late = count(at(6.75), 50, 40, 1.0, machine="b")
+    _, records, _ = run([*events, late], windows=["1h", "1d"], revision_horizon="2d")
+    (line,) = [
+        r for r in records
+        if r["kpi"] == "oee" and r["scope"] == "line" and r["window"] == "1h"
+        and r["start"] == at(6) and r["revision"] == 1
+    ]  # fmt: skip
+    assert (line["total"], line["good"]) == (150, 140)
+    (chain,) = [r for r in records if r["kpi"] == "chain" and r["revision"] == 1]
+    assert chain["start"] == at(0)
+    _, reference, _ = run([*events[:3], late, *events[3:]], windows=["1h", "1d"])
+    assert final(records) == final(reference)
+
+
+def test_older_than_the_horizon_is_refused_as_too_late() -> None:
+    events = [state(at(0), "running"), state(at(30), "idle")]
+    late = count(at(2), 10, 10, 1.0)
+    engine, records, rejected = run([*events, late], revision_horizon="24h")
+    assert [r["reason"] for r in rejected] == ["too_late"]
+    assert "revision horizon" in rejected[0]["error"]
+    assert engine.stats["refused.too_late"] == 1
+    _, reference, _ = run(events)
+    assert final(records) == final(reference)
+
+
+def test_a_re_sent_late_event_counts_once() -> None:
+    events = [state(at(0), "running"), state(at(5), "idle")]
+    late = count(at(2), 10, 10, 1.0)
+    engine, records, _ = run([*events, late, late])
+    assert engine.stats["duplicates.machine-state"] == 1
+    hour = [r for r in records if r["kpi"] == "oee" and r["window"] == "1h" and r["revision"]]
+    assert [(r["start"], r["total"]) for r in hour if r["scope"] == "site"] == [(at(2), 10)]
+
+
+def test_counter_readings_delivered_late_give_the_same_deltas() -> None:
+    readings = [counter(at(6 + i / 60), 65_000 + 40 * i, machine="p") for i in range(60)]
+    readings = [
+        r if i < 30 else {**r, "total": (65_000 + 40 * i) % 65_536} for i, r in enumerate(readings)
+    ]
+    events = [state(at(6), "running", machine="p"), *readings, state(at(9), "idle", machine="p")]
+    late = readings[10:25]
+    on_time = [e for e in events if e not in late]
+    _, records, _ = run(on_time + late, counter_modulus=65_536)
+    _, reference, _ = run(events, counter_modulus=65_536)
+    assert final(records) == final(reference)
+
+
+def test_pending_revisions_survive_a_snapshot() -> None:
+    events = plant(hours=3, machines=2)
+    outage = [e for e in events if e["machine"] == "m0" and at(0.5) <= e["ts"] < at(1.5)]
+    rest = [e for e in events if e not in outage]
+    cut = next(i for i, e in enumerate(rest) if e["ts"] >= at(2))
+    stream = rest[:cut] + outage + rest[cut:]
+    config = EngineConfig(**CONFIG)
+    first = Engine(config)
+    half = len(stream) * 2 // 3
+    out = first.run(parse_event(e) for e in stream[:half])
+    second = restore(config, snapshot(first))
+    out.extend(second.run(parse_event(e) for e in stream[half:]))
+    out.extend(second.flush())
+    _, reference, _ = run(events)
+    assert final(out.records) == final(reference)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    machine=st.sampled_from(["m0", "m1", "m2"]),
+    share=st.floats(0.05, 1.0),
+    delay_min=st.integers(1, 20 * 60),
+)
+def test_any_late_split_of_a_machine_gives_the_in_order_records(
+    seed: int, machine: str, share: float, delay_min: int
+) -> None:
+    """Some of one machine's instants come late (each up to 20 h, inside the horizon)."""
+    events = plant(hours=5, seed=seed)
+    rng = random.Random(seed)
+    instants = sorted({e["ts"] for e in events if e["machine"] == machine})
+    late_at = {ts for ts in instants if rng.random() < share}
+    late = [e for e in events if e["machine"] == machine and e["ts"] in late_at]
+    stream = [e for e in events if e not in late]
+    for e in late:  # each delivered delay_min of event time after its own timestamp
+        due = at(_hours(e["ts"]) + delay_min / 60)
+        i = next((i for i, x in enumerate(stream) if x["ts"] > due), len(stream))
+        stream.insert(i, e)
+    # A machine's late instants keep their order among themselves.
+    _, records, rejected = run(stream)
+    _, reference, _ = run(events)
+    assert rejected == []
+    assert final(records) == final(reference)
+
+
+def _hours(ts: str) -> float:
+    from datetime import datetime
+
+    from tests.eventfactory import DAY
+
+    return (datetime.fromisoformat(ts.replace("Z", "+00:00")) - DAY).total_seconds() / 3600
+
+
+def test_no_revisions_with_a_zero_horizon() -> None:
+    events = [state(at(0), "running"), state(at(5), "idle")]
+    _, records, rejected = run([*events, count(at(2), 10, 10, 1.0)], revision_horizon="0s")
+    assert [r["reason"] for r in rejected] == ["too_late"]
+    assert all(r["revision"] == 0 for r in records)
+
+
+@pytest.mark.parametrize("windows", [["1h", "1d"], ["90s", "1h"]])
+def test_windows_that_do_not_nest_are_revised_whole(windows: list[str]) -> None:
+    events = plant(hours=4, machines=2, seed=5)
+    late = [e for e in events if e["machine"] == "m1" and at(1) <= e["ts"] < at(2)]
+    rest = [e for e in events if e not in late]
+    config = {
+        "windows": windows,
+        "chain_windows": ["1h"],
+        "pchart": {"orders_window": "1h"},
+        "safety_stock": {"enabled": False},
+    }
+    _, records, _ = run(rest + late, **config)
+    _, reference, _ = run(events, **config)
+    assert final(records) == final(reference)
