@@ -109,16 +109,58 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return start_worker(settings, extra=None if args.quiet else add_console, duration=args.duration)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.worker import add_console, add_simulator, start_worker
+def _sim_config(args: argparse.Namespace, id_prefix: str):  # type: ignore[no-untyped-def]
+    """The simulator's configuration from `--profiles`, `--outages-per-day`, `--plc-lost-share`."""
+    from agents.simulator import SimConfig
+    from agents.simulator_gateway import Outages
 
+    outages = None
+    if args.outages_per_day > 0:
+        outages = Outages(
+            mean_gap_s=86_400 / args.outages_per_day, plc_lost_share=args.plc_lost_share
+        )
+    return SimConfig(id_prefix=id_prefix, profiles=args.profiles, outages=outages)
+
+
+def _demo_engine(settings, sim):  # type: ignore[no-untyped-def]
+    """Engine settings the simulated gateways need: the PLCs' counter modulus,
+    and revisions that reach back over the longest gateway outage."""
+    from streams.timeutil import parse_duration_us
+
+    engine = settings.engine
+    updates: dict[str, object] = {}
+    if engine.counter_modulus is None:
+        updates["counter_modulus"] = sim.counter_modulus
+    if sim.outages is not None:
+        longest_s = sim.outages.duration_s[1]
+        if parse_duration_us(engine.revision_horizon) < round(longest_s * 1_000_000):
+            updates["revision_horizon"] = longest_s
+    return engine.model_copy(update=updates) if updates else engine
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agents.demo_feed import add_simulator
+    from agents.worker import add_console, start_worker
+
+    try:
+        sim = _sim_config(args, id_prefix=f"demo{args.seed}-")
+    except ValueError as exc:
+        print(f"kpimon demo: {exc}", file=sys.stderr)
+        return 2
     settings = _settings_with_broker(args)
     # The demo compresses time: its plant runs ahead of the wall clock.
     worker = settings.worker.model_copy(update={"max_future_skew": 366 * 86_400.0})
-    settings = settings.model_copy(update={"worker": worker})
+    engine = _demo_engine(settings, sim)
+    settings = settings.model_copy(update={"worker": worker, "engine": engine})
 
     def extra(running):  # type: ignore[no-untyped-def]
-        add_simulator(running, seed=args.seed, history_days=args.history_days, speed=args.speed)
+        add_simulator(
+            running,
+            config=sim,
+            seed=args.seed,
+            history_days=args.history_days,
+            speed=args.speed,
+        )
         add_console(running)
 
     return start_worker(settings, extra=extra, duration=args.duration, any_port=args.port is None)
@@ -194,11 +236,16 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from agents.simulator import SimConfig, simulate
+    from agents.simulator import simulate
     from streams.timeutil import to_us
 
     start = to_us(datetime.fromisoformat(args.start))
-    events = simulate(SimConfig(id_prefix=args.id_prefix), args.seed, start, args.days * 86_400)
+    try:
+        config = _sim_config(args, id_prefix=args.id_prefix)
+    except ValueError as exc:
+        print(f"kpimon simulate: {exc}", file=sys.stderr)
+        return 2
+    events = simulate(config, args.seed, start, args.days * 86_400)
     if args.out:
         with open(args.out, "wb") as fh:
             for event in events:
@@ -242,6 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
             "--broker", help="kafka://host:port (default: settings; none = embedded broker)"
         )
 
+    def gateway_args(
+        p: argparse.ArgumentParser, *, profiles: str, outages_per_day: float, plc_lost_share: float
+    ) -> None:
+        p.add_argument(
+            "--profiles",
+            default=profiles,
+            help="what the machines' gateways send: periodic, on-change, plc-counter, mix, "
+            f"or counts like periodic=4,on-change=4,plc-counter=3 (default: {profiles})",
+        )
+        p.add_argument(
+            "--outages-per-day",
+            type=float,
+            default=outages_per_day,
+            help="gateway outages (1-3 h) per machine and day, about; events held back "
+            f"and sent at once when it ends (default: {outages_per_day})",
+        )
+        p.add_argument(
+            "--plc-lost-share",
+            type=float,
+            default=plc_lost_share,
+            help="share of the outages where the gateway lost the PLC and sends 'unknown' "
+            f"(default: {plc_lost_share})",
+        )
+
     p = sub.add_parser("worker", help="run a worker (embedded broker when none is configured)")
     kafka_args(p)
     p.add_argument("--port", type=int, help="HTTP port (default 6066)")
@@ -258,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=float, default=3.0, help="simulated days sent at once first"
     )
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
+    gateway_args(p, profiles="mix", outages_per_day=0.5, plc_lost_share=0.25)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topics")
@@ -277,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-prefix", default="", help="prefix of event ids (distinct runs need distinct ones)"
     )
     p.add_argument("--out", help="write JSON lines here instead of sending")
+    gateway_args(p, profiles="periodic", outages_per_day=0.0, plc_lost_share=0.0)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("bench", help="measure throughput, latency and memory on this machine")

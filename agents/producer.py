@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from agents.settings import KafkaSettings, TopicSettings
 from streams.events import parse_event
 
-_TOPICS = dict.fromkeys(["state", "count"], "machine-state")
+_TOPICS = dict.fromkeys(["state", "count", "counter"], "machine-state")
 _TOPICS |= dict.fromkeys(["order", "order_cancelled", "order_closed"], "orders")
 _TOPICS["shipment"] = "shipments"
 

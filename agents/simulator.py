@@ -1,22 +1,29 @@
 """Seeded, reproducible plant and order-fulfilment simulator.
 
 `simulate(config, seed, start_us, duration_s)` yields the input events of the
-event contract (machine-state, orders, shipments) as JSON-ready dicts in
-non-decreasing `ts` order. It never reads the clock and never touches global
-random state: every machine and the order stream draw from their own
+event contract (machine-state, orders, shipments) as JSON-ready dicts in send
+order: non-decreasing `ts`, except for the bursts of a store-and-forward
+gateway outage. It never reads the clock and never touches global random
+state: every machine, its gateway and the order stream draw from their own
 `random.Random("<seed>/<name>")`, so adding a machine leaves the others alone
 and a longer run starts with exactly the events of a shorter one.
 
-Machine model, per production period of the shift calendar: run a product for
-a drawn amount of running time, then change over (`setup`, reason
-`changeover`); while running, minor stops (`down`/`jam`), failures
-(`down`/`motor_fault`, `tool_break`) and idle periods (`no_material`,
-`blocked`, `no_order`) interrupt it, each after an exponential amount of
-running time. Counts come every `count_interval_s` while running, plus one
-flush at the end of every running interval (same `ts` as the next state event,
-and before it): total = running seconds x speed / ideal cycle, speed in
-0.85-0.95, and good = total - Binomial(total, scrap rate). A state that lasts
-longer than `heartbeat_s` is repeated every `heartbeat_s`.
+Machine model (`agents.simulator_plant`), per production period of the shift
+calendar: run a product for a drawn amount of running time, then change over
+(`setup`, reason `changeover`); while running, minor stops (`down`/`jam`),
+failures (`down`/`motor_fault`, `tool_break`) and idle periods
+(`no_material`, `blocked`, `no_order`) interrupt it, each after an
+exponential amount of running time. Units are reported every
+`count_interval_s` while running, plus once at the end of every running
+interval (same `ts` as the next state event, and before it): total = running
+seconds x speed / ideal cycle, speed in 0.85-0.95, and good = total -
+Binomial(total, scrap rate).
+
+What each machine's gateway sends is its producer profile (`profiles`), and
+gateways may have outages (`outages`); see `agents.simulator_gateway`. The
+default, `periodic`, repeats a state that lasts longer than `heartbeat_s`
+every `heartbeat_s`. `plant_truth` gives what the machines really did (units,
+good units, time per state), the same for every profile.
 
     python -m agents.simulator samples/plant-3-days.jsonl.gz   # regenerate the sample
 """
@@ -27,9 +34,8 @@ import argparse
 import gzip
 import heapq
 import itertools
-import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +43,26 @@ from pathlib import Path
 import orjson
 
 from agents.producer import batched, key_of, topic_of  # noqa: F401 (re-exported)
+from agents.simulator_gateway import (
+    MachineTruth,
+    Outage,
+    Outages,
+    PlcCounters,
+    Profile,
+    Record,
+    Renderer,
+    draw_outages,
+    lose_plc,
+    machine_profiles,
+    on_change,
+    periodic,
+    plc_counter,
+    store_and_forward,
+    tally,
+)
 from agents.simulator_orders import OrderConfig, order_events
-from streams.timeutil import US, iso, to_us
-
-DAY_US = 86_400 * US
+from agents.simulator_plant import Machine, planned_calendar  # noqa: F401 (re-exported)
+from streams.timeutil import US, to_us
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,15 @@ class SimConfig:
     orders: OrderConfig = field(default_factory=OrderConfig)
     id_prefix: str = ""
     """Prepended to every event_id (e.g. to keep ids of separate runs apart)."""
+    profiles: str = "periodic"
+    """What the machines' gateways send: `periodic`, `on-change`, `plc-counter`,
+    `mix` (the three in turn) or counts like `periodic=4,on-change=4,plc-counter=3`."""
+    outages: Outages | None = None
+    """Gateway outages of every machine (store-and-forward bursts, PLC lost)."""
+    counter_modulus: int = 65_536
+    """PLC counters wrap here; the first `plc-counter` machine starts just below it."""
+    plc_restart_share: float = 0.25
+    """Share of breakdowns after which a `plc-counter` machine's PLC restarts at 0."""
 
     def __post_init__(self) -> None:
         if self.count_interval_s <= 0 or self.heartbeat_s <= 0:
@@ -149,195 +180,76 @@ class SimConfig:
                 raise ValueError(f"{spec.line}: ideal_cycle_s must be > 0")
         if not 0 < self.speed_factor[0] <= self.speed_factor[1] <= 1:
             raise ValueError("speed_factor must lie in (0, 1]")
+        if self.counter_modulus < 2 or not 0 <= self.plc_restart_share <= 1:
+            raise ValueError("counter_modulus must be >= 2, plc_restart_share in [0, 1]")
+        self.machine_profiles()  # a bad spec fails here
 
-
-# --- shift calendar -------------------------------------------------------------
-
-
-def _clock_us(text: str) -> int:
-    hours, minutes = text.split(":")
-    return (int(hours) * 3600 + int(minutes) * 60) * US
-
-
-def planned_calendar(
-    shifts: Iterable[Shift], start_us: int, end_us: int
-) -> list[tuple[int, int, str | None]]:
-    """Split [start, end) into (from, to, planned-stop reason or None for production)."""
-    shifts = tuple(shifts)
-    if not shifts:
-        return [(start_us, end_us, None)] if start_us < end_us else []
-    work: list[tuple[int, int]] = []
-    breaks: list[tuple[int, int]] = []
-    for day in range(start_us // DAY_US - 1, end_us // DAY_US + 2):
-        base = day * DAY_US
-        for shift in shifts:
-            begin, end = base + _clock_us(shift.start), base + _clock_us(shift.end)
-            end += DAY_US if end <= begin else 0
-            work.append((begin, end))
-            if shift.break_start is not None:
-                pause = base + _clock_us(shift.break_start)
-                pause += DAY_US if pause < begin else 0
-                breaks.append((pause, pause + round(shift.break_min * 60 * US)))
-    edges = {start_us, end_us} | {t for span in work + breaks for t in span}
-    points = sorted(t for t in edges if start_us <= t <= end_us)
-    calendar: list[tuple[int, int, str | None]] = []
-    for a, b in itertools.pairwise(points):
-        if any(s <= a < e for s, e in breaks):
-            reason: str | None = "break"
-        elif any(s <= a < e for s, e in work):
-            reason = None
-        else:
-            reason = "no_shift"
-        if calendar and calendar[-1][2] == reason:
-            calendar[-1] = (calendar[-1][0], b, reason)
-        else:
-            calendar.append((a, b, reason))
-    return calendar
-
-
-# --- one machine ----------------------------------------------------------------
-
-
-class _Machine:
-    """Generates one machine's (ts_us, event) stream; all times whole seconds."""
-
-    def __init__(
-        self, config: SimConfig, spec: LineSpec, machine: str, seed: int, start_us: int
-    ) -> None:
-        self.config, self.spec, self.machine = config, spec, machine
-        self.rng = random.Random(f"{seed}/{machine}")
-        self.count_us = round(config.count_interval_s * US)
-        self.heartbeat_us = round(config.heartbeat_s * US)
-        drift = config.scrap_drift
-        self.drift = drift if drift is not None and drift.line == spec.line else None
-        self.drift_from_us = 0
-        if drift is not None:
-            noon_us = start_us - start_us % DAY_US + DAY_US // 2
-            self.drift_from_us = (
-                noon_us if drift.at_s is None else start_us + round(drift.at_s * US)
-            )
-        self.product: Product | None = None
-        self.speed = 1.0
-        self.progress = 0.0
-        self.run_left = 0
-
-    def _secs(self, low_high: tuple[float, float]) -> int:
-        return max(1, round(self.rng.uniform(*low_high))) * US
-
-    def _exp(self, mean_s: float) -> int:
-        return max(1, round(self.rng.expovariate(1 / mean_s))) * US if mean_s > 0 else 2**62
-
-    def _state(self, ts_us: int, state: str, reason: str | None) -> tuple[int, dict]:
-        return ts_us, {
-            "type": "state", "event_id": "", "ts": iso(ts_us), "site": self.config.site,
-            "line": self.spec.line, "machine": self.machine, "state": state, "reason": reason,
-        }  # fmt: skip
-
-    def _hold(
-        self, t_us: int, until_us: int, state: str, reason: str | None
-    ) -> Iterator[tuple[int, dict]]:
-        """The state at t, repeated every heartbeat while it lasts."""
-        while t_us < until_us:
-            yield self._state(t_us, state, reason)
-            t_us += self.heartbeat_us
-
-    def _scrap_rate(self, ts_us: int) -> float:
-        """Base rate, ramping linearly to `factor` x base after the drift starts."""
-        rate, drift = self.spec.scrap_rate, self.drift
-        if drift is None or ts_us <= self.drift_from_us:
-            return rate
-        ramp = 1.0 if drift.ramp_s <= 0 else (ts_us - self.drift_from_us) / US / drift.ramp_s
-        return min(1.0, rate * (1 + (drift.factor - 1) * min(1.0, ramp)))
-
-    def _count(self, ts_us: int, run_us: int) -> tuple[int, dict]:
-        product = self.product
-        assert product is not None, "a product is chosen before the first run"
-        # Speed jitters +-3% per interval around the run's speed factor (< 1).
-        self.progress += (
-            run_us / US * self.speed * self.rng.uniform(0.97, 1.03) / product.ideal_cycle_s
-        )
-        total = math.floor(self.progress)
-        self.progress -= total
-        p = self._scrap_rate(ts_us)
-        scrap = sum(self.rng.random() < p for _ in range(total))
-        return ts_us, {
-            "type": "count", "event_id": "", "ts": iso(ts_us), "site": self.config.site,
-            "line": self.spec.line, "machine": self.machine, "product": product.sku,
-            "ideal_cycle_s": product.ideal_cycle_s, "total": total, "good": total - scrap,
-        }  # fmt: skip
-
-    def _new_product(self) -> None:
-        choices = [p for p in self.spec.products if p != self.product]
-        self.product = self.rng.choice(choices or list(self.spec.products))
-        self.speed = self.rng.uniform(*self.config.speed_factor)
-        self.progress = 0.0
-        self.run_left = self._secs(self.config.product_run_s)
-
-    def events(self, start_us: int, end_us: int) -> Iterator[tuple[int, dict]]:
-        cfg = self.config
-        self._new_product()
-        next_minor = self._exp(cfg.minor_stop_mtbf_s)
-        next_failure = self._exp(cfg.failure_mtbf_s)
-        next_idle = self._exp(cfg.idle_mtbf_s)
-        for seg_start, seg_end, reason in planned_calendar(cfg.shifts, start_us, end_us):
-            if reason is not None:
-                yield from self._hold(seg_start, seg_end, "planned_stop", reason)
-                continue
-            t = seg_start
-            while t < seg_end:
-                if self.run_left <= 0:
-                    self._new_product()
-                    state, why, length = "setup", "changeover", self._secs(cfg.changeover_s)
-                elif next_failure <= 0:
-                    why = self.rng.choice(["motor_fault", "tool_break"])
-                    state, length = "down", self._secs(cfg.failure_s)
-                    next_failure = self._exp(cfg.failure_mtbf_s)
-                elif next_minor <= 0:
-                    state, why, length = "down", "jam", self._secs(cfg.minor_stop_s)
-                    next_minor = self._exp(cfg.minor_stop_mtbf_s)
-                elif next_idle <= 0:
-                    why = self.rng.choice(["no_material", "blocked", "no_order"])
-                    state, length = "idle", self._secs(cfg.idle_s)
-                    next_idle = self._exp(cfg.idle_mtbf_s)
-                else:
-                    run = min(next_minor, next_failure, next_idle, self.run_left, seg_end - t)
-                    yield self._state(t, "running", None)
-                    end = t + run
-                    while t < end:
-                        step = min(self.count_us, end - t)
-                        t += step
-                        yield self._count(t, step)
-                    next_minor -= run
-                    next_failure -= run
-                    next_idle -= run
-                    self.run_left -= run
-                    continue
-                # A stop cut short by a planned stop is over when production resumes.
-                until = min(t + length, seg_end)
-                yield from self._hold(t, until, state, why)
-                t = until
+    def machine_profiles(self) -> dict[str, Profile]:
+        """Each machine's producer profile."""
+        return machine_profiles(self.profiles, [m for spec in self.lines for m in spec.machines])
 
 
 # --- the whole plant ------------------------------------------------------------
 
 
-def simulate(config: SimConfig, seed: int, start_us: int, duration_s: float) -> Iterator[dict]:
-    """The plant's and the order desk's events with start <= ts < start + duration.
+def _plant(
+    config: SimConfig, spec: LineSpec, machine: str, seed: int, start_us: int, end_us: int
+) -> tuple[Iterator[Record], list[Outage]]:
+    """One machine's plant records and its gateway's outages."""
+    records = Machine(config, spec, machine, seed, start_us).records(start_us, end_us)
+    outages: list[Outage] = []
+    if config.outages is not None:
+        rng = random.Random(f"{seed}/{machine}/gateway")
+        outages = draw_outages(config.outages, machine, rng, start_us, end_us)
+    return records, outages
 
-    Events come in non-decreasing ts; on equal ts, machines in config order, then
-    orders; each machine's count flush precedes its state change at the same ts.
+
+def _machine_events(
+    config: SimConfig, spec: LineSpec, machine: str, profile: Profile, near_wrap: bool,
+    seed: int, start_us: int, end_us: int,
+) -> Iterator[tuple[int, dict]]:  # fmt: skip
+    """One machine's (send time, event) stream as its gateway sends it."""
+    records, outages = _plant(config, spec, machine, seed, start_us, end_us)
+    lost = [o for o in outages if o.plc_lost]
+    seen = lose_plc(records, lost, end_us) if lost else records
+    out = Renderer(config.site, spec.line, machine)
+    if profile == "periodic":
+        events = periodic(seen, out, round(config.heartbeat_s * US))
+    elif profile == "on-change":
+        events = on_change(seen, out)
+    else:
+        plc = PlcCounters(
+            random.Random(f"{seed}/{machine}/plc"), config.counter_modulus, near_wrap=near_wrap
+        )
+        events = plc_counter(seen, out, plc, config.plc_restart_share)
+    held = [o for o in outages if not o.plc_lost]
+    return store_and_forward(events, held) if held else events
+
+
+def simulate(config: SimConfig, seed: int, start_us: int, duration_s: float) -> Iterator[dict]:
+    """The plant's and the order desk's events sent before start + duration, in
+    send order (events held back by a gateway outage are sent at its end).
+
+    Events come in non-decreasing send time, which is `ts` but for outage
+    bursts; on equal send time, machines in config order, then orders; each
+    machine's count flush precedes its state change at the same ts.
     """
     if duration_s < 0:
         raise ValueError(f"duration_s must be >= 0, got {duration_s}")
     end_us = start_us + round(duration_s * US)
     streams: list[Iterator[tuple[int, dict]]] = []
     silent = config.silent_machine
+    profiles = config.machine_profiles()
+    first_counter = next((m for m, p in profiles.items() if p == "plc-counter"), None)
     for spec in config.lines:
         for machine in spec.machines:
             limit_us = end_us
             if silent is not None and silent.machine == machine:
                 limit_us = min(end_us, start_us + round(silent.from_s * US))
-            events = _Machine(config, spec, machine, seed, start_us).events(start_us, end_us)
+            events = _machine_events(
+                config, spec, machine, profiles[machine], machine == first_counter,
+                seed, start_us, end_us,
+            )  # fmt: skip
             streams.append(
                 itertools.takewhile(lambda item, limit=limit_us: item[0] < limit, events)
             )
@@ -349,6 +261,38 @@ def simulate(config: SimConfig, seed: int, start_us: int, duration_s: float) -> 
         numbers[kind] = numbers.get(kind, 0) + 1
         event["event_id"] = f"{config.id_prefix}{kind}-{numbers[kind]}"
         yield event
+
+
+def gateway_outages(config: SimConfig, seed: int, start_us: int, duration_s: float) -> list[Outage]:
+    """Every machine's gateway outages of a run, by start."""
+    end_us = start_us + round(duration_s * US)
+    outages = [
+        outage
+        for spec in config.lines
+        for machine in spec.machines
+        for outage in _plant(config, spec, machine, seed, start_us, end_us)[1]
+    ]
+    return sorted(outages, key=lambda o: (o.start_us, o.machine))
+
+
+def plant_truth(
+    config: SimConfig, seed: int, start_us: int, duration_s: float
+) -> dict[str, MachineTruth]:
+    """What each machine really did over [start, start + duration), whatever its
+    profile sends: units, good units, ideal seconds, failures, time per state,
+    and the part of it hidden by PLC-lost outages. It is the plant's: a silent
+    machine's, or one whose outage is still open at the end (its events held
+    back), is more than it sent."""
+    end_us = start_us + round(duration_s * US)
+    profiles = config.machine_profiles()
+    truth: dict[str, MachineTruth] = {}
+    for spec in config.lines:
+        for machine in spec.machines:
+            records, outages = _plant(config, spec, machine, seed, start_us, end_us)
+            lost = [o for o in outages if o.plc_lost]
+            found = MachineTruth(machine, spec.line, profiles[machine])
+            truth[machine] = tally(found, records, lost, end_us)
+    return truth
 
 
 # --- the committed sample day ---------------------------------------------------

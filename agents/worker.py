@@ -8,8 +8,6 @@ simulator and a live summary in the terminal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import socket
 import sys
@@ -21,7 +19,7 @@ from typing import Any
 
 import faust
 
-from agents.app import Runtime, build_app, pipeline_stats, wall_us
+from agents.app import Runtime, build_app, pipeline_stats
 from agents.settings import Settings
 
 log = logging.getLogger("kpimon")
@@ -133,47 +131,6 @@ def start_worker(
         if broker is not None:
             broker.stop()
     return 0
-
-
-def add_simulator(running: Running, *, seed: int, history_days: float, speed: float) -> None:
-    """Feed the simulated plant: `history_days` at full speed, then live at `speed`x."""
-    from agents.producer import EventProducer
-    from agents.simulator import SimConfig, simulate
-
-    settings = running.runtime.settings
-    day_us = 86_400_000_000
-    now = wall_us()
-    start = now - now % day_us - round(history_days * day_us)
-    history_end = start + round(history_days * day_us)
-    config = SimConfig(id_prefix=f"demo{seed}-")
-
-    @running.app.task
-    async def feed() -> None:
-        producer = EventProducer(running.bootstrap, topics=settings.topics, validate=False)
-        await producer.start()
-        try:
-            events = iter(simulate(config, seed, start, 365 * 86_400))
-            batch: list[dict[str, Any]] = []
-            first_live = None
-            for event in events:  # the history, as fast as the broker takes it
-                if _ts_us(event["ts"]) >= history_end:
-                    first_live = event
-                    break
-                batch.append(event)
-                if len(batch) >= 2000:
-                    await producer.send(batch, wait=False)
-                    batch = []
-            await producer.send(batch)
-            began = time.monotonic()
-            for event in itertools.chain([first_live] if first_live else [], events):
-                due = began + (_ts_us(event["ts"]) - history_end) / 1e6 / speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await producer.send([event], wait=False)
-        finally:
-            with contextlib.suppress(Exception):
-                await producer.stop()
 
 
 def _ts_us(text: str) -> int:
