@@ -63,6 +63,8 @@ PARSE_ONLY = {
     "KpimonOEEBelowTarget": "the seeded plant's last closed hour is above the 60% target",
     "KpimonPerfectOrderBelowTarget": "whether a segment's day misses its target is chance",
     "KpimonEngineStateNearLimit": "the plant holds far fewer machines and orders than the limits",
+    "KpimonLateData": "the simulated gateways have no outages: no machine event arrives late",
+    "KpimonDataTooLate": "no event arrives behind the frontier, let alone the revision horizon",
     "KpimonMessagesLost": "nothing is lost in a healthy run (tests/agents/test_agents.py "
     "test_run_engine_counts_what_it_cannot_refill covers the counter)",
 }
