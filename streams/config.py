@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from streams.pchart import PChartConfig
 from streams.timeutil import US, duration_label, parse_duration_us
-from streams.windows import WEEKDAYS, Shift, ShiftCalendar, WindowSet, parse_clock
+from streams.windows import (
+    UTC_DAY,
+    WEEKDAYS,
+    LocalDay,
+    Shift,
+    ShiftCalendar,
+    WindowSet,
+    parse_clock,
+)
 
 Duration = str | int | float
 DAY_US = 86_400 * US
@@ -151,6 +159,27 @@ class TargetSettings(_Strict):
         return self.site, self.line, self.machine
 
 
+class ProductionDaySettings(_Strict):
+    """A local clock: windows of a size that divides a day follow it, `1d` from `day_start`."""
+
+    timezone: str = Field("UTC", description="IANA zone, e.g. Europe/Berlin")
+    day_start: str = Field("00:00", description="local clock time HH:MM the production day starts")
+
+    @field_validator("day_start")
+    @classmethod
+    def _clock(cls, v: str) -> str:
+        parse_clock(v)
+        return v
+
+    @model_validator(mode="after")
+    def _valid(self) -> ProductionDaySettings:
+        self.build()
+        return self
+
+    def build(self) -> LocalDay:
+        return LocalDay(self.timezone, parse_clock(self.day_start))
+
+
 class HeartbeatSettings(_Strict):
     """Opt-in: producers of a site, line or machine promise an event at least this often.
 
@@ -216,6 +245,14 @@ class EngineConfig(_Strict):
         description="tumbling window sizes (epoch-aligned, UTC)",
     )
     shift_calendar: ShiftCalendarSettings | None = None
+    production_day: ProductionDaySettings = Field(
+        default_factory=ProductionDaySettings,
+        description="the plant's local clock: orders, p-charts of orders, and every site "
+        "without an entry in `sites` (default UTC, days from midnight)",
+    )
+    sites: dict[str, ProductionDaySettings] = Field(
+        default_factory=dict, description="a site's own local clock (its machines' windows)"
+    )
     allowed_lateness: Duration = Field("5m", description="late events within this still count")
     revision_horizon: Duration = Field(
         "24h",
@@ -355,9 +392,14 @@ class EngineConfig(_Strict):
                 best, rank = entry.timeout, r
         return None if best is None else parse_duration_us(best)
 
-    def window_set(self) -> WindowSet:
+    def window_set(self, site: str | None = None) -> WindowSet:
+        """The windows of a site's machines (its local clock), or with no site the plant's."""
         calendar = self.shift_calendar.build() if self.shift_calendar else None
-        return WindowSet([parse_duration_us(w) for w in self.windows], calendar)
+        local = self.production_day.build()
+        if site is not None and site in self.sites:
+            local = self.sites[site].build()
+        sizes = [parse_duration_us(w) for w in self.windows]
+        return WindowSet(sizes, calendar, local=local if local != UTC_DAY else UTC_DAY)
 
     def window_labels(self) -> list[str]:
         return [_label(w) for w in self.windows]

@@ -49,7 +49,7 @@ from streams.records import (
 )
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
 from streams.safety_stock import SafetyStock
-from streams.windows import ShiftCalendar, TumblingWindows, Window, split_planned
+from streams.windows import ShiftCalendar, Window, WindowSet, split_planned
 
 MachineKey = tuple[str, str, str]  # site, line, machine
 SegmentKey = tuple[str, str]  # direction, segment
@@ -118,7 +118,7 @@ class Engine:
         self.decided_memory_us = c.us("decided_memory")
         self.max_machines = c.max_machines
         self.max_open_orders = c.max_open_orders
-        self._ticks = TumblingWindows(min(t.size_us for t in self.windows.tumbling))
+        self._site_windows: dict[str, WindowSet] = {}  # site -> its machines' windows
         self._label_rank = {label: i for i, label in enumerate(self.windows.labels)}
         self._pchart_config = c.pchart.build()
 
@@ -307,12 +307,17 @@ class Engine:
         return out
 
     def _next_boundary(self, frontier: int) -> int:
-        nxt = self._ticks.containing(frontier).end_us
-        if self.windows.calendar:
-            for shift in self.windows.calendar.occurrences(frontier, nxt):
-                if frontier < shift.end_us < nxt:
-                    nxt = shift.end_us
-        return nxt
+        """The first instant after the frontier at which any window ends."""
+        sets = [self.windows, *self._site_windows.values()]
+        return min(ws.next_end(frontier) for ws in sets)
+
+    def site_windows(self, site: str) -> WindowSet:
+        """The windows of a site's machines: its own local clock, or the plant's."""
+        found = self._site_windows.get(site)
+        if found is None:
+            own = site in self.config.sites
+            found = self._site_windows[site] = self.config.window_set(site) if own else self.windows
+        return found
 
     # -- attribution ---------------------------------------------------------
     def heartbeat_us(self, timeline: MachineTimeline) -> int | None:
@@ -348,23 +353,25 @@ class Engine:
         return calendar is None or calendar.containing(ts_us) is not None
 
     def _add_segment(self, mkey: MachineKey, seg: Segment) -> None:
-        self._spread(seg, lambda window: self._oee_state(window, mkey))
+        self._spread(seg, self.site_windows(mkey[0]), lambda window: self._oee_state(window, mkey))
 
-    def _spread(self, seg: Segment, state_of: Callable[[Window], OeeState]) -> None:
+    def _spread(
+        self, seg: Segment, windows: WindowSet, state_of: Callable[[Window], OeeState]
+    ) -> None:
         """Add a segment to the state of each window it touches."""
         if seg.units is not None:
             u = seg.units
-            for window in self.windows.containing(seg.start_us):
+            for window in windows.containing(seg.start_us):
                 state_of(window).add_units(
                     u.total, u.good, u.ideal_us, outside_running=u.outside_running
                 )
             return
         if seg.failure_at_start:
-            for window in self.windows.containing(seg.start_us):
+            for window in windows.containing(seg.start_us):
                 state_of(window).failures += 1
             return
-        for start, end, bucket, reason in segment_pieces(seg, self.windows.calendar):
-            for window in self.windows.overlapping(start, end):
+        for start, end, bucket, reason in segment_pieces(seg, windows.calendar):
+            for window in windows.overlapping(start, end):
                 piece = min(end, window.end_us) - max(start, window.start_us)
                 state_of(window).add_time(bucket, piece, reason)
 
@@ -432,7 +439,8 @@ class Engine:
         recomputes such a window whole.
         """
         floor = self._revision_floor()
-        return min(w.start_us for w in self.windows.containing(floor))
+        sets = [self.windows, *self._site_windows.values()]
+        return min(w.start_us for ws in sets for w in ws.containing(floor))
 
     def _forget_history(self) -> None:
         """Fold events no late event can reach into each machine's base; drop old windows."""
@@ -466,12 +474,11 @@ class Engine:
             # Nothing before the first late event changes; a closed window that
             # holds it is computed whole from its start, an open one by difference.
             first = late[0][0]
-            since = min(
-                [first]
-                + [w.start_us for w in self.windows.containing(first) if w.end_us <= closed_until]
-            )
-            old = self._window_states(before, since)
-            new = self._window_states(segments, since)
+            windows = self.site_windows(timeline.site)
+            held = windows.containing(first)
+            since = min([first] + [w.start_us for w in held if w.end_us <= closed_until])
+            old = self._window_states(before, since, windows)
+            new = self._window_states(segments, since, windows)
             for window in sorted(old.keys() | new.keys()):
                 was, state = old.get(window, OeeState()), new.get(window, OeeState())
                 if state == was:
@@ -492,7 +499,9 @@ class Engine:
         ):
             out.extend(self._republish(window, revised[window]))
 
-    def _window_states(self, segments: list[Segment], since_us: int) -> dict[Window, OeeState]:
+    def _window_states(
+        self, segments: list[Segment], since_us: int, windows: WindowSet
+    ) -> dict[Window, OeeState]:
         """Per window, what the segments from `since_us` on add to it."""
         states: dict[Window, OeeState] = defaultdict(OeeState)
         for seg in segments:
@@ -500,7 +509,7 @@ class Engine:
                 continue
             if seg.start_us < since_us:
                 seg = Segment(since_us, seg.end_us, seg.bucket, seg.reason)
-            self._spread(seg, states.__getitem__)
+            self._spread(seg, windows, states.__getitem__)
         return states
 
     def _republish(self, window: Window, machines: dict[MachineKey, OeeState]) -> Output:

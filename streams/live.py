@@ -24,13 +24,15 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
     if engine.watermark_us is None:
         return []
     now = engine.watermark_us
-    wanted = engine.windows.containing(max(now - 1, 0))
+    orders_wanted = engine.windows.containing(max(now - 1, 0))
     oee: dict[Window, dict[tuple[str, str, str], OeeState]] = defaultdict(dict)
-    for window in wanted:
-        for key, state in engine.oee.get(window, {}).items():
-            oee[window][key] = OeeState.from_dict(state.to_dict())
     for timeline in engine.machines.values():
         key = (timeline.site, timeline.line, timeline.machine)
+        windows = engine.site_windows(timeline.site)
+        wanted = windows.containing(max(now - 1, 0))
+        for window in wanted:
+            state = engine.oee.get(window, {}).get(key)
+            oee[window][key] = OeeState() if state is None else OeeState.from_dict(state.to_dict())
         # Show time and units up to the machine's own newest event too.
         newest = timeline.newest_us or now
         segments = timeline.preview(
@@ -48,11 +50,14 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
                     seg.bucket,
                     seg.reason,
                 )
-                for start, end, bucket, reason in segment_pieces(clipped, engine.windows.calendar):
+                for start, end, bucket, reason in segment_pieces(clipped, windows.calendar):
                     oee[window].setdefault(key, OeeState()).add_time(bucket, end - start, reason)
     records: list[dict[str, Any]] = []
-    for window in wanted:
-        records += oee_rollup(window, oee.get(window, {}))[0]
+    rank = engine.windows.labels.index
+    order = sorted({*oee, *orders_wanted}, key=lambda w: (rank(w.label), w.start_us, w.date or ""))
+    for window in order:
+        if window in oee:
+            records += oee_rollup(window, oee[window])[0]
         for (direction, segment), state in sorted(engine.orders.get(window, {}).items()):
             records.append(perfect_order_record(direction, segment, window, state))
     return records

@@ -19,7 +19,11 @@ from streams.windows import Window
 
 
 def window_fields(window: Window) -> dict[str, Any]:
-    return {"window": window.label, "start": iso(window.start_us), "end": iso(window.end_us)}
+    """Label and UTC bounds; plus the local production `date` of a dated window."""
+    fields = {"window": window.label, "start": iso(window.start_us), "end": iso(window.end_us)}
+    if window.date is not None:
+        fields["date"] = window.date
+    return fields
 
 
 def oee_record(scope: str, keys: dict[str, str], window: Window, state: OeeState) -> dict[str, Any]:
@@ -115,6 +119,7 @@ def pchart_record(chart: str, window: Window, point: PChartPoint) -> dict[str, A
         "sigma_z": point.sigma_z,
         "violations": list(point.violations),
         "low_count": point.low_count,
+        "limits": point.limits,
     }
 
 
@@ -153,6 +158,7 @@ def alert_id(*parts: object) -> str:
 
 
 def pchart_alert(chart: str, window: Window, point: PChartPoint) -> dict[str, Any]:
+    """Critical for WE1: beyond limits that hold, normal or exact binomial (`limits`)."""
     return {
         "alert_id": alert_id("pchart_rule", chart, window.label, window.start_us),
         "kind": "pchart_rule",
@@ -163,6 +169,7 @@ def pchart_alert(chart: str, window: Window, point: PChartPoint) -> dict[str, An
         "value": point.p,
         "limit": point.ucl if point.p >= point.center else point.lcl,
         "center": point.center,
+        "limits": point.limits,
     }
 
 

@@ -159,7 +159,11 @@ class ClosedWindow:
 
 
 def window_to_list(w: Window) -> list[Any]:
-    return [w.start_us, w.end_us, w.label]
+    """[start, end, label] and, for a window of a local production day, its date."""
+    data: list[Any] = [w.start_us, w.end_us, w.label]
+    if w.date is not None:
+        data.append(w.date)
+    return data
 
 
 def window_from_list(data: list[Any]) -> Window:

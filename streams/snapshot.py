@@ -17,14 +17,14 @@ from streams.oee import OeeState
 from streams.orders import OpenOrder
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
-from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
+from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.windows import Window
 
 VERSION = 1
 
 
 def _window(w: Window) -> list[Any]:
-    return [w.start_us, w.end_us, w.label]
+    return window_to_list(w)
 
 
 def _order_to_dict(o: OpenOrder) -> dict[str, Any]:
