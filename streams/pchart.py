@@ -34,13 +34,57 @@ Western Electric rules are judged on the last 8 subgroups, each with its own
 z_i = (p_i − p̄)/σ_i (σ_i·σ_z in Laney mode) recomputed against the current
 centre; a point with σ_i = 0 (p̄ = 0 or 1) is skipped. See `western_electric`.
 
-Where n_i·p̄ < ``min_np`` the normal approximation is poor: the point is
-flagged ``low_count``, never refused.
+Small subgroups. Where n_i·p̄ or n_i·(1 − p̄) is below ``min_np`` (default 5)
+the normal approximation behind p̄ ± 3σ_i does not hold, and the point is
+judged against exact binomial limits instead (``limits`` = "binomial", else
+"normal"). With X ~ Binomial(n_i, p̄), p̄ the centre the point is charted
+against, and α = Φ(−3) ≈ 0.00135 (the normal tail beyond 3σ):
+
+- the point is above its upper limit when P(X ≥ d_i) < α, and below its lower
+  limit when P(X ≤ d_i) < α;
+- UCL_i = u/n_i, u the largest count not above the limit (UCL_i = 1 when no
+  count is); LCL_i = l/n_i, l the smallest count not below it (LCL_i = 0 when
+  no count is: at n_i = 27, p̄ = 0.04 even d = 0 has P = 0.33). So p_i > UCL_i
+  exactly when the point is above, p_i < LCL_i exactly when it is below; a
+  limit that would fall on the wrong side of p̄ (n_i = 1, p̄ = 0.0001: even
+  d = 1 is above, so u = 0) is drawn at p̄, so LCL_i ≤ p̄ ≤ UCL_i;
+- the run rules see a probability-equivalent z: the normal quantile of the
+  same one-sided exact tail, z_i = −Φ⁻¹(P(X ≥ d_i)) when p_i > p̄ and
+  z_i = Φ⁻¹(P(X ≤ d_i)) when p_i < p̄, clipped to 0 where that tail exceeds
+  ½ (a count just above n_i·p̄ may be no rarer than that). "Beyond kσ" then
+  means a tail below Φ(−k), the probability it has for a normal point: WE1
+  is the exact-limit test itself, a point reaches each WE2/WE3 zone with at
+  most its normal probability (the tail counts the point's own count), and
+  WE4 takes the side of p_i against p̄. The point's ``z`` is this z; its
+  ``sigma`` is the plain binomial σ_i, which the exact limits are not built from.
+
+Tails are summed term by term from the binomial pmf (the first term from
+math.comb, or math.lgamma for n > 1000, the next ones by the pmf ratio),
+outward from the mode: a tail beyond the mode directly, one holding the mode
+as 1 − the other side, so a small tail never comes from a cancellation. Pure
+Python, no scipy. In Laney mode the points where the normal
+approximation holds keep σ_i·σ_z; small subgroups take the exact limits and z
+above, without σ_z: σ_z scales a normal σ and has no exact-binomial
+counterpart, so such a point is judged as pure binomial noise around p̄
+(narrower than σ_z > 1 would draw it). ``low_count`` keeps its meaning,
+n_i·p̄ < ``min_np``; ``min_np = 0`` turns exact limits off. Where p̄ is 0 or 1
+the limits collapse onto p̄ (they are the exact limits too) and, as before, no
+rule is judged. Phase-I trimming still uses the normal 3σ limits.
 
 >>> chart = PChart(PChartConfig(center=0.05))
 >>> point = chart.add(d=8, n=100)
 >>> round(point.sigma, 5), round(point.ucl, 5), point.lcl, round(point.z, 3), point.violations
 (0.02179, 0.11538, 0.0, 1.376, ())
+>>> point.limits
+'normal'
+
+With 27 items at p̄ = 0.04 (n·p̄ = 1.08): 5 nonconforming would be beyond the
+normal UCL 0.1531 (z = 3.85), but P(X ≥ 5) = 0.0040 is not below α, and only
+6 or more (P(X ≥ 6) = 0.00059) are:
+
+>>> point = PChart(PChartConfig(center=0.04)).add(d=5, n=27)
+>>> point.limits, round(point.ucl, 4), point.lcl, round(point.z, 3), point.violations
+('binomial', 0.1852, 0.0, 2.656, ())
 """
 
 from __future__ import annotations
@@ -49,6 +93,7 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -57,12 +102,18 @@ import numpy.typing as npt
 Mode = Literal["standard", "laney", "auto"]
 Method = Literal["standard", "laney"]
 Phase = Literal["I", "II"]
+Limits = Literal["normal", "binomial"]
 
 D2 = 1.128
 """d2 for a moving range of 2: E|x_i − x_{i−1}| = 1.128·σ for normal x."""
 
 RECENT_N = 8
 """Subgroups kept for the Western Electric rules (the longest rule, WE4)."""
+
+_NORMAL = NormalDist()
+
+ALPHA = _NORMAL.cdf(-3.0)
+"""Φ(−3) ≈ 0.0013499: each tail beyond the exact binomial limits, as beyond ±3σ."""
 
 _STATE_VERSION = 1
 
@@ -94,8 +145,11 @@ class PChartConfig:
 
 @dataclass(frozen=True)
 class PChartPoint:
-    """One charted subgroup. ``sigma`` is the σ behind the limits (σ_i·σ_z in
-    Laney mode); ``z`` = (p − center)/sigma, None when sigma is 0."""
+    """One charted subgroup. ``limits`` says which limits judged it. Normal:
+    ``sigma`` is the σ behind the limits (σ_i·σ_z in Laney mode) and ``z`` =
+    (p − center)/sigma. Binomial: exact limits, ``sigma`` the plain σ_i and
+    ``z`` the probability-equivalent z (module docstring). ``z`` is None when
+    σ_i is 0."""
 
     d: int
     n: int
@@ -110,6 +164,7 @@ class PChartPoint:
     violations: tuple[str, ...]
     low_count: bool
     sigma_z: float | None
+    limits: Limits
 
     def as_record(self) -> dict[str, Any]:
         """The point's fields of the ``pchart`` output record."""
@@ -123,6 +178,7 @@ class PChartPoint:
             "sigma": self.sigma,
             "phase": self.phase,
             "method": self.method,
+            "limits": self.limits,
             "violations": list(self.violations),
         }
 
@@ -161,7 +217,7 @@ def laney_sigma_z(subgroups: Sequence[Subgroup], center: float) -> float:
     return sum(ranges) / len(ranges) / D2
 
 
-def western_electric(zs: Sequence[float]) -> tuple[str, ...]:
+def western_electric(zs: Sequence[float], sides: Sequence[int] | None = None) -> tuple[str, ...]:
     """Rules violated by the last of ``zs`` (oldest first, σ = 0 points removed).
 
     - WE1: |z| > 3 for the current point;
@@ -171,11 +227,15 @@ def western_electric(zs: Sequence[float]) -> tuple[str, ...]:
       the same side;
     - WE4: the last 8 all strictly above, or all strictly below, the centre.
 
+    ``sides`` (+1 above, −1 below, 0 on the centre; default the sign of each z)
+    decide WE4: a probability-equivalent z of 0 may sit above the centre.
     Near the start of a chart, WE2/WE3 count over the points there are (two
     points both beyond 2σ already make a WE2).
     """
     if not zs:
         return ()
+    if sides is None:
+        sides = [(z > 0) - (z < 0) for z in zs]
     z = zs[-1]
     out: list[str] = []
     if abs(z) > 3:
@@ -185,10 +245,113 @@ def western_electric(zs: Sequence[float]) -> tuple[str, ...]:
             side = math.copysign(1.0, z)
             if sum(1 for x in zs[-window:] if x * side > k) >= need:
                 out.append(code)
-    last8 = zs[-RECENT_N:]
+    last8 = sides[-RECENT_N:]
     if len(last8) == RECENT_N and (all(x > 0 for x in last8) or all(x < 0 for x in last8)):
         out.append("WE4")
     return tuple(out)
+
+
+# --- exact binomial limits for small subgroups -------------------------------------
+
+
+def _log_pmf(k: int, n: int, log_p: float, log_q: float) -> float:
+    """log P(X = k) for X ~ Binomial(n, p), given log p and log(1 − p)."""
+    if n <= 1000:  # exact integer coefficient; lgamma's rounding grows with n
+        log_comb = math.log(math.comb(n, k))
+    else:
+        log_comb = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return log_comb + k * log_p + (n - k) * log_q
+
+
+def _sum_outward(k: int, n: int, log_p: float, log_q: float, step: int) -> float:
+    """Σ P(X = j) for j = k, k + step, … ; k lies beyond the mode on the
+    step's side, so the terms shrink at least geometrically: stop once one is
+    below 2⁻⁶⁰ of the sum. Each term from the last by the pmf ratio
+    P(X = j + 1)/P(X = j) = (n − j)/(j + 1)·p/(1 − p)."""
+    # p/(1 − p) going up, its inverse going down: the one that stays below n + 1
+    odds = math.exp(log_p - log_q if step > 0 else log_q - log_p)
+    term = math.exp(_log_pmf(k, n, log_p, log_q))
+    total = 0.0
+    while True:
+        total += term
+        if term <= total * 2.0**-60 or not 0 <= k + step <= n:
+            return total
+        term *= (n - k) / (k + 1) * odds if step > 0 else k / (n - k + 1) * odds
+        k += step
+
+
+def _at_least(d: int, n: int, p: float, log_p: float, log_q: float) -> float:
+    """P(X ≥ d), 0 < d ≤ n, 0 < p < 1: summed directly when d is beyond the
+    mode, else 1 − P(X ≤ d − 1), which is then at least P(X = mode) ≥ 1/(n + 1)."""
+    mode = min(n, math.floor((n + 1) * p))
+    if d > mode:
+        return _sum_outward(d, n, log_p, log_q, +1)
+    return max(0.0, 1.0 - _sum_outward(d - 1, n, log_p, log_q, -1))
+
+
+def binomial_sf(d: int, n: int, p: float) -> float:
+    """P(X ≥ d) for X ~ Binomial(n, p), exact up to float rounding."""
+    if d <= 0:
+        return 1.0
+    if d > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    return _at_least(d, n, p, math.log(p), math.log1p(-p))
+
+
+def binomial_cdf(d: int, n: int, p: float) -> float:
+    """P(X ≤ d) for X ~ Binomial(n, p): P(n − X ≥ n − d), n − X ~ Binomial(n, 1 − p)."""
+    if d >= n:
+        return 1.0
+    if d < 0 or p >= 1.0:
+        return 0.0
+    if p <= 0.0:
+        return 1.0
+    return _at_least(n - d, n, 1.0 - p, math.log1p(-p), math.log(p))
+
+
+def _tail_z(tail: float) -> float:
+    """z ≥ 0 with Φ(−z) = tail (0 for a tail of ½ or more; about 38.5 when
+    the tail underflows to 0)."""
+    if tail >= 0.5:
+        return 0.0
+    return -_NORMAL.inv_cdf(max(tail, math.ulp(0.0)))
+
+
+def exact_z(d: int, n: int, center: float) -> float:
+    """Probability-equivalent z of d of n against p̄ = center: −Φ⁻¹(P(X ≥ d))
+    above the centre, Φ⁻¹(P(X ≤ d)) below it, clipped to 0 on the wrong side."""
+    p = d / n
+    if p > center:
+        return _tail_z(binomial_sf(d, n, center))
+    if p < center:
+        return -_tail_z(binomial_cdf(d, n, center))
+    return 0.0
+
+
+def exact_limits(n: int, center: float) -> tuple[float, float]:
+    """(UCL, LCL) of the exact binomial limits: p > UCL ⇔ exact_z > 3, p < LCL ⇔
+    exact_z < −3, for every count d of n (exact_z is non-decreasing in d)."""
+    # u + 1 = the smallest count above the limit (n + 1 when none is)
+    lo, hi = 0, n + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if exact_z(mid, n, center) > 3.0:
+            hi = mid
+        else:
+            lo = mid + 1
+    ucl = max(center, (lo - 1) / n)
+    # l − 1 = the largest count below the limit (−1 when none is)
+    lo, hi = -1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if exact_z(mid, n, center) < -3.0:
+            lo = mid
+        else:
+            hi = mid - 1
+    lcl = min(center, (lo + 1) / n)
+    return ucl, lcl
 
 
 def _check_subgroup(d: int, n: int) -> Subgroup:
@@ -288,19 +451,43 @@ class PChart:
         self._sigma_z = sigma_z if method == "laney" else None
         self._baseline = []
 
+    def _small(self, n: int, center: float) -> bool:
+        """n·p̄ or n·(1 − p̄) below min_np: the normal approximation does not hold."""
+        return min(n * center, n * (1.0 - center)) < self.config.min_np
+
+    def _zone_z(self, d: int, n: int, center: float, factor: float) -> float | None:
+        """The z the rules see: normal, or probability-equivalent for a small subgroup."""
+        unit = _unit_sigma(center, n)
+        if unit == 0.0:
+            return None
+        if self._small(n, center):
+            return exact_z(d, n, center)
+        return (d / n - center) / (unit * factor) if factor > 0 else None
+
     def _chart(self, d: int, n: int, center: float, phase: Phase) -> PChartPoint:
         factor = self._sigma_z if self._sigma_z is not None else 1.0
-        sigma = _unit_sigma(center, n) * factor
-        zs = _z_scores(self._recent, center, factor)
-        z = zs[-1]
-        violations = western_electric([x for x in zs if x is not None]) if z is not None else ()
+        zs: list[float] = []
+        sides: list[int] = []
+        z: float | None = None
+        for d_r, n_r in self._recent:  # the last one is (d, n) itself
+            z = self._zone_z(d_r, n_r, center, factor)
+            if z is not None:
+                zs.append(z)
+                sides.append((d_r / n_r > center) - (d_r / n_r < center))
+        violations = western_electric(zs, sides) if z is not None else ()
+        small = self._small(n, center)
+        sigma = _unit_sigma(center, n) * (1.0 if small else factor)
+        if small and sigma > 0:
+            ucl, lcl = exact_limits(n, center)
+        else:
+            ucl, lcl = min(1.0, center + 3.0 * sigma), max(0.0, center - 3.0 * sigma)
         return PChartPoint(
             d=d,
             n=n,
             p=d / n,
             center=center,
-            ucl=min(1.0, center + 3.0 * sigma),
-            lcl=max(0.0, center - 3.0 * sigma),
+            ucl=ucl,
+            lcl=lcl,
             sigma=sigma,
             z=z,
             phase=phase,
@@ -308,6 +495,7 @@ class PChart:
             violations=violations,
             low_count=n * center < self.config.min_np,
             sigma_z=self._sigma_z,
+            limits="binomial" if small else "normal",
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import doctest
+import itertools
 import json
+import math
+from collections.abc import Iterator
+from fractions import Fraction
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -11,7 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streams.pchart
-from streams.pchart import PChart, PChartConfig, PChartPoint, pchart_limits
+from streams.pchart import (
+    PChart,
+    PChartConfig,
+    PChartPoint,
+    binomial_cdf,
+    binomial_sf,
+    pchart_limits,
+)
+from streams.records import pchart_alert, pchart_record
+from streams.windows import Window
 
 SEED = 20261122
 
@@ -282,6 +296,215 @@ def test_empty_subgroup_is_skipped_and_bad_counts_raise() -> None:
     with pytest.raises(ValueError):
         chart.add(0, -5)
     assert chart.to_dict() == before
+
+
+# --- small subgroups: exact binomial limits ------------------------------------------
+# X ~ Binomial(n, p̄); α = Φ(−3) = 0.0013499 in each tail. The references below
+# sum the pmf with exact fractions, independently of streams.pchart.
+
+ALPHA = Fraction(NormalDist().cdf(-3.0))
+HOUR = Window(0, 3_600_000_000, "1h")
+RECORD_FIELDS = {
+    "kpi", "chart", "window", "start", "end", "d", "n", "p", "center", "ucl", "lcl", "sigma",
+    "z", "phase", "method", "sigma_z", "violations", "low_count",
+}  # fmt: skip
+
+
+def exact_cdfs(n: int, center: float) -> Iterator[Fraction]:
+    """P(X <= k) for k = 0, 1, …, n in exact rational arithmetic (0 < p̄ < 1):
+    P(X = 0) = (1 − p̄)^n, P(X = k + 1) = P(X = k)·(n − k)/(k + 1)·p̄/(1 − p̄)."""
+    p = Fraction(center)
+    pmf = (1 - p) ** n
+    cdf = pmf
+    yield cdf
+    for k in range(n):
+        pmf = pmf * (n - k) * p / ((k + 1) * (1 - p))
+        cdf += pmf
+        yield cdf
+
+
+def exact_cdf(k: int, n: int, center: float) -> Fraction:
+    return next(itertools.islice(exact_cdfs(n, center), k, None))
+
+
+def brute_limits(n: int, center: float) -> tuple[float, float]:
+    """UCL = u/n, u the smallest count with P(X > u) < α; LCL = l/n, l the smallest
+    count with P(X <= l) >= α (the smallest count not below the limit)."""
+    cdfs = list(itertools.takewhile(lambda c: 1 - c >= ALPHA, exact_cdfs(n, center)))
+    u = len(cdfs)  # the first k with P(X > k) < α (n when none is before)
+    lo = next(k for k, c in enumerate(cdfs) if c >= ALPHA)
+    return u / n, lo / n
+
+
+def normal_z(d: int, n: int, center: float, sigma_z: float = 1.0) -> float:
+    """What the chart said before small subgroups were judged exactly."""
+    return (d / n - center) / (math.sqrt(center * (1 - center) / n) * sigma_z)
+
+
+@pytest.mark.parametrize(
+    ("mode", "baseline", "center"),
+    [
+        # 20 hours of 1000 units at 2% scrap: p̄ = 0.02; n·p̄ = 27·0.02 = 0.54
+        pytest.param("standard", [(20, 1000)] * 20, 0.02, id="standard-p0.02"),
+        # 3.9%, 4.1%, ...: p̄ = 0.04, moving ranges tiny, σ_z = 0.2861 < 1 narrows
+        # the Laney limits; n·p̄ = 27·0.04 = 1.08
+        pytest.param("laney", [(39, 1000), (41, 1000)] * 10, 0.04, id="laney-p0.04"),
+    ],
+)
+def test_small_subgroup_is_judged_exactly_not_by_the_normal_approximation(
+    mode: str, baseline: list[tuple[int, int]], center: float
+) -> None:
+    # A short hour: 27 units, 3 scrapped (p = 0.111). The normal approximation
+    # put it beyond 3σ (critical WE1): z = 3.38 at p̄ = 0.02, 6.59 in Laney p′.
+    chart = PChart(PChartConfig(mode=mode))
+    feed(chart, baseline)
+    assert chart.center == pytest.approx(center)
+    assert normal_z(3, 27, center, chart.sigma_z or 1.0) > 3
+    point = chart.add(3, 27)
+    assert point is not None and point.low_count and point.limits == "binomial"
+    # exactly: P(X >= 3) = 0.01635 (p̄ 0.02), 0.09180 (p̄ 0.04), far above α
+    tail = 1 - exact_cdf(2, 27, center)
+    assert float(tail) == pytest.approx({0.02: 0.016352, 0.04: 0.091800}[center], abs=1e-6)
+    assert point.z == pytest.approx(-NormalDist().inv_cdf(float(tail)), rel=1e-9)
+    assert point.z is not None and 1.3 < point.z < 2.2
+    assert point.violations == ()
+    assert (point.ucl, point.lcl) == pytest.approx(brute_limits(27, center))
+    assert point.p < point.ucl
+    # the exact limits ignore σ_z: the plain binomial σ_i is reported
+    assert point.sigma == pytest.approx(math.sqrt(center * (1 - center) / 27))
+    record = pchart_record("scrap/plant-1/line-1", HOUR, point)
+    assert record["limits"] == "binomial" and record["violations"] == []
+    assert RECORD_FIELDS | {"limits"} <= set(record)  # every field it had, and the new one
+
+
+def test_min_np_zero_keeps_the_normal_approximation() -> None:
+    point = PChart(PChartConfig(center=0.02, min_np=0)).add(3, 27)
+    assert point is not None and point.limits == "normal" and point.violations == ("WE1",)
+    assert point.z == pytest.approx(normal_z(3, 27, 0.02))
+
+
+@pytest.mark.parametrize(
+    ("n", "center"),
+    [
+        (27, 0.04),  # n·p̄ = 1.08: UCL = 5/27, no count below the lower limit
+        (40, 0.9),  # n·(1 − p̄) = 4: no count above, LCL > 0 (P(X = 40) = 0.0148)
+        (200, 0.01),  # n·p̄ = 2
+        (2000, 0.001),  # n·p̄ = 2; n > 1000 takes the first pmf term from lgamma
+    ],
+)
+def test_exact_limits_match_a_brute_force_sum_of_the_pmf(n: int, center: float) -> None:
+    ucl, lcl = brute_limits(n, center)
+    point = PChart(PChartConfig(center=center)).add(round(n * center), n)
+    assert point is not None and point.limits == "binomial"
+    assert point.ucl == pytest.approx(ucl, rel=1e-12)
+    assert point.lcl == pytest.approx(lcl, rel=1e-12)
+    assert lcl <= center <= ucl
+    # the tails themselves, at and around both limits
+    u, lo = round(ucl * n), round(lcl * n)
+    cdf = list(itertools.islice(exact_cdfs(n, center), u + 2))
+    for d in {0, u, u + 1, lo - 1, lo} & set(range(len(cdf))):
+        assert binomial_cdf(d, n, center) == pytest.approx(float(cdf[d]), rel=1e-9)
+        sf = 1 - cdf[d - 1] if d > 0 else Fraction(1)
+        assert binomial_sf(d, n, center) == pytest.approx(float(sf), rel=1e-9)
+
+
+def test_known_exact_limit_n27_p004() -> None:
+    # P(X >= 5) = 0.003954 is not below α, P(X >= 6) = 0.000586 is:
+    # UCL = 5/27 = 0.185185 (normal: 0.04 + 3·0.037712 = 0.153137)
+    assert float(1 - exact_cdf(4, 27, 0.04)) == pytest.approx(0.003954, abs=1e-6)
+    assert float(1 - exact_cdf(5, 27, 0.04)) == pytest.approx(0.000586, abs=1e-6)
+    chart = PChart(PChartConfig(center=0.04))
+    five, six = feed(chart, [(5, 27), (6, 27)])
+    assert five.ucl == six.ucl == pytest.approx(5 / 27)
+    assert five.lcl == 0.0
+    assert normal_z(5, 27, 0.04) > 3  # the normal approximation would have said WE1
+    assert five.z == pytest.approx(2.656, abs=1e-3) and "WE1" not in five.violations
+    assert six.z == pytest.approx(3.246, abs=1e-3) and "WE1" in six.violations
+
+
+def test_alert_severity_follows_the_exact_judgement() -> None:
+    chart = PChart(PChartConfig(center=0.04))
+    five, six = feed(chart, [(5, 27), (6, 27)])
+    # first 5 of 27: beyond the 2σ zone (z = 2.66), nothing else: no alert
+    assert five.violations == ()
+    # then 6 of 27: beyond the exact UCL (and 2 of 3 beyond 2σ)
+    assert six.violations == ("WE1", "WE2")
+    alert = pchart_alert("scrap/plant-1/line-1", HOUR, six)
+    assert alert["severity"] == "critical" and alert["limits"] == "binomial"
+    assert alert["limit"] == pytest.approx(5 / 27) and alert["value"] == pytest.approx(6 / 27)
+    # two points of 5 of 27: a WE2 only, from exact tails: a warning
+    chart = PChart(PChartConfig(center=0.04))
+    _, again = feed(chart, [(5, 27), (5, 27)])
+    assert again.violations == ("WE2",)
+    assert pchart_alert("scrap/plant-1/line-1", HOUR, again)["severity"] == "warning"
+
+
+def test_large_subgroup_keeps_normal_limits_and_numbers() -> None:
+    # p̄ = 0.02, n = 1000: n·p̄ = 20 → normal; σ = √(0.0196/1000) = 0.0044272,
+    # UCL = 0.02 + 0.0132816 = 0.0332816, LCL = 0.0067184; d = 35: z = 3.388
+    point = PChart(PChartConfig(center=0.02)).add(35, 1000)
+    assert point is not None and point.limits == "normal" and not point.low_count
+    assert point.sigma == pytest.approx(0.0044272, abs=1e-7)
+    assert (point.ucl, point.lcl) == pytest.approx((0.0332816, 0.0067184), abs=1e-7)
+    assert point.z == pytest.approx(normal_z(35, 1000, 0.02)) and point.violations == ("WE1",)
+    assert pchart_alert("scrap/plant-1/line-1", HOUR, point)["limits"] == "normal"
+    # n·p̄ = 5 exactly is enough; just below it is not
+    at_five, below = feed(PChart(PChartConfig(center=0.05)), [(5, 100), (5, 99)])
+    assert (at_five.limits, below.limits) == ("normal", "binomial")
+
+
+def test_laney_keeps_widened_normal_limits_for_large_subgroups() -> None:
+    chart = PChart(PChartConfig(mode="laney"))
+    feed(chart, [(39, 1000), (41, 1000)] * 10)
+    assert chart.sigma_z is not None
+    big = chart.add(40, 1000)
+    assert big is not None and big.limits == "normal"
+    assert big.sigma == pytest.approx(math.sqrt(0.04 * 0.96 / 1000) * chart.sigma_z)
+
+
+def test_nearly_all_conforming_side_is_judged_exactly_too() -> None:
+    # p̄ = 0.97, n = 100: n·p̄ = 97 (not low_count) but n·(1 − p̄) = 3
+    point = PChart(PChartConfig(center=0.97)).add(90, 100)
+    assert point is not None and not point.low_count and point.limits == "binomial"
+    assert (point.ucl, point.lcl) == pytest.approx(brute_limits(100, 0.97))
+    # P(X <= 90) is below α: 90 of 100 is beyond the exact lower limit
+    assert exact_cdf(90, 100, 0.97) < ALPHA
+    assert point.p < point.lcl and "WE1" in point.violations
+
+
+def test_we4_takes_the_side_of_the_centre_line() -> None:
+    # p̄ = 0.03, n = 27: d = 1 is p = 0.037 > p̄, yet P(X >= 1) = 0.56 > ½, so
+    # its probability-equivalent z is 0. Eight of them are still eight above.
+    chart = PChart(PChartConfig(center=0.03))
+    points = feed(chart, [(1, 27)] * 8)
+    assert all(p.z == 0.0 and p.p > p.center for p in points)
+    assert points[-2].violations == () and points[-1].violations == ("WE4",)
+
+
+def test_rules_mix_normal_and_exact_points() -> None:
+    # p̄ = 0.04: 2 of 3 beyond 2σ, one in a large subgroup (normal z = 2.42),
+    # one in a small one (exact z = 2.66)
+    chart = PChart(PChartConfig(center=0.04))
+    big, small = feed(chart, [(55, 1000), (5, 27)])
+    assert (big.limits, small.limits) == ("normal", "binomial")
+    assert small.violations == ("WE2",)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    center=st.floats(0.0, 1.0),
+    n=st.integers(1, 400),
+    data=st.data(),
+)
+def test_exact_points_are_beyond_their_limits_exactly_on_we1(
+    center: float, n: int, data: st.DataObject
+) -> None:
+    d = data.draw(st.integers(0, n))
+    point = PChart(PChartConfig(center=center)).add(d, n)
+    assert point is not None and 0.0 <= point.lcl <= point.center <= point.ucl <= 1.0
+    if point.limits == "binomial" and point.z is not None:
+        outside = point.p > point.ucl or point.p < point.lcl
+        assert outside == ("WE1" in point.violations) == (abs(point.z) > 3)
 
 
 # --- batch reference -----------------------------------------------------------------
