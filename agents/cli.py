@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=float, default=3.0, help="simulated days sent at once first"
     )
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
-    gateway_args(p, profiles="mix", outages_per_day=0.5, plc_lost_share=0.25)
+    gateway_args(p, profiles="mix", outages_per_day=0.5, plc_lost_share=0.0)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topics")

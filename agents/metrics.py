@@ -220,9 +220,16 @@ class KpimonCollector:
                 labels,
                 _seconds(m.silence_us),
             )
+            out.gauge(
+                "kpimon_machine_silent",
+                "1 when the machine is running (as last said), in a shift, and has sent nothing "
+                "for longer than engine.silence_alert; else 0.",
+                labels,
+                1 if m.silent else 0,
+            )
             for kind, value in (("reset", m.counter_resets), ("wrap", m.counter_wraps)):
                 out.counter(
-                    "kpimon_counter_resets",
+                    "kpimon_plc_resets",
                     "PLC counter readings below the previous one: kind=reset (counter "
                     "restarted) or wrap (passed engine.counter_modulus).",
                     {**labels, "kind": kind},
@@ -261,7 +268,11 @@ class KpimonCollector:
     # -- pipeline health -------------------------------------------------------
     def _engine_health(self, out: Families, partition: str, engine: Engine) -> None:
         names = {
-            "late": ("kpimon_late_events_total", "Events older than the frontier (not applied)."),
+            "late": (
+                "kpimon_late_events_total",
+                "Events older than the frontier: machine events within engine.revision_horizon "
+                "revise closed windows; the rest are dead-lettered (too_late).",
+            ),
             "duplicates": ("kpimon_duplicate_events_total", "Events with an event_id seen before."),
         }
         for (kind, source), count in engine_counters(engine).items():
@@ -310,6 +321,13 @@ class KpimonCollector:
             len(rt.shards),
         )
         engine = rt.settings.engine
+        if engine.silence_alert is not None:
+            out.gauge(
+                "kpimon_silence_alert_seconds",
+                "Configured silence of a running machine after which it counts as silent.",
+                {},
+                engine.us("silence_alert") / US,
+            )
         if engine.heartbeat_timeout is not None:
             out.gauge(
                 "kpimon_heartbeat_timeout_seconds",

@@ -319,7 +319,13 @@ class ShipmentEvent(_OrderKeyed):
 
 
 Event = Annotated[
-    StateEvent | CountEvent | CounterEvent | OrderEvent | OrderCancelled | OrderClosed | ShipmentEvent,
+    StateEvent
+    | CountEvent
+    | CounterEvent
+    | OrderEvent
+    | OrderCancelled
+    | OrderClosed
+    | ShipmentEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -44,6 +44,8 @@ class MachineStatus:
     event is more than its (opt-in) heartbeat timeout behind the watermark; `planned_stop` outside every
     shift unless it is running (overtime counts as running, as in the OEE).
     `silence_us` = watermark − newest event of the machine, never negative.
+    `silent`: running (as last said), in a shift, and silent longer than
+    `engine.silence_alert`: it should be sending and is not.
     """
 
     site: str
@@ -54,6 +56,7 @@ class MachineStatus:
     silence_us: int | None
     counter_resets: int = 0
     counter_wraps: int = 0
+    silent: bool = False
 
 
 def machine_status(engine: Engine) -> list[MachineStatus]:
@@ -77,8 +80,17 @@ def machine_status(engine: Engine) -> list[MachineStatus]:
         else:
             bucket = state
         assert bucket in STATE_BUCKETS, bucket
+        quiet_for = engine.silence_us
+        silent = (
+            in_shift
+            and state == "running"
+            and None not in (quiet_for, silence)
+            and silence > quiet_for  # type: ignore[operator]
+        )
         found.append(
-            MachineStatus(t.site, t.line, t.machine, bucket, last, silence, t.resets, t.wraps)
+            MachineStatus(
+                t.site, t.line, t.machine, bucket, last, silence, t.resets, t.wraps, silent
+            )
         )
     return sorted(found, key=lambda m: (m.site, m.line, m.machine))
 

@@ -248,7 +248,8 @@ def test_pipeline_counters_lag_and_config() -> None:
         engine.watermark_us / 1e6
     )
     assert value("kpimon_window_close_delay_seconds", {"partition": "0"}) >= 300
-    assert value("kpimon_heartbeat_timeout_seconds") == 600
+    assert value("kpimon_silence_alert_seconds") == 1800
+    assert value("kpimon_heartbeat_timeout_seconds") is None  # opt-in, off
     assert value("kpimon_allowed_lateness_seconds") == 300
 
 

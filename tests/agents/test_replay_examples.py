@@ -20,17 +20,21 @@ CONFIG = """
 [engine]
 windows = ["1h", "1d"]
 allowed_lateness = "0s"
-heartbeat_timeout = "2h"
 """
 
 
-def run_replay(tmp_path: Path, events: list[Any], *extra: str) -> tuple[list[dict[str, Any]], str]:
+def run_replay(
+    tmp_path: Path, events: list[Any], *extra: str, config: str | None = CONFIG
+) -> tuple[list[dict[str, Any]], str]:
+    """`kpimon replay` of the events; `config=None`: the default configuration."""
     data = tmp_path / "events.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in events))
-    config = tmp_path / "kpimon.toml"
-    config.write_text(CONFIG)
+    if config is not None:
+        path = tmp_path / "kpimon.toml"
+        path.write_text(config)
+        extra = ("--config", str(path), *extra)
     done = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "replay", str(data), "--config", str(config), *extra],
+        [sys.executable, "-m", "agents.cli", "replay", str(data), *extra],
         capture_output=True,
         text=True,
         check=True,
@@ -44,7 +48,7 @@ def textbook_machine() -> list[dict[str, Any]]:
     availability 48/60 = 80%, performance 2304 s / 2880 s = 80%, quality 95%.
 
         06:00        06:48   07:00                      23:00
-          |running....|down...|planned_stop ... (heartbeat)|
+          |running....|down...|planned_stop ...............|
     """
     return [
         state(at(6), "running"),
@@ -74,6 +78,26 @@ def test_oee_worked_example(tmp_path: Path) -> None:
     day = select(records, kpi="oee", scope="site", window="1d")
     assert day[0]["oee"] == pytest.approx(0.608)  # planned stops do not dilute OEE
     assert "60.8%" in stderr
+
+
+@pytest.mark.parametrize("sent", ["as in the README", "on change"])
+def test_oee_worked_example_with_the_default_configuration(tmp_path: Path, sent: str) -> None:
+    """No config file at all: states hold until the next one, so 60.8% either way."""
+    if sent == "on change":  # the MES sends one count, at the end of the run
+        events = [
+            state(at(0), "running"),
+            count(at(47 / 60 + 59 / 3600), 1_000, 950, 2.304),
+            state(at(0.8), "down"),
+            state(at(1), "planned_stop"),
+        ]
+        hour = at(0)
+    else:
+        events, hour = textbook_machine(), at(6)
+    records, _ = run_replay(tmp_path, events, config=None)
+    (r,) = select(records, kpi="oee", scope="machine", window="1h", start=hour)
+    assert r["oee"] == pytest.approx(0.608)
+    assert (r["availability"], r["performance"]) == pytest.approx((0.8, 0.8))
+    assert not r["performance_above_ideal"]
 
 
 def perfect_order_example() -> list[dict[str, Any]]:
