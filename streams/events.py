@@ -287,7 +287,7 @@ class OrderEvent(_OrderKeyed):
 
 
 class OrderCancelled(_OrderKeyed):
-    """The order is cancelled and not counted."""
+    """Cancelled: left out if nothing shipped by its deadline, else decided now, not in full."""
 
     source: ClassVar[str] = "orders"
     type: Literal["order_cancelled"] = "order_cancelled"
