@@ -972,7 +972,7 @@ def test_a_burst_on_one_input_does_not_make_another_inputs_next_events_late() ->
 
     alone = Engine(config)  # one watermark for everything: the largest timestamp seen
     outcomes = [alone.ingest(parse_event(e)) for e in (first, *burst, second, third)]
-    assert outcomes[-2:] == ["late", "late"]
+    assert outcomes[-2:] == ["too_late", "too_late"]
 
 
 @pytest.mark.parametrize(("lateness", "late"), [("3m", 0), ("1m", 1)])

@@ -83,10 +83,21 @@ class Stack:
             return resp.read().decode()
 
 
+def silence_from(hours: float) -> float:
+    """When SILENT falls silent: just after a count of it, 2 h or more before the
+    end, while it is running, so a running machine goes quiet (a stopped one may)."""
+    plain = simulate(SimConfig(id_prefix="prom-"), 21, SAMPLE_START_US, hours * 3600)
+    for e in plain:
+        at_s = (datetime.fromisoformat(e["ts"]).timestamp() * 1e6 - SAMPLE_START_US) / 1e6
+        if e.get("machine") == SILENT and e["type"] == "count":
+            if at_s >= (hours - 2) * 3600:
+                return at_s + 1
+    raise AssertionError(f"{SILENT} makes nothing in the last 2 h")
+
+
 def plant(hours: float) -> list[dict[str, Any]]:
-    config = SimConfig(
-        id_prefix="prom-", silent_machine=SilentMachine(SILENT, from_s=(hours - 2) * 3600)
-    )
+    silent = SilentMachine(SILENT, from_s=silence_from(hours))
+    config = SimConfig(id_prefix="prom-", silent_machine=silent)
     return list(simulate(config, 21, SAMPLE_START_US, hours * 3600))
 
 

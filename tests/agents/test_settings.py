@@ -21,9 +21,10 @@ def test_defaults_are_documented_values() -> None:
     assert engine.window_labels() == ["1m", "1h", "1d"]
     assert (engine.allowed_lateness, engine.heartbeat_timeout, engine.decision_grace) == (
         "5m",
-        "10m",
+        None,  # opt-in: states hold until the next state event
         "7d",
     )
+    assert (engine.revision_horizon, engine.silence_alert) == ("24h", "30m")
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

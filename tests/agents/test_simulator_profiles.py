@@ -444,7 +444,9 @@ def test_simulate_keeps_periodic_and_the_demo_mixes_by_default() -> None:
     assert _sim_config(simulate_args, "") == SimConfig()
     demo = _sim_config(parser.parse_args(["demo"]), "demo7-")
     assert demo.profiles == "mix" and demo.outages is not None
-    assert demo.outages.plc_lost_share > 0
+    # No lost PLCs by default: the units they report when back would show as an
+    # hour above the ideal rate on the shop-floor TV (--plc-lost-share adds them).
+    assert demo.outages.plc_lost_share == 0
     engine = _demo_engine(load_settings(None), demo)
     assert engine.counter_modulus == MODULUS
     assert engine.us("revision_horizon") >= demo.outages.duration_s[1] * US
