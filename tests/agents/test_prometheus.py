@@ -89,9 +89,9 @@ def silence_from(hours: float) -> float:
     plain = simulate(SimConfig(id_prefix="prom-"), 21, SAMPLE_START_US, hours * 3600)
     for e in plain:
         at_s = (datetime.fromisoformat(e["ts"]).timestamp() * 1e6 - SAMPLE_START_US) / 1e6
-        if e.get("machine") == SILENT and e["type"] == "count":
-            if at_s >= (hours - 2) * 3600:
-                return at_s + 1
+        late_enough = at_s >= (hours - 2) * 3600
+        if late_enough and e.get("machine") == SILENT and e["type"] == "count":
+            return at_s + 1
     raise AssertionError(f"{SILENT} makes nothing in the last 2 h")
 
 

@@ -44,7 +44,9 @@ def test_berlin_day_from_06_00_is_23_hours_at_spring_forward() -> None:
     d = day[0]
     assert (d["start"], d["end"]) == ("2026-03-28T05:00:00Z", "2026-03-29T04:00:00Z")
     assert d["running_s"] == 23 * 3600.0 and d["total"] == 100
-    hours = [r for r in records if r["kpi"] == "oee" and r["window"] == "1h" and r["scope"] == "site"]
+    hours = [
+        r for r in records if r["kpi"] == "oee" and r["window"] == "1h" and r["scope"] == "site"
+    ]
     assert all(r["start"].endswith(":00:00Z") for r in hours)
     assert {r["date"] for r in hours} == {"2026-03-28", "2026-03-29"}
 
