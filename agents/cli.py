@@ -49,7 +49,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             f"{rejected} rejected {dict(result.rejected) or ''}, "
             f"{sum(v for k, v in stats.items() if k.startswith('duplicates.'))} duplicates, "
             f"{sum(v for k, v in stats.items() if k.startswith('late.'))} late, "
-            f"{len(kept)} records",
+            f"{len(kept)} records ({sum(r.get('revision', 0) > 0 for r in kept)} revised)",
             file=sys.stderr,
         )
         largest = settings.engine.window_labels()[-1]

@@ -24,6 +24,7 @@ or a restored snapshot refuses the same events.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class Engine:
         self.stock = SafetyStock(c)
         self.charts: dict[str, PChart] = {}
         self.seen: dict[tuple[str, str], int] = {}  # (source, event_id) -> ts
+        self._seen_order: list[tuple[int, tuple[str, str]]] = []  # heap of (ts, key)
 
         self.watermark_us: int | None = None
         self.closed_until_us: int | None = None
@@ -164,6 +166,7 @@ class Engine:
         if refusal is not None:
             return self._refuse(*refusal, event, out)
         self.seen[key] = ts
+        heapq.heappush(self._seen_order, (ts, key))
         if source == "machine-state":
             self._machine_event(event, ts, late=late)
         else:
@@ -176,6 +179,20 @@ class Engine:
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
+
+    def _forget_seen(self, before_us: int) -> None:
+        """Forget the ids of events older than `before_us` (oldest first: no scan)."""
+        order, seen = self._seen_order, self.seen
+        while order and order[0][0] < before_us:
+            ts, key = heapq.heappop(order)
+            if seen.get(key) == ts:
+                del seen[key]
+
+    def restore_seen(self, seen: dict[tuple[str, str], int]) -> None:
+        """Set the ids remembered (from a snapshot)."""
+        self.seen = dict(seen)
+        self._seen_order = [(ts, key) for key, ts in self.seen.items()]
+        heapq.heapify(self._seen_order)
 
     def _refuse(self, reason: str, error: str, event: Any, out: Output | None) -> str:
         self.stats[f"refused.{reason}"] += 1
@@ -299,8 +316,7 @@ class Engine:
         self._next_close_us = self._next_boundary(frontier)
         # Machine events are remembered while they can still come late (a
         # re-sent one must not count twice in a revision).
-        remember = frontier - self.horizon_us
-        self.seen = {k: ts for k, ts in self.seen.items() if ts >= remember}
+        self._forget_seen(frontier - self.horizon_us)
         if self.horizon_us:
             self._forget_history()
         self.book.forget_decided(frontier - self.decided_memory_us)
@@ -449,8 +465,11 @@ class Engine:
         for machine, history in self.history.items():
             if history.points and history.points[0][0] < floor:
                 history.fold(floor, self.heartbeat_us(self.machines[machine]), self.modulus)
-        for window in [w for w in self.closed if w.end_us <= floor]:
-            del self.closed[window]
+        while self.closed:  # kept in closing order, which is end order
+            oldest = next(iter(self.closed))
+            if oldest.end_us > floor:
+                break
+            del self.closed[oldest]
         for history in self.chart_history.values():
             history.fold(floor, self._pchart_config)
 

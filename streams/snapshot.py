@@ -114,7 +114,7 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     book._heap = [tuple(h) for h in data["book"]["heap"]]  # type: ignore[misc]
     pchart_config = config.pchart.build()
     engine.charts = {n: PChart.from_dict(pchart_config, c) for n, c in data["charts"].items()}
-    engine.seen = {(src, eid): ts for src, eid, ts in data["seen"]}
+    engine.restore_seen({(src, eid): ts for src, eid, ts in data["seen"]})
     engine.stats = Counter(data["stats"])
     engine.last_closed = dict(data["last_closed"])
     if "stock" in data:  # absent in a snapshot taken before safety stock existed

@@ -12,6 +12,7 @@ from typing import Any
 
 from streams.oee import OeeState, ratio
 from streams.perfect_order import PerfectOrderState
+from streams.records import record_key
 from streams.timeutil import US
 
 _OEE_TIME = ("running", "idle", "down", "setup", "planned_stop", "no_data")
@@ -32,11 +33,15 @@ def _pct(x: float | None) -> str:
 
 
 def summarize(records: Iterable[Mapping[str, Any]], window: str) -> str:
-    """Lines and segments over all closed windows labelled `window`."""
+    """Lines and segments over all closed windows labelled `window`.
+
+    A record published again by a revision replaces its earlier revision.
+    """
     lines: dict[tuple[str, str], OeeState] = defaultdict(OeeState)
     segments: dict[tuple[str, str], PerfectOrderState] = defaultdict(PerfectOrderState)
     charts: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in records:
+    newest = {record_key(r): r for r in records}
+    for r in newest.values():
         if r.get("window") != window and r["kpi"] != "pchart":
             continue
         if r["kpi"] == "oee" and r["scope"] == "line":
