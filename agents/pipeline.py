@@ -116,7 +116,7 @@ def _check(
     raw = value if value is not None else b""
     key_text = key.decode("utf-8", "replace") if key is not None else None
     decoded = decode_message(
-        raw, key=key_text, source=source, max_bytes=max_bytes, max_batch=max_batch
+        value, key=key_text, source=source, max_bytes=max_bytes, max_batch=max_batch
     )
     if max_future_us is not None:
         is_batch = raw.lstrip()[:1] == b"["

@@ -29,6 +29,7 @@ from streams.events import (
 
 ErrorReason = Literal[
     "undecodable",
+    "tombstone",
     "schema",
     "key_mismatch",
     "wrong_topic",
@@ -172,7 +173,7 @@ def _check_one(
 
 
 def decode_message(
-    value: bytes | str,
+    value: bytes | str | None,
     *,
     key: str | bytes | None = None,
     source: str | None = None,
@@ -189,6 +190,10 @@ def decode_message(
     """
     if source is not None and source not in TOPIC_MODELS:
         raise ValueError(f"unknown source {source!r}; expected one of {', '.join(TOPIC_MODELS)}")
+    if value is None:
+        return _rejected(
+            "tombstone", "value: null (a tombstone); input topics carry events, never deletions"
+        )
     if isinstance(value, str):
         size = len(value) if len(value) > max_bytes else len(value.encode("utf-8", "surrogatepass"))
     elif isinstance(value, bytes | bytearray | memoryview):

@@ -311,15 +311,16 @@ def test_ingest_sends_a_bad_message_to_the_dead_letter_topic(send: mock.MagicMoc
     assert worker.sent(ENGINE_TOPIC) == []
     letters = worker.sent(DEAD)
     assert [s.key for s in letters] == [b"press-1"] * 3
-    assert [s.json["reason"] for s in letters] == ["undecodable", "wrong_topic", "undecodable"]
+    assert [s.json["reason"] for s in letters] == ["undecodable", "wrong_topic", "tombstone"]
     assert [s.json["source"] for s in letters] == [
         {"topic": "machine-state", "partition": 0, "offset": n, "key": "press-1"} for n in range(3)
     ]
     assert all(s.json["received_us"] == WALL_US for s in letters)
     rt = worker.runtime
     assert rt.dead_letters == {
-        ("machine-state", "undecodable"): 2,
+        ("machine-state", "undecodable"): 1,
         ("machine-state", "wrong_topic"): 1,
+        ("machine-state", "tombstone"): 1,
     }
     assert rt.consumed == {"machine-state": 3}
     assert not rt.events_in and not rt.announced  # nothing forwarded, nothing announced yet

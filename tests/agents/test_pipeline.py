@@ -302,13 +302,17 @@ def test_a_future_event_in_a_batch_is_dead_lettered_with_its_index() -> None:
     assert [(e["index"], e["reason"]) for e in letter["errors"]] == [(1, "future_timestamp")]
 
 
-def test_a_tombstone_is_dead_lettered_as_an_empty_value() -> None:
+def test_a_tombstone_has_its_own_dead_letter_reason() -> None:
     routed = _route(None, key=None)
     assert routed.forward is None
     letter = orjson.loads(routed.dead_letter)
-    assert letter["reason"] == "undecodable"
+    assert letter["reason"] == "tombstone"
+    assert "null" in letter["errors"][0]["error"]
     assert letter["source"]["key"] is None
     assert letter["value_b64"] == "" and letter["value_text"] == ""
+    # An empty value is another thing: not JSON.
+    empty = orjson.loads(_route(b"", key=None).dead_letter)
+    assert empty["reason"] == "undecodable"
 
 
 def test_a_key_that_is_not_utf8_is_reported_readably() -> None:
