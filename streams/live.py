@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from streams.engine import Engine, segment_pieces
+from streams.engine import Engine, add_marker, segment_pieces
 from streams.machine import Segment
 from streams.oee import OeeState
 from streams.records import oee_rollup, perfect_order_record
@@ -42,7 +42,7 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
             for window in wanted:
                 if seg.start_us == seg.end_us:  # a marker
                     if window.start_us <= seg.start_us < window.end_us:
-                        _mark(oee[window].setdefault(key, OeeState()), seg)
+                        add_marker(oee[window].setdefault(key, OeeState()), seg)
                     continue
                 clipped = Segment(
                     max(seg.start_us, window.start_us),
@@ -61,15 +61,6 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
         for (direction, segment), state in sorted(engine.orders.get(window, {}).items()):
             records.append(perfect_order_record(direction, segment, window, state))
     return records
-
-
-def _mark(state: OeeState, seg: Segment) -> None:
-    """Count a marker segment: units, or a failure."""
-    if seg.units is not None:
-        u = seg.units
-        state.add_units(u.total, u.good, u.ideal_us, outside_running=u.outside_running)
-    elif seg.failure_at_start:
-        state.failures += 1
 
 
 def live_view(engine: Engine) -> dict[str, Any]:

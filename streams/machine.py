@@ -170,9 +170,13 @@ class MachineTimeline:
         self.frontier_us = until_us
 
     def preview(
-        self, until_us: int, heartbeat_us: int | None = None, silence_us: int | None = None,
-        *, modulus: int | None = None,
-    ) -> list[Segment]:  # fmt: skip
+        self,
+        until_us: int,
+        heartbeat_us: int | None = None,
+        silence_us: int | None = None,
+        *,
+        modulus: int | None = None,
+    ) -> list[Segment]:
         """What an inclusive `attribute` would yield, without changing anything."""
         clone = MachineTimeline.from_dict(self.to_dict())
         return list(

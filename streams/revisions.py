@@ -43,9 +43,12 @@ class MachineHistory:
     late: list[tuple[Any, ...]] = field(default_factory=list)  # waiting to be applied
 
     def replay(
-        self, points: list[tuple[Any, ...]], until_us: int, heartbeat_us: int | None,
+        self,
+        points: list[tuple[Any, ...]],
+        until_us: int,
+        heartbeat_us: int | None,
         modulus: int | None,
-    ) -> tuple[MachineTimeline, list[Segment]]:  # fmt: skip
+    ) -> tuple[MachineTimeline, list[Segment]]:
         """The base run through `points` up to `until_us`: the timeline and its segments."""
         clone = MachineTimeline.from_dict(self.base.to_dict())
         clone.pending = sorted(points)
