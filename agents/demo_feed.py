@@ -43,7 +43,9 @@ def add_simulator(
 
     @running.app.task
     async def feed() -> None:
-        producer = EventProducer(running.bootstrap, topics=settings.topics, validate=False)
+        producer = EventProducer(
+            running.bootstrap, topics=settings.topics, kafka=settings.kafka, validate=False
+        )
         await producer.start()
         try:
             events = iter(simulate(config, seed, start, 365 * 86_400))

@@ -29,6 +29,8 @@ class ReplayResult:
     engine: Engine
     lines: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    first_errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # reason: (line, error)
+    lines_rejected: int = 0  # lines of which no event was accepted
 
 
 @contextmanager
@@ -67,8 +69,10 @@ def replay(
             continue
         result.lines += 1
         decoded = decode_message(line)
+        accepted = len(decoded.events)
         for error in decoded.errors:
             result.rejected[error.reason] += 1
+            result.first_errors.setdefault(error.reason, (number, error.message))
             if rejects is not None:
                 text = line.decode("utf-8", "replace")
                 _reject(rejects, number, error.index, error.reason, error.message, text)
@@ -77,10 +81,14 @@ def replay(
                 emit(engine.advance(engine.watermark_us))
         for refusal in refused.rejected:  # valid, but refused by the engine
             result.rejected[refusal["reason"]] += 1
+            result.first_errors.setdefault(refusal["reason"], (number, refusal["error"]))
+            accepted -= 1
             if rejects is not None:
                 text = orjson.dumps(refusal["event"]).decode()
                 _reject(rejects, number, None, refusal["reason"], refusal["error"], text)
         refused.rejected.clear()
+        if accepted <= 0 and (decoded.errors or decoded.events):
+            result.lines_rejected += 1
     emit(engine.flush())
     return result
 

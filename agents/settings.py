@@ -9,10 +9,21 @@ error naming the setting, before anything starts.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,7 +62,9 @@ class TopicSettings(_Section):
 
 class KafkaSettings(_Section):
     broker: str | None = Field(
-        None, description="kafka://host:port[;host:port]; none starts the embedded broker"
+        None,
+        description="kafka://[user:password@]host:port[;host:port]; none starts the embedded "
+        "broker; user info is used as SASL credentials (PLAIN unless sasl_mechanism says else)",
     )
     security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
     sasl_mechanism: str | None = Field(None, pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
@@ -66,6 +79,41 @@ class KafkaSettings(_Section):
     fetch_max_wait: float = Field(
         0.1, gt=0, description="seconds a fetch may wait for data (Faust's own: 1.5)"
     )
+    connect_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="seconds the worker, produce and simulate wait at start for the broker "
+        "to answer as a Kafka broker before they give up",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_url(cls, data: Any) -> Any:
+        """`kafka://user:password@host:port`: the user info becomes the SASL
+        credentials and leaves the URL, so no client, log line or message sees it."""
+        if not isinstance(data, dict) or not isinstance(data.get("broker"), str):
+            return data
+        scheme, hosts, user, password = split_user_info(data["broker"])
+        if user is None:
+            return data
+        data = dict(data)
+        data["broker"] = scheme + hosts
+        for key, value in (("sasl_username", user), ("sasl_password", password)):
+            given = data.get(key)
+            if isinstance(given, SecretStr):
+                given = given.get_secret_value()
+            if given is not None and given != value:
+                raise ValueError(
+                    f"the user info of kafka.broker and kafka.{key} differ; give the "
+                    "credentials once"
+                )
+            data[key] = value
+        data["sasl_mechanism"] = data.get("sasl_mechanism") or "PLAIN"
+        protocol = data.get("security_protocol") or "PLAINTEXT"
+        data["security_protocol"] = {"PLAINTEXT": "SASL_PLAINTEXT", "SSL": "SASL_SSL"}.get(
+            protocol, protocol
+        )
+        return data
 
 
 class WorkerSettings(_Section):
@@ -107,6 +155,54 @@ class WorkerSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+_USER_INFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<info>[^@]*)@(?P<hosts>[^@]*)$"
+)
+
+
+def split_user_info(url: str) -> tuple[str, str, str | None, str | None]:
+    """`kafka://user:pw@host:port` -> ("kafka://", "host:port", "user", "pw");
+    (scheme, hosts, None, None) without user info. User and password are
+    percent-decoded (`%40` for an `@` in a password). Raises ValueError, without
+    echoing the URL, when the user info cannot be used."""
+    match = _USER_INFO.match(url.strip())
+    if match is None:
+        if "@" in url:
+            raise ValueError(
+                "kafka.broker: more than one '@'; percent-encode an '@' in the password as %40"
+            )
+        scheme, _, hosts = url.strip().rpartition("://")
+        return (scheme + "://" if scheme else ""), hosts, None, None
+    info = match["info"]
+    if ";" in info or "," in info:
+        raise ValueError(
+            "kafka.broker: user info goes once, before the first host "
+            "(kafka://user:password@host1:9092;host2:9092)"
+        )
+    user, colon, password = info.partition(":")
+    if not user or not colon or not password:
+        raise ValueError(
+            "kafka.broker: user info needs a user and a password (kafka://user:password@host:port)"
+        )
+    return match["scheme"] or "", match["hosts"], unquote(user), unquote(password)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """A message fit to print: the password of any URL's user info masked
+    (`kafka://user:*****@host`), and every given secret value too."""
+    text = re.sub(r"(://[^/:@\s]*):[^@/\s]*@", r"\1:*****@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "*****")
+    return text
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """The secret values of the settings, for :func:`redact`."""
+    password = settings.kafka.sasl_password
+    return (password.get_secret_value(),) if password is not None else ()
+
+
 class SettingsError(ValueError):
     """The configuration is invalid; the message names each bad setting."""
 
@@ -134,11 +230,12 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(settings)"
-        parts.append(f"{where}: {err['msg']}")
+        where = ".".join(str(p) for p in (prefix, *err["loc"]) if p) or "(settings)"
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(message if message.startswith(f"{where}.") else f"{where}: {message}")
     return "; ".join(parts)
 
 
@@ -155,3 +252,27 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         return FileSettings(**overrides)
     except ValidationError as exc:
         raise SettingsError(f"invalid configuration: {_describe(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc}") from None
+
+
+def with_kafka(settings: Settings, **updates: Any) -> Settings:
+    """The settings with some `kafka` values replaced, validated again (so a
+    `--broker` with user info gets the same treatment as the setting)."""
+    current = settings.kafka.model_dump()
+    broker = updates.get("broker")
+    if isinstance(broker, str):
+        try:
+            user = split_user_info(broker)[2]
+        except ValueError as exc:
+            raise SettingsError(f"invalid configuration: {exc}") from None
+        if user is not None:  # the URL's credentials replace the configured ones
+            current.pop("sasl_username")
+            current.pop("sasl_password")
+    try:
+        kafka = KafkaSettings.model_validate({**current, **updates})
+    except ValidationError as exc:
+        raise SettingsError(f"invalid configuration: {_describe(exc, 'kafka')}") from None
+    return settings.model_copy(update={"kafka": kafka})

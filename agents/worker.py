@@ -20,7 +20,7 @@ from typing import Any
 import faust
 
 from agents.app import Runtime, build_app, pipeline_stats
-from agents.settings import Settings
+from agents.settings import Settings, redact, secrets_of
 
 log = logging.getLogger("kpimon")
 
@@ -48,6 +48,37 @@ def topic_plan(settings: Settings) -> dict[str, int]:
     plan = dict.fromkeys(t.sources(), t.input_partitions)
     plan |= {t.engine: t.engine_partitions, t.windows: 1, t.alerts: 1, t.dead_letter: 1}
     return plan
+
+
+#: A worker on the embedded broker writes the broker's URL here (in
+#: `worker.data_dir`), so `kpimon produce` and `kpimon simulate` without a broker
+#: send to it.
+EMBEDDED_BROKER_FILE = "embedded-broker"
+
+
+def embedded_broker_url(settings: Settings) -> str | None:
+    """The URL of the embedded broker of a worker running with the same data dir."""
+    path = Path(settings.worker.data_dir) / EMBEDDED_BROKER_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check_broker(settings: Settings, url: str) -> str | None:
+    """None when the broker at `url` answers as Kafka within
+    `kafka.connect_timeout`, else the reason, fit to print."""
+    from agents.producer import BrokerUnreachable, probe_broker
+
+    # A loop of its own, not set as current: Faust's worker makes its own later.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(probe_broker(url.removeprefix("kafka://"), settings.kafka))
+    except BrokerUnreachable as exc:
+        return redact(str(exc), secrets_of(settings))
+    finally:
+        loop.close()
+    return None
 
 
 @dataclass
@@ -84,6 +115,29 @@ def start_worker(
         print(
             f"kpimon: embedded broker (Tansu, memory-only) on {broker.bootstrap}", file=sys.stderr
         )
+    else:
+        assert url is not None
+        why = check_broker(settings, url)
+        if why is not None:
+            print(f"kpimon: cannot reach the broker {redact(url)}: {why}", file=sys.stderr)
+            return 1
+    try:
+        return _run(settings, url, broker, extra, duration, log_file, any_port)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _run(
+    settings: Settings,
+    url: str,
+    broker: Any,
+    extra: Callable[[Running], None] | None,
+    duration: float | None,
+    log_file: str | None,
+    any_port: bool,
+) -> int:
+    embedded = broker is not None
     w = settings.worker
     if not port_is_free(w.web_host, w.web_port):
         if not any_port:
@@ -117,19 +171,22 @@ def start_worker(
             await asyncio.sleep(duration)
             worker._on_sigint()
 
-    print(f"kpimon: worker {w.app_id} on {url}", file=sys.stderr)
+    print(f"kpimon: worker {w.app_id} on {redact(url)}", file=sys.stderr)
     print(
         f"kpimon: live KPIs {running.web_url}/kpi   metrics {running.web_url}/metrics   "
         f"health {running.web_url}/healthz",
         file=sys.stderr,
     )
+    pointer = Path(w.data_dir) / EMBEDDED_BROKER_FILE
+    if embedded:
+        pointer.write_text(url + "\n")
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
-        if broker is not None:
-            broker.stop()
+        if embedded and embedded_broker_url(settings) == url:
+            pointer.unlink(missing_ok=True)
     return 0
 
 

@@ -67,7 +67,7 @@ def test_produce_refuses_an_invalid_event_naming_the_line(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "state", "event_id": "x", "ts": "2026-11-22T06:00:00Z"}\n')
     done = kpimon("produce", str(bad), "--config", str(dep.config))
-    assert done.returncode == 1
+    assert done.returncode == 4  # an invalid line: nothing sent (README, exit codes)
     assert "line 1" in done.stderr and "site" in done.stderr
 
 
