@@ -15,14 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from agents.health import IngestProgress, judge
+from agents.health import Health, IngestProgress, judge
+from agents.letters import letter_id
 from agents.metrics import install_metrics
-from agents.outbox import Outbox
-from agents.pipeline import Incoming, Shard, chunks, route_batch, snapshot_due, tick_message
+from agents.outbox import ATTEMPTS, Outbox
+from agents.pipeline import (
+    Batch,
+    Incoming,
+    SentBefore,
+    Shard,
+    chunks,
+    route_batch,
+    snapshot_due,
+    tick_message,
+)
 from agents.progress import EndOffsetWatcher, InputEnds, watch
 from agents.refill import RangeUnavailable, read_range
+from agents.resume import Tail, engine_lettered, floor_of, input_sent_before
 from agents.settings import Settings
 from streams.engine import Output
 from streams.live import live_view
@@ -45,7 +57,8 @@ class Runtime:
     unacked: dict[int, list[Any]] = field(default_factory=dict)
     snapshot_at: dict[int, float] = field(default_factory=dict)  # monotonic, end of the last
     snapshot_s: dict[int, float] = field(default_factory=dict)  # how long the last one took
-    consumed: Counter[str] = field(default_factory=Counter)  # per input topic
+    consumed: Counter[str] = field(default_factory=Counter)  # per input topic, each offset once
+    redelivered: Counter[str] = field(default_factory=Counter)  # per input topic: read again
     ingested: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset read
     input_ends: InputEnds = field(default_factory=InputEnds)  # end offsets, fresh
     announced: list[str] = field(default_factory=list)  # input partitions the engine was told of
@@ -61,9 +74,31 @@ class Runtime:
     last_tick_delivered: float | None = None  # monotonic time the broker last acked a tick
     joined: bool = False  # the consumer group has given this worker an assignment
     ingest_progress: IngestProgress = field(default_factory=IngestProgress)  # for /healthz
+    ingest_box: Outbox | None = None  # forwards and dead letters of the batch being ingested
+    resumed_at: dict[tuple[str, int], int] = field(default_factory=dict)  # to look back from
+    sent_before: SentBefore = field(default_factory=SentBefore)  # by earlier reads
+    engine_letters: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # sent before
 
     def views(self) -> list[dict[str, Any]]:
         return [{"partition": p, **live_view(s.engine)} for p, s in sorted(self.shards.items())]
+
+    def undelivered(self) -> dict[str, int]:
+        """Stage -> outputs held back after `ATTEMPTS` failed sends (see `agents.outbox`)."""
+        engine = sum(box.undelivered for box in self.outboxes.values())
+        return {"ingest": self.ingest_box.undelivered if self.ingest_box else 0, "engine": engine}
+
+    def undelivered_reason(self) -> str | None:
+        """Why /healthz fails while an output cannot be delivered, else None."""
+        held = {stage: n for stage, n in self.undelivered().items() if n}
+        if not held:
+            return None
+        boxes = [self.ingest_box, *self.outboxes.values()]
+        failure = next((b.failure for b in boxes if b is not None and b.failure), None)
+        counts = ", ".join(f"{n} of {stage}" for stage, n in held.items())
+        return (
+            f"outputs not delivered after {ATTEMPTS} sends, their input held back: {counts} "
+            f"(latest: {failure})"
+        )
 
 
 def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[faust.App, Runtime]:
@@ -166,9 +201,16 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         async for events in stream.take_events(w.ingest_batch, within=w.ingest_within):
             await forward(events)
 
+    async def send_now(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await topic.send(key=key, value=value, partition=partition, force=True)
+
+    runtime.ingest_box = Outbox(send_now)
+    tail = Tail(bootstrap, k, embedded)
+
     async def forward(events: list[faust.EventT]) -> None:
         now = wall_us()
-        sent: list[Any] = []
+        box = runtime.ingest_box
+        assert box is not None
         reading = reading_inputs()
         announce = reading if reading != runtime.announced else None
         if announce and s.engine_partitions > 1:
@@ -176,19 +218,19 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             # trusts any one; the forwards below may reach only some of them.
             told = tick_message(now, dict.fromkeys(reading, False))
             for partition in range(s.engine_partitions):
-                sent.append(
-                    await engine_topic.send(
-                        key=b"tick", value=told, partition=partition, force=True
-                    )
-                )
+                await box.put(engine_topic, b"tick", told, partition)
+        written: dict[tuple[str, int], float] = {}  # input partition -> oldest write time
+        for m in (event.message for event in events):
+            tp = (m.topic, m.partition)
+            written[tp] = min(written.get(tp, m.timestamp), m.timestamp)
         messages = await contiguous(
             [
                 Incoming(m.topic, m.partition, m.offset, m.key, m.value)
                 for m in (event.message for event in events)
             ]
         )
-        for msg in messages:
-            runtime.consumed[msg.topic] += 1
+        if runtime.resumed_at:
+            await look_back(written)
         batch = route_batch(
             messages,
             sources=sources,
@@ -198,11 +240,10 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             max_batch=w.max_batch,
             announce=announce,
             max_future_us=round(w.max_future_skew * 1e6),
+            sent_before=runtime.sent_before,
         )
         for partition, value in batch.forwards:
-            sent.append(
-                await engine_topic.send(key=b"events", value=value, partition=partition, force=True)
-            )
+            await box.put(engine_topic, b"events", value, partition)
         if batch.forwards:
             runtime.announced = reading
         held = app.consumer.assignment()  # a rebalance may have taken some away meanwhile
@@ -211,18 +252,55 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             if TP(msg.topic, msg.partition) in held:
                 runtime.ingested[msg.topic, msg.partition] = msg.offset
             if routed.events:
-                runtime.events_in[msg.topic] += routed.events
                 runtime.last_event_wall[sources[msg.topic]] = now / 1e6
             if routed.dead_letter is not None:
-                runtime.dead_letters[msg.topic, routed.reasons[0]] += 1
-                sent.append(
-                    await dead_topic.send(key=msg.key, value=routed.dead_letter, force=True)
-                )
+                await box.put(dead_topic, msg.key, routed.dead_letter)
         # Delivered before take() acknowledges the batch: a batch spans input
         # partitions, so Faust's attach-to-the-current-event (publish at
         # commit) would let other partitions' offsets commit before the
-        # forward is out, and a crash then would lose it.
-        await asyncio.gather(*sent)
+        # forward is out, and a crash then would lose it. An output that
+        # cannot be delivered holds the batch back (`agents.outbox`).
+        runtime.published["resent"] += await box.deliver()
+        count(batch)
+
+    def count(batch: Batch) -> None:
+        """Count a delivered batch: each input offset once, those read again apart."""
+        for msg, routed in batch.routed:
+            if routed.again:  # counted when it was first read
+                runtime.redelivered[msg.topic] += 1
+                continue
+            runtime.consumed[msg.topic] += 1
+            if routed.events:
+                runtime.events_in[msg.topic] += routed.events
+            if routed.dead_letter is not None:
+                runtime.dead_letters[msg.topic, routed.reasons[0]] += 1
+
+    async def look_back(written: dict[tuple[str, int], float]) -> None:
+        """Learn what earlier reads of the input partitions read again since their
+        assignment forwarded and dead-lettered (`agents.resume`)."""
+        resumed, runtime.resumed_at = runtime.resumed_at, {}
+        floor_ms = floor_of(min((written[tp] for tp in resumed if tp in written), default=None))
+        began = time.monotonic()
+        try:
+            found = await input_sent_before(
+                tail,
+                engine_topic=s.engine,
+                dead_topic=s.dead_letter,
+                resumed=resumed,
+                floor_ms=floor_ms,
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("could not read back what was sent before (%r): it may be sent twice", exc)
+            return
+        runtime.sent_before.forwarded |= found.forwarded
+        runtime.sent_before.lettered |= found.lettered
+        log.info(
+            "input read again from %s: %s forwards and %s dead letters sent before (%.1f s)",
+            resumed,
+            len(found.forwarded),
+            len(found.lettered),
+            time.monotonic() - began,
+        )
 
     async def contiguous(messages: list[Incoming]) -> list[Incoming]:
         """The batch with every input partition's offsets following on: a hole
@@ -234,8 +312,10 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             expected = runtime.next_input.get(tp)
             if expected is None:  # the first since assignment: where reading resumed
                 expected = app.consumer._committed_offset.get(TP(*tp))  # type: ignore[attr-defined]
+                runtime.resumed_at[tp] = msg.offset if expected is None else expected
             if expected is not None and msg.offset < expected:
                 runtime.skipped["ingest", "again"] += 1
+                runtime.redelivered[msg.topic] += 1
                 continue
             if expected is not None and msg.offset > expected:
                 found = await read_back("ingest", msg.topic, msg.partition, expected, msg.offset)
@@ -272,12 +352,13 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             return shard
         idle_us = round(w.idle_advance_after * 1e6)
         manifest = snapshots.get(f"{partition}/manifest")
+        name = f"{s.engine}:{partition}"
         if manifest is None:
-            shard = Shard(settings.engine, idle_us)
+            shard = Shard(settings.engine, idle_us, name)
         else:
             slot, count = manifest.split(":")
             data = "".join(snapshots[f"{partition}/{slot}/{i}"] for i in range(int(count))).encode()
-            shard = Shard.from_bytes(settings.engine, idle_us, data)
+            shard = Shard.from_bytes(settings.engine, idle_us, data, name)
             log.info("partition %s restored at offset %s", partition, shard.next_offset)
         runtime.shards[partition] = shard
         runtime.unacked[partition] = []
@@ -304,8 +385,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             snapshots.data[key] = value
         return delivered
 
-    async def send_out(topic: Any, key: bytes | None, value: bytes) -> Any:
-        return await topic.send(key=key, value=value)
+    async def send_out(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        return await topic.send(key=key, value=value, partition=partition)
 
     async def publish(partition: int, out: Output | None) -> None:
         if out is None:
@@ -317,9 +398,32 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         for alert in out.alerts:
             await box.put(alerts_topic, alert["alert_id"].encode(), _json(alert))
         runtime.published["alerts"] += len(out.alerts)
+        sent_before = runtime.engine_letters.get(partition)
         for topic, reason, value in out.dead_letters:  # events the engine refused
+            where = letter_id(value) if sent_before else None
+            if where is not None and (where[3], where[4]) in sent_before:  # type: ignore[operator]
+                continue  # sent, and counted, before a restart or rebalance
             await box.put(dead_topic, None, value)
             runtime.dead_letters[topic, reason] += 1
+
+    async def engine_resumed(partition: int, shard: Shard, msg: Any) -> None:
+        """The refusals an earlier owner of the engine partition sent for the
+        offsets it is restored at and beyond (`agents.resume`)."""
+        resumed = shard.next_offset
+        # Refilled messages before this one were written earlier: no floor then.
+        floor_ms = floor_of(msg.timestamp) if msg.offset <= resumed else 0
+        try:
+            found = await engine_lettered(
+                tail,
+                dead_topic=s.dead_letter,
+                engine=(s.engine, partition),
+                resumed=resumed,
+                floor_ms=floor_ms,
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("could not read back the refusals sent before (%r): sent twice maybe", exc)
+            found = set()
+        runtime.engine_letters[partition] = found
 
     async def refill(partition: int, shard: Shard, upto: int) -> None:
         """Apply the engine messages from the shard's next offset up to `upto`,
@@ -337,6 +441,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         async for event in manual.events():
             msg = event.message
             shard = load_shard(msg.partition)
+            if msg.partition not in runtime.engine_letters:
+                await engine_resumed(msg.partition, shard, msg)
             if msg.offset > shard.next_offset:
                 await refill(msg.partition, shard, msg.offset)
             await publish(msg.partition, shard.apply(msg.offset, msg.value))
@@ -419,7 +525,10 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             runtime.ingested.pop((tp.topic, tp.partition), None)
             runtime.next_input.pop((tp.topic, tp.partition), None)
             runtime.input_ends.starts.pop((tp.topic, tp.partition), None)
+            runtime.resumed_at.pop((tp.topic, tp.partition), None)
+            runtime.sent_before.forget(tp.topic, tp.partition)
             if tp.topic == s.engine:
+                runtime.engine_letters.pop(tp.partition, None)
                 runtime.shards.pop(tp.partition, None)
                 runtime.unacked.pop(tp.partition, None)
                 runtime.outboxes.pop(tp.partition, None)  # the next owner sends them again
@@ -431,6 +540,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         # engine shows here). Holding none: no tick comes back, so ticks delivered
         # and ingest keeping up instead (see `agents.health`).
         assignment = app.consumer.assignment()
+        undelivered = runtime.undelivered_reason()
         health = judge(
             time.monotonic(),
             max(10.0, 5 * w.tick_interval),
@@ -440,6 +550,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             tick_delivered=runtime.last_tick_delivered,
             ingest=runtime.ingest_progress,
         )
+        if undelivered is not None:  # whatever else holds: nothing after it is acknowledged
+            health = Health(False, health.basis, undelivered)
         body = {
             "status": "ok" if health.healthy else "unhealthy",
             "reason": health.reason,
@@ -482,6 +594,7 @@ def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
 def pipeline_stats(runtime: Runtime) -> dict[str, Any]:
     return {
         "consumed": dict(runtime.consumed),
+        "redelivered": dict(runtime.redelivered),
         "events": dict(runtime.events_in),
         "dead_letters": {f"{t}/{r}": n for (t, r), n in runtime.dead_letters.items()},
         "published": dict(runtime.published),

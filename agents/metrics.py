@@ -35,7 +35,8 @@ Labels (every value set is bounded by configuration or the plant):
   `rule` (`WE1`..`WE4`). Only the latest closed point of a chart.
 - pipeline: `topic` and `partition` (input partitions), `partition` (engine
   partitions), `source` (`machine-state`, `orders`, `shipments`), `reason`
-  (a dead-letter reason), `output` (`records`, `alerts`).
+  (a dead-letter reason), `output` (`records`, `alerts`), `stage`
+  (`ingest`, `engine`).
 - targets (from the configuration, exported whether or not there are
   data): `kpi` (`oee`, `availability`, `performance`, `quality`, `mttr`;
   `perfect_order`, `otif`, `order_fill_rate`) with `site`/`line`/`machine`
@@ -357,9 +358,17 @@ class KpimonCollector:
             labels = {"topic": topic}
             out.counter(
                 "kpimon_messages_consumed_total",
-                "Input messages read (an event or a batch each).",
+                "Input messages read (an event or a batch each), each input offset once.",
                 labels,
                 rt.consumed.get(topic, 0),
+            )
+            out.counter(
+                "kpimon_redelivered_messages_total",
+                "Input messages read again after a restart or rebalance (their offsets were "
+                "read, not yet committed): counted here, not as consumed, received or "
+                "dead-lettered again, and what was sent for them is not sent again.",
+                labels,
+                rt.redelivered.get(topic, 0),
             )
             out.counter(
                 "kpimon_events_received_total",
@@ -382,6 +391,15 @@ class KpimonCollector:
                 "by first error reason.",
                 {"topic": topic, "reason": reason},
                 rt.dead_letters.get((topic, reason), 0),
+            )
+        for stage, held in rt.undelivered().items():
+            out.gauge(
+                "kpimon_outputs_undelivered",
+                "Outputs (forwards and dead letters at ingest; records, alerts and dead letters "
+                "at the engine) not delivered after 5 sends and being sent again: their input "
+                "is not acknowledged meanwhile.",
+                {"stage": stage},
+                held,
             )
         for output in ("records", "alerts"):
             out.counter(

@@ -1,11 +1,16 @@
-"""Output records, alerts and dead letters, delivered before their input is acknowledged.
+"""Output records, alerts, forwards and dead letters, delivered before their input is acknowledged.
 
 Faust's `topic.send()` returns once the message is queued in the producer;
 its delivery (or failure) comes later, in a future nobody else looks at.
 The engine acknowledges its input only after a snapshot, and a snapshot
-covers every message whose outputs were sent: if one of those sends failed
+covers every message whose outputs were sent; ingest acknowledges a batch
+once its forwards and dead letters are out. If one of those sends failed
 unseen, a restart would never produce it again. So every send is kept here
-until the snapshot step checks it; a failed one is sent again.
+until the acknowledging step checks it; a failed one is sent again, for as
+long as it takes: the input stays unacknowledged meanwhile (nothing after
+it is acknowledged either), and `undelivered` counts the messages that
+failed `ATTEMPTS` sends in a row, for `/healthz` and
+`kpimon_outputs_undelivered`.
 """
 
 from __future__ import annotations
@@ -18,52 +23,73 @@ from typing import Any
 
 log = logging.getLogger("kpimon")
 
-Send = Callable[[Any, bytes | None, bytes], Awaitable[Awaitable[Any]]]
-"""send(topic, key, value): queue a message, return its delivery."""
+Send = Callable[[Any, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
+"""send(topic, key, value, partition): queue a message, return its delivery."""
 
 ATTEMPTS = 5
 BACKOFF_S = 0.5
-
-
-class NotDelivered(Exception):
-    """A message could not be delivered after `ATTEMPTS` sends."""
+MAX_BACKOFF_S = 10.0
 
 
 @dataclass
 class Outbox:
     send: Send
-    pending: list[tuple[Any, bytes | None, bytes, Awaitable[Any]]] = field(default_factory=list)
+    pending: list[tuple[Any, bytes | None, bytes, int | None, Awaitable[Any]]] = field(
+        default_factory=list
+    )
+    undelivered: int = 0
+    """Messages being sent again after `ATTEMPTS` failed sends: their input is held back."""
+    failure: str | None = None
+    """What the latest of those failed with."""
 
-    async def put(self, topic: Any, key: bytes | None, value: bytes) -> None:
-        self.pending.append((topic, key, value, await self.send(topic, key, value)))
+    async def put(
+        self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        delivery = await self.send(topic, key, value, partition)
+        self.pending.append((topic, key, value, partition, delivery))
 
     async def deliver(self) -> int:
-        """Wait for every pending delivery; send failed ones again. Returns how many were resent.
+        """Wait for every pending delivery; send failed ones again until they are
+        through. Returns how many were resent.
 
-        Raises `NotDelivered` when a message still fails after `ATTEMPTS` sends in all:
-        its input must then stay unacknowledged.
+        After `ATTEMPTS` failed sends of a message it is counted in
+        `undelivered` (and logged as an error) and sent again every
+        `MAX_BACKOFF_S` at most: its input must stay unacknowledged.
         """
         pending, self.pending = self.pending, []
         results = await asyncio.gather(*(d for *_, d in pending), return_exceptions=True)
         resent = 0
-        for (topic, key, value, _), result in zip(pending, results, strict=True):
+        for (topic, key, value, partition, _), result in zip(pending, results, strict=True):
             attempt = 1
             while isinstance(result, Exception):
-                if attempt >= ATTEMPTS:
-                    raise NotDelivered(
-                        f"{_name(topic)}: key {key!r} not delivered after {attempt} sends: {result}"
+                if attempt == ATTEMPTS:
+                    self.undelivered += 1
+                    self.failure = f"{_name(topic)}: key {key!r}: {result}"
+                    log.error(
+                        "%s: key %r not delivered after %s sends (%s); "
+                        "holding back its input and sending it again",
+                        _name(topic),
+                        key,
+                        attempt,
+                        result,
                     )
-                log.warning(
-                    "%s: key %r not delivered (%s); sending it again", _name(topic), key, result
-                )
-                await asyncio.sleep(BACKOFF_S * attempt)
+                elif attempt < ATTEMPTS:
+                    log.warning(
+                        "%s: key %r not delivered (%s); sending it again", _name(topic), key, result
+                    )
+                await asyncio.sleep(min(BACKOFF_S * attempt, MAX_BACKOFF_S))
                 attempt += 1
                 resent += 1
                 try:
-                    await (await self.send(topic, key, value))
+                    await (await self.send(topic, key, value, partition))
                     result = None
                 except Exception as exc:  # noqa: BLE001 (any broker error: try again)
                     result = exc
+            if attempt > ATTEMPTS:
+                self.undelivered -= 1
+                log.warning("%s: key %r delivered after %s sends", _name(topic), key, attempt)
+        if not self.undelivered:
+            self.failure = None
         return resent
 
 

@@ -54,6 +54,7 @@ class Routed:
     reasons: list[str] = field(default_factory=list)
     events: int = 0
     shard: str = "orders"  # engine-topic key: the site for machine events
+    again: bool = False  # read before: what was sent for it then is not sent again
 
 
 def route(
@@ -151,6 +152,28 @@ class Incoming:
 
 
 @dataclass
+class SentBefore:
+    """What earlier reads of input partitions sent, found on the engine and
+    dead-letter topics after a restart or rebalance (`agents.resume`).
+
+    Forwards carry, per run, the highest input offset whose events they hold
+    (`upto`); an engine partition gets an input partition's runs in input
+    order, so every event of that partition up to `upto` bound for that
+    engine partition was forwarded.
+    """
+
+    forwarded: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    """(input topic, partition, engine partition) -> highest input offset forwarded."""
+    lettered: set[tuple[str, int, int]] = field(default_factory=set)
+    """(input topic, partition, offset) of ingest's dead letters on the topic."""
+
+    def forget(self, topic: str, partition: int) -> None:
+        """Drop what is known of an input partition (revoked: the next owner reads it again)."""
+        self.forwarded = {k: v for k, v in self.forwarded.items() if k[:2] != (topic, partition)}
+        self.lettered = {k for k in self.lettered if k[:2] != (topic, partition)}
+
+
+@dataclass
 class Batch:
     """What a batch of input messages becomes."""
 
@@ -176,6 +199,7 @@ def route_batch(
     max_batch: int = 10_000,
     announce: list[str] | None = None,
     max_future_us: int | None = None,
+    sent_before: SentBefore | None = None,
 ) -> Batch:
     """`route` every message of a batch; forward their valid events together.
 
@@ -183,7 +207,7 @@ def route_batch(
     partition gets one message holding its events in input order, as runs
     of consecutive events from one input partition:
 
-        {"wall_us": ..., "runs": [{"source": "machine-state:2", "events": [...]}, ...]}
+        {"wall_us": ..., "runs": [{"source": "machine-state:2", "upto": 1841, "events": [...]}]}
 
     The engine applies each run as it would a message of its own, so a batch
     gives what the same events give forwarded one input message at a time
@@ -193,9 +217,14 @@ def route_batch(
     partitions come in that order, and change results. A message that would
     outgrow about `max_bytes` is split between input messages. The first
     forward carries `announce`, as `route` does.
+
+    A message read before (`sent_before`) is marked `again`; its events
+    already forwarded to their engine partition are not forwarded again,
+    nor is its dead letter when that is on the topic already.
     """
     batch = Batch()
-    by_partition: dict[int, list[tuple[str, int, list[dict[str, Any]]]]] = {}
+    before = sent_before or SentBefore()
+    by_partition: dict[int, list[tuple[str, int, int, list[dict[str, Any]]]]] = {}
     for message in messages:
         routed, events = _check(
             message.value,
@@ -210,11 +239,17 @@ def route_batch(
             max_future_us=max_future_us,
         )
         batch.routed.append((message, routed))
+        tp = (message.topic, message.partition)
+        if routed.dead_letter is not None and (*tp, message.offset) in before.lettered:
+            routed.dead_letter, routed.again = None, True
         if events:
+            target = engine_partition(routed.shard, engine_partitions)
+            if message.offset <= before.forwarded.get((*tp, target), -1):
+                routed.again = True
+                continue
             size = len(message.value or b"")
             source = f"{message.topic}:{message.partition}"
-            target = engine_partition(routed.shard, engine_partitions)
-            by_partition.setdefault(target, []).append((source, size, events))
+            by_partition.setdefault(target, []).append((source, size, message.offset, events))
     for target, items in by_partition.items():
         for value in _forwards(items, wall_us, announce, max_bytes):
             batch.forwards.append((target, value))
@@ -223,15 +258,15 @@ def route_batch(
 
 
 def _forwards(
-    items: list[tuple[str, int, list[dict[str, Any]]]],
+    items: list[tuple[str, int, int, list[dict[str, Any]]]],
     wall_us: int,
     announce: list[str] | None,
     max_bytes: int,
 ) -> list[bytes]:
-    """Engine-topic values for (source, input bytes, events) items, each about
-    `max_bytes` at most unless a single item is larger."""
+    """Engine-topic values for (source, input bytes, input offset, events) items,
+    each about `max_bytes` at most unless a single item is larger."""
     # Pack by input size (forwarded JSON is of the same order), then check the result.
-    groups: list[list[tuple[str, int, list[dict[str, Any]]]]] = [[]]
+    groups: list[list[tuple[str, int, int, list[dict[str, Any]]]]] = [[]]
     size = 0
     for item in items:
         if groups[-1] and size + item[1] > max_bytes // 2:
@@ -243,11 +278,12 @@ def _forwards(
     while groups:
         group = groups.pop(0)
         runs: list[dict[str, Any]] = []
-        for source, _, events in group:
+        for source, _, offset, events in group:
             if runs and runs[-1]["source"] == source:
                 runs[-1]["events"] += events
+                runs[-1]["upto"] = offset
             else:
-                runs.append({"source": source, "events": list(events)})
+                runs.append({"source": source, "upto": offset, "events": list(events)})
         forward: dict[str, Any] = {"wall_us": wall_us, "runs": runs}
         if announce and not values:
             forward["sources"] = announce
@@ -310,9 +346,12 @@ class Shard:
       that lag, or its next event is late.
     """
 
-    def __init__(self, config: EngineConfig, idle_advance_after_us: int) -> None:
+    def __init__(
+        self, config: EngineConfig, idle_advance_after_us: int, engine_source: str = ""
+    ) -> None:
         self.config = config
         self.idle_us = idle_advance_after_us
+        self.engine_source = engine_source  # `topic:partition` of this engine partition
         self.engine = Engine(config, auto_watermark=False)
         self.next_offset = 0  # messages below this are in the state
         self.sources: dict[str, list[int | None]] = {}  # source -> [newest ts, last wall]
@@ -342,15 +381,19 @@ class Shard:
     def _run(self, source: str, events: list[dict[str, Any]], wall: int, out: Output) -> None:
         """Events of one input partition, then the watermark their progress allows.
 
-        An event the engine refuses becomes a dead letter naming `source`;
-        its time still shows the input's progress.
+        An event the engine refuses becomes a dead letter naming `source`,
+        and the engine message and its index among the message's refusals
+        (what a replay of the message refuses again); its time still shows
+        the input's progress.
         """
         newest = None
         ingest = self.engine.ingest
+        offset = self.next_offset - 1  # of the message being applied
         for data in events:
             event = parse_event(data)
             if ingest(event, out) in REFUSALS:
-                letter = refusal_letter(source, out.rejected[-1], event.key, wall)
+                where = (self.engine_source, offset, len(out.dead_letters))
+                letter = refusal_letter(source, out.rejected[-1], event.key, wall, engine=where)
                 out.dead_letters.append(letter)
             ts = event.ts_us
             if newest is None or ts > newest:
@@ -416,14 +459,18 @@ class Shard:
             )
 
     @classmethod
-    def from_bytes(cls, config: EngineConfig, idle_advance_after_us: int, data: bytes) -> Shard:
+    def from_bytes(
+        cls, config: EngineConfig, idle_advance_after_us: int, data: bytes, engine_source: str = ""
+    ) -> Shard:
         with _cyclic_gc_paused():
-            return cls._from_bytes(config, idle_advance_after_us, data)
+            return cls._from_bytes(config, idle_advance_after_us, data, engine_source)
 
     @classmethod
-    def _from_bytes(cls, config: EngineConfig, idle_advance_after_us: int, data: bytes) -> Shard:
+    def _from_bytes(
+        cls, config: EngineConfig, idle_advance_after_us: int, data: bytes, engine_source: str
+    ) -> Shard:
         state = orjson.loads(data)
-        shard = cls(config, idle_advance_after_us)
+        shard = cls(config, idle_advance_after_us, engine_source)
         shard.engine = restore(config, state["engine"], auto_watermark=False)
         shard.next_offset = state["next_offset"]
         shard.sources = state["sources"]

@@ -29,7 +29,7 @@ from faust.topics import Topic
 from faust.types import TP
 
 from agents.app import Runtime, build_app
-from agents.pipeline import Shard, route, tick_message
+from agents.pipeline import SentBefore, Shard, route, tick_message
 from agents.progress import InputEnds
 from agents.refill import RangeUnavailable
 from agents.settings import TopicSettings, load_settings
@@ -113,6 +113,9 @@ def send() -> Iterator[mock.MagicMock]:
         mock.patch("agents.app.wall_us", return_value=WALL_US),
         # Test offsets count across partitions: holes are normal here, read back as nothing.
         mock.patch("agents.app.read_range", nothing_to_read),
+        # Nor was anything sent before this run (see tests/agents/test_dead_letters.py).
+        mock.patch("agents.app.input_sent_before", nothing_sent_before),
+        mock.patch("agents.app.engine_lettered", no_refusals_sent_before),
     ):
         send.return_value = Delivered()
         yield send
@@ -121,6 +124,14 @@ def send() -> Iterator[mock.MagicMock]:
 async def nothing_to_read(*_: Any, **__: Any) -> AsyncIterator[tuple[int, bytes, bytes]]:
     return
     yield
+
+
+async def nothing_sent_before(*_: Any, **__: Any) -> SentBefore:
+    return SentBefore()
+
+
+async def no_refusals_sent_before(*_: Any, **__: Any) -> set[tuple[int, int]]:
+    return set()
 
 
 def topic_holding(values: dict[int, bytes], key: bytes, asked: list[Any]) -> Any:
@@ -239,9 +250,9 @@ def test_ingest_forwards_a_batch_as_one_message_with_a_run_per_input_partition(
     assert forward.json == {
         "wall_us": WALL_US,
         "runs": [
-            {"source": "machine-state:2", "events": [first, second]},
-            {"source": "orders:0", "events": [order]},
-            {"source": "machine-state:2", "events": [third]},
+            {"source": "machine-state:2", "upto": 1, "events": [first, second]},
+            {"source": "orders:0", "upto": 2, "events": [order]},
+            {"source": "machine-state:2", "upto": 3, "events": [third]},
         ],
         "sources": reading,  # announced once, with the first forward
     }
@@ -337,7 +348,7 @@ def test_ingest_splits_a_mixed_batch_and_counts_the_first_reason(send: mock.Magi
 
     worker = run(send, FakeConsumer(inputs("machine-state:0")), scenario)
     [forward] = worker.sent(ENGINE_TOPIC)
-    assert forward.json["runs"] == [{"source": "machine-state:0", "events": [good]}]
+    assert forward.json["runs"] == [{"source": "machine-state:0", "upto": 0, "events": [good]}]
     [letter] = worker.sent(DEAD)
     # 09:00 is an hour ahead of the 08:00 clock, beyond the default 15-minute skew.
     assert [e["reason"] for e in letter.json["errors"]] == ["schema", "future_timestamp"]
@@ -656,6 +667,7 @@ def test_run_engine_dead_letters_and_counts_an_event_the_engine_refuses(
         "partition": 1,
         "offset": None,
         "key": "press-9",
+        "engine": {"topic": ENGINE_TOPIC, "partition": 0, "offset": 1, "index": 0},
     }
     assert letter.json["received_us"] == WALL_US
     assert orjson.loads(base64.b64decode(letter.json["value_b64"]))["machine"] == "press-9"

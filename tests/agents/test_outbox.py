@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from agents import outbox
-from agents.outbox import NotDelivered, Outbox
+from agents.outbox import Outbox
 
 
 class Broker:
@@ -20,7 +20,9 @@ class Broker:
         self.sends: list[bytes] = []
         self.delivered: list[bytes] = []
 
-    async def send(self, topic: Any, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[None]:
         assert key is not None
         self.sends.append(key)
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -55,14 +57,24 @@ def test_every_pending_delivery_is_checked_and_failed_ones_sent_again() -> None:
     assert sorted(broker.delivered) == [b"r1", b"r2", b"r3"]
 
 
-def test_a_message_that_never_gets_through_is_an_error_naming_it() -> None:
-    broker = Broker({b"r1": outbox.ATTEMPTS})
+def test_a_message_that_keeps_failing_holds_delivery_back_and_is_reported_until_through() -> None:
+    broker = Broker({b"r1": outbox.ATTEMPTS + 2})
 
-    async def scenario() -> None:
+    async def scenario() -> list[tuple[int, str | None]]:
         box = Outbox(broker.send)
-        await box.put("kpi-windows", b"r1", b"{}")
-        await box.deliver()
+        await box.put("kpi-dead-letter", b"r1", b"{}")
+        delivering = asyncio.ensure_future(box.deliver())
+        seen = []
+        while not delivering.done():  # each resend yields to the loop (its backoff sleep)
+            seen.append((box.undelivered, box.failure))
+            await asyncio.sleep(0)
+        await delivering
+        seen.append((box.undelivered, box.failure))
+        return seen
 
-    with pytest.raises(NotDelivered, match=r"kpi-windows: key b'r1' not delivered after 5 sends"):
-        asyncio.run(scenario())
-    assert broker.sends == [b"r1"] * outbox.ATTEMPTS
+    seen = asyncio.run(scenario())
+    assert broker.sends == [b"r1"] * (outbox.ATTEMPTS + 3)  # never given up
+    assert broker.delivered == [b"r1"]
+    failure = "kpi-dead-letter: key b'r1': request timed out for b'r1'"
+    assert (1, failure) in seen  # reported while held back
+    assert seen[-1] == (0, None)  # and no more once through

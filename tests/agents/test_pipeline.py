@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import hashlib
 import itertools
 import random
 import zlib
@@ -354,9 +355,9 @@ def test_a_batch_is_one_forward_of_runs_per_input_partition_in_input_order() -> 
     assert orjson.loads(value) == {
         "wall_us": wall(0),
         "runs": [
-            {"source": "machine-state:1", "events": [a, b]},
-            {"source": "orders:0", "events": [order]},
-            {"source": "machine-state:1", "events": [c]},
+            {"source": "machine-state:1", "upto": 8, "events": [a, b]},
+            {"source": "orders:0", "upto": 3, "events": [order]},
+            {"source": "machine-state:1", "upto": 9, "events": [c]},
         ],
         "sources": ["machine-state:1", "orders:0"],
     }
@@ -383,7 +384,7 @@ def test_a_bad_message_of_a_batch_is_its_own_dead_letter_and_the_rest_go_on() ->
     )
     [(_, value)] = batch.forwards
     assert orjson.loads(value)["runs"] == [
-        {"source": "machine-state:0", "events": [good, mixed[0]]}
+        {"source": "machine-state:0", "upto": 2, "events": [good, mixed[0]]}
     ]
     assert "sources" not in orjson.loads(value)
     letters = [(m.offset, r.reasons) for m, r in batch.routed if r.dead_letter is not None]
@@ -1053,9 +1054,14 @@ def test_a_refused_event_becomes_a_dead_letter_naming_its_input_partition(
             "partition": int(partition),
             "offset": None,  # the engine topic does not carry input offsets
             "key": parse_event(refused).key,
+            # but the engine message's place does (the feed's shard is unnamed)
+            "engine": {"topic": "", "partition": None, "offset": 1, "index": 0},
         },
         "valid_events_forwarded": 0,
         "received_us": wall(2),
+        "size_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "truncated": False,
         "value_text": raw.decode(),
     }
 

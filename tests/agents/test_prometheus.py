@@ -65,6 +65,8 @@ PARSE_ONLY = {
     "KpimonEngineStateNearLimit": "the plant holds far fewer machines and orders than the limits",
     "KpimonLateData": "the simulated gateways have no outages: no machine event arrives late",
     "KpimonDataTooLate": "no event arrives behind the frontier, let alone the revision horizon",
+    "KpimonOutputsUndelivered": "the broker accepts every output in a healthy run "
+    "(tests/agents/test_dead_letters.py covers the gauge)",
     "KpimonMessagesLost": "nothing is lost in a healthy run (tests/agents/test_agents.py "
     "test_run_engine_counts_what_it_cannot_refill covers the counter)",
 }
