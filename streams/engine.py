@@ -24,7 +24,6 @@ or a restored snapshot refuses the same events.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from streams.oee import OeeState
 from streams.orders import OrderBook
 from streams.pchart import PChart
 from streams.perfect_order import OrderVerdict, PerfectOrderState
+from streams.pointlog import PointLog
 from streams.policies import Targets, order_rules
 from streams.records import (
     chain_record,
@@ -50,6 +50,7 @@ from streams.records import (
 )
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
 from streams.safety_stock import SafetyStock
+from streams.seen import SeenIds, digest
 from streams.windows import ShiftCalendar, Window, WindowSet, split_planned
 
 MachineKey = tuple[str, str, str]  # site, line, machine
@@ -139,8 +140,7 @@ class Engine:
         self.targets = Targets(c)
         self.stock = SafetyStock(c)
         self.charts: dict[str, PChart] = {}
-        self.seen: dict[tuple[str, str], int] = {}  # (source, event_id) -> ts
-        self._seen_order: list[tuple[int, tuple[str, str]]] = []  # heap of (ts, key)
+        self.seen = SeenIds()  # digests of the applied events' ids
 
         self.watermark_us: int | None = None
         self.closed_until_us: int | None = None
@@ -158,11 +158,11 @@ class Engine:
         'late', or a refusal (one of `REFUSALS`, also added to `out.rejected`)."""
         source = event.source
         self.stats[f"events.{source}"] += 1
-        key = (source, event.event_id)
-        if key in self.seen:
+        ts = event.ts_us
+        key = digest(source, event.event_id)
+        if (key, ts) in self.seen:
             self.stats[f"duplicates.{source}"] += 1
             return "duplicate"
-        ts = event.ts_us
         frontier = self.frontier_us
         if frontier is not None and ts < frontier:
             self.stats[f"late.{source}"] += 1
@@ -174,8 +174,7 @@ class Engine:
         refusal = self._over_limit(event)
         if refusal is not None:
             return self._refuse(*refusal, event, out)
-        self.seen[key] = ts
-        heapq.heappush(self._seen_order, (ts, key))
+        self.seen.add(key, ts)
         if source == "machine-state":
             self._machine_event(event, ts, late=late)
         else:
@@ -188,20 +187,6 @@ class Engine:
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
-
-    def _forget_seen(self, before_us: int) -> None:
-        """Forget the ids of events older than `before_us` (oldest first: no scan)."""
-        order, seen = self._seen_order, self.seen
-        while order and order[0][0] < before_us:
-            ts, key = heapq.heappop(order)
-            if seen.get(key) == ts:
-                del seen[key]
-
-    def restore_seen(self, seen: dict[tuple[str, str], int]) -> None:
-        """Set the ids remembered (from a snapshot)."""
-        self.seen = dict(seen)
-        self._seen_order = [(ts, key) for key, ts in self.seen.items()]
-        heapq.heapify(self._seen_order)
 
     def _refuse(self, reason: str, error: str, event: Any, out: Output | None) -> str:
         self.stats[f"refused.{reason}"] += 1
@@ -325,7 +310,8 @@ class Engine:
         self._next_close_us = self._next_boundary(frontier)
         # Machine events are remembered while they can still come late (a
         # re-sent one must not count twice in a revision).
-        self._forget_seen(frontier - self.horizon_us)
+        self.seen.forget(frontier - self.horizon_us)
+        self.seen.pack(frontier)
         if self.horizon_us:
             self._forget_history()
         self.book.forget_decided(frontier - self.decided_memory_us)
@@ -360,7 +346,7 @@ class Engine:
         mkey = (timeline.site, timeline.line, timeline.machine)
         history = self.history.get(timeline.machine)
         if history is not None:
-            history.points += timeline.due(until_us, inclusive=inclusive)
+            history.points.extend(timeline.due(until_us, inclusive=inclusive))
         segments = timeline.attribute(
             until_us,
             self.heartbeat_us(timeline),
@@ -431,7 +417,7 @@ class Engine:
                     chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
                 )
         if self.horizon_us and machines:
-            self.closed[window] = ClosedWindow(dict(lines), dict(sites), by_direction)
+            self.closed[window] = ClosedWindow.of(lines, sites, by_direction)
         out.alerts += self.targets.judge(window, out.records)
         if window.label == self.stock.label:
             out.records += self.stock.close(window)
@@ -466,7 +452,8 @@ class Engine:
         assert self.closed_until_us is not None
         floor = self._history_floor()
         for machine, history in self.history.items():
-            if history.points and history.points[0][0] < floor:
+            first = history.points.first_us
+            if first is not None and first < floor:
                 history.fold(floor, self.heartbeat_us(self.machines[machine]), self.modulus)
         while self.closed:  # kept in closing order, which is end order
             oldest = next(iter(self.closed))
@@ -485,10 +472,11 @@ class Engine:
             timeline, history = self.machines[machine], self.history[machine]
             late, history.late = sorted(history.late), []
             heartbeat = self.heartbeat_us(timeline)
-            _, before = history.replay(history.points, closed_until, heartbeat, self.modulus)
-            points = sorted(history.points + late)
+            kept = history.points.points()
+            _, before = history.replay(kept, closed_until, heartbeat, self.modulus)
+            points = sorted(kept + late)
             after, segments = history.replay(points, closed_until, heartbeat, self.modulus)
-            history.points = points
+            history.points = PointLog.of(points)
             for name in ("frontier_us", "state", "reason", "last_seen_us", "counters"):
                 setattr(timeline, name, getattr(after, name))
             timeline.resets, timeline.wraps = after.resets, after.wraps
@@ -511,9 +499,7 @@ class Engine:
                 kept = self.closed.get(window)
                 if kept is None or window.start_us < since:
                     continue  # ended before the first late event: unchanged
-                line, site = (mkey[0], mkey[1]), mkey[0]
-                kept.lines.setdefault(line, OeeState()).subtract(was).merge(state)
-                kept.sites.setdefault(site, OeeState()).subtract(was).merge(state)
+                kept.revise(mkey, was, state)
                 revised[window][mkey] = state
         self._late.clear()
         for window in sorted(
@@ -542,13 +528,13 @@ class Engine:
         for (site, line, machine), state in sorted(machines.items()):
             keys = {"site": site, "line": line, "machine": machine}
             out.records.append(oee_record("machine", keys, window, state))
-        for site, line in sorted({(m[0], m[1]) for m in machines}):
-            state = kept.lines[site, line]
+        lines = {(m[0], m[1]): kept.line((m[0], m[1])) for m in machines}
+        for (site, line), state in sorted(lines.items()):
             out.records.append(oee_record("line", {"site": site, "line": line}, window, state))
         for site in sorted({m[0] for m in machines}):
-            out.records.append(oee_record("site", {"site": site}, window, kept.sites[site]))
+            out.records.append(oee_record("site", {"site": site}, window, kept.site(site)))
         if kept.orders is not None:
-            plant = OeeState.merged(kept.sites.values()).result()["oee"]
+            plant = kept.plant().result()["oee"]
             inbound = kept.orders.get("inbound", PerfectOrderState())
             outbound = kept.orders.get("outbound", PerfectOrderState())
             out.records.append(chain_record(window, inbound, outbound, plant))
@@ -556,8 +542,7 @@ class Engine:
         self.stats["windows_revised"] += 1
         self._published(out.records, kept.revision)
         if window.label == self.config.pchart_scrap_label():
-            for site, line in sorted({(m[0], m[1]) for m in machines}):
-                state = kept.lines[site, line]
+            for (site, line), state in sorted(lines.items()):
                 chart = f"scrap/{site}/{line}"
                 self._revise_chart(chart, window, state.total - state.good, state.total, out)
         return out

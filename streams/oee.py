@@ -19,9 +19,12 @@ roll-ups (line, site, longer windows) merge states and never average ratios.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 from streams.timeutil import US
 
@@ -160,3 +163,25 @@ class OeeState:
 
 _SUMMED = tuple(f.name for f in fields(OeeState) if f.name != "downtime_by_reason_us")
 """The plain number fields, in declaration order (the reasons dict is last)."""
+
+_PACKED = struct.Struct(f"<{len(_SUMMED)}q")
+
+
+def pack(state: OeeState) -> bytes | OeeState:
+    """A state as about 100 bytes (kept a day for revisions), or itself if too large."""
+    try:
+        head = _PACKED.pack(*(getattr(state, name) for name in _SUMMED))
+    except struct.error:  # a sum over 2^63
+        return OeeState.from_dict(state.to_dict())
+    reasons = state.downtime_by_reason_us
+    return head + orjson.dumps(reasons) if reasons else head
+
+
+def unpack(packed: bytes | OeeState) -> OeeState:
+    """A fresh state from `pack`'s bytes."""
+    if isinstance(packed, OeeState):
+        return OeeState.from_dict(packed.to_dict())
+    state = OeeState(*_PACKED.unpack_from(packed))
+    if len(packed) > _PACKED.size:
+        state.downtime_by_reason_us = orjson.loads(packed[_PACKED.size :])
+    return state

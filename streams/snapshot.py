@@ -18,6 +18,7 @@ from streams.orders import OpenOrder
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
+from streams.seen import SeenIds
 from streams.windows import Window
 
 VERSION = 1
@@ -79,7 +80,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             "heap": [list(h) for h in book._heap],
         },
         "charts": {name: chart.to_dict() for name, chart in engine.charts.items()},
-        "seen": [[src, eid, ts] for (src, eid), ts in engine.seen.items()],
+        "seen": engine.seen.to_dict(),
         "stats": dict(engine.stats),
         "last_closed": engine.last_closed,
         "stock": engine.stock.to_dict(),
@@ -114,7 +115,7 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     book._heap = [tuple(h) for h in data["book"]["heap"]]  # type: ignore[misc]
     pchart_config = config.pchart.build()
     engine.charts = {n: PChart.from_dict(pchart_config, c) for n, c in data["charts"].items()}
-    engine.restore_seen({(src, eid): ts for src, eid, ts in data["seen"]})
+    engine.seen = SeenIds.from_dict(data["seen"])
     engine.stats = Counter(data["stats"])
     engine.last_closed = dict(data["last_closed"])
     if "stock" in data:  # absent in a snapshot taken before safety stock existed

@@ -1,0 +1,136 @@
+"""A machine's kept events packed into bytes: the revision history's memory.
+
+The revision horizon keeps a day of every machine's attributed events (see
+`streams.revisions`). As Python tuples that is about 480 bytes an event (the
+tuple, its integers, the units list, a string per state); at 10,000 machines
+sending an event a minute that is 7 GB. Packed as fixed-size records with the
+strings (states, reasons, products) numbered per machine, it is 62 bytes:
+
+    (ts_us, seq, state, reason, units)          a timeline point (`streams.machine`)
+    <q ts> <q seq> <i state> <i reason> <B kind> <i product> <q total>
+    <q good> <B good is None> <q ideal_us> <d ideal_cycle_s>
+
+A point whose numbers do not fit (a count over 2^63) is kept as it is.
+Points go in and come out as the tuples `MachineTimeline` works with, equal
+to the ones put in.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+_RECORD = struct.Struct("<qqiiBiqqBqd")
+_NONE = -1
+_KINDS = (None, "count", "counter")
+_OVERSIZED = 3  # the point is in `odd`, by sequence number
+
+
+class PointLog:
+    """Timeline points in event-time order, packed; appended at the end."""
+
+    __slots__ = ("_data", "_names", "_codes", "odd")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._names: list[str] = []
+        self._codes: dict[str, int] = {}
+        self.odd: dict[int, tuple[Any, ...]] = {}  # seq -> a point too large to pack
+
+    @classmethod
+    def of(cls, points: Iterable[tuple[Any, ...]]) -> PointLog:
+        log = cls()
+        log.extend(points)
+        return log
+
+    def __len__(self) -> int:
+        return len(self._data) // _RECORD.size
+
+    @property
+    def first_us(self) -> int | None:
+        """Timestamp of the oldest point."""
+        return _RECORD.unpack_from(self._data)[0] if self._data else None
+
+    def extend(self, points: Iterable[tuple[Any, ...]]) -> None:
+        for point in points:
+            self._data += self._pack(point)
+
+    def points(self) -> list[tuple[Any, ...]]:
+        """Every point, as the tuples put in."""
+        return [self._unpack(fields) for fields in _RECORD.iter_unpack(self._data)]
+
+    def take_before(self, ts_us: int) -> list[tuple[Any, ...]]:
+        """Remove and return the points before `ts_us`."""
+        size, data = _RECORD.size, self._data
+        taken = 0
+        while taken * size < len(data) and _RECORD.unpack_from(data, taken * size)[0] < ts_us:
+            taken += 1
+        head = [self._unpack(f) for f in _RECORD.iter_unpack(bytes(data[: taken * size]))]
+        del data[: taken * size]
+        for point in head:
+            self.odd.pop(point[1], None)
+        return head
+
+    # -- packing -------------------------------------------------------------
+    def _code(self, name: str | None) -> int:
+        if name is None:
+            return _NONE
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = len(self._names)
+            self._names.append(name)
+        return code
+
+    def _pack(self, point: tuple[Any, ...]) -> bytes:
+        ts, seq, state, reason, units = point
+        try:
+            if units is None:
+                tail: tuple[Any, ...] = (0, _NONE, 0, 0, 0, 0, 0.0)
+            elif units[0] == "count":
+                _, product, total, good, ideal_us = units
+                tail = (1, self._code(product), total, good, 0, ideal_us, 0.0)
+            else:
+                _, product, total, good, ideal_s = units
+                tail = (2, self._code(product), total, good or 0, good is None, 0, ideal_s)
+            return _RECORD.pack(ts, seq, self._code(state), self._code(reason), *tail)
+        except struct.error:
+            self.odd[seq] = point
+            return _RECORD.pack(ts, seq, _NONE, _NONE, _OVERSIZED, _NONE, 0, 0, 0, 0, 0.0)
+
+    def _unpack(self, fields: tuple[Any, ...]) -> tuple[Any, ...]:
+        ts, seq, state, reason, kind, product, total, good, no_good, ideal_us, ideal_s = fields
+        if kind == _OVERSIZED:
+            return self.odd[seq]
+        names = self._names
+        head = (
+            ts,
+            seq,
+            None if state == _NONE else names[state],
+            None if reason == _NONE else names[reason],
+        )
+        if kind == 0:
+            return (*head, None)
+        if kind == 1:
+            return (*head, ["count", names[product], total, good, ideal_us])
+        return (*head, ["counter", names[product], total, None if no_good else good, ideal_s])
+
+    # -- snapshots -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self._names),
+            "packed": base64.b64encode(self._data).decode(),
+            "odd": [list(p) for p in self.odd.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | list[Any]) -> PointLog:
+        if isinstance(data, list):  # a snapshot from before packing: the points
+            return cls.of(tuple(p) for p in data)
+        log = cls()
+        log._names = list(data["names"])
+        log._codes = {name: i for i, name in enumerate(log._names)}
+        log._data = bytearray(base64.b64decode(data["packed"]))
+        log.odd = {p[1]: tuple(p) for p in data["odd"]}
+        return log
