@@ -2,6 +2,7 @@
 
     kpimon bench [--events 1000000] [--machines 10000] [--open-orders 100000]
                  [--broker kafka://host:port] [--json PATH] [--skip-rss] [-q]
+                 [--horizon-machines 10000] [--skip-horizon] [--horizon-only]
 
 Everything runs on this machine against one broker (the embedded one unless
 `--broker` is given). Each measured consumer is its own subprocess
@@ -54,6 +55,12 @@ event counted, so start-up and group joins are not in it):
     applied them all and taken a snapshot, `/kpi` and `/metrics` are read
     once (building the live view is part of serving those machines) and
     the worker's `VmHWM` is the peak RSS.
+
+(f) revision-horizon memory: `agents.bench_horizon` in a process of its
+    own feeds an engine (no broker, no worker) 26 hours of on-change events
+    from `--horizon-machines` machines and reports the memory the 24-hour
+    revision horizon holds, and one snapshot's size and time (see that
+    module). `--horizon-only` runs just this phase.
 
 The worker settings are the defaults (engine windows 1m/1h/1d, snapshot
 every 2 s, ticks every 1 s), with the consumer-group timeouts of the
@@ -108,6 +115,7 @@ JSON_KEYS = (
     "events",
     "machines",
     "open_orders",
+    "horizon_bytes",
 )
 TARGETS = {"batched": 0.60, "single": 0.90, "latency_p99_s": 1.0, "rss_bytes": 1 << 30}
 
@@ -136,6 +144,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the generated events")
     p.add_argument("--skip-rss", action="store_true", help="leave out (e), the memory test")
+    p.add_argument(
+        "--horizon-machines",
+        type=positive_int,
+        default=10_000,
+        help="machines of (f), the revision-horizon memory (default 10000)",
+    )
+    p.add_argument("--skip-horizon", action="store_true", help="leave out (f)")
+    p.add_argument("--horizon-only", action="store_true", help="run only (f); needs no broker")
     p.add_argument("--profile", metavar="DIR", help="cProfile the (c) workers into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -253,7 +269,8 @@ class Bench:
         self.n = args.events
         self.run = f"kb{os.getpid()}x{int(time.time()) % 100_000}"
         self.dir = Path(tempfile.mkdtemp(prefix="kpimon-bench-"))
-        self.bar = Bar(9 if args.skip_rss else 10, args.quiet)
+        phases = 10 - args.skip_rss + (not args.skip_horizon)
+        self.bar = Bar(1 if args.horizon_only else phases, args.quiet)
         self.broker: Any = None
         self.bootstrap = ""
         self.details: dict[str, Any] = {}
@@ -480,6 +497,27 @@ data_dir = "{self.dir / f"data-{tag}"}"
         self.bar.done(f"peak RSS {peak / 2**20:,.0f} MiB")
         return {"peak_rss_bytes": peak, "before_views": before_views, "after_views": vm}
 
+    def horizon_phase(self) -> dict[str, Any]:
+        """(f): `agents.bench_horizon` in a process of its own."""
+        from agents.bench_horizon import describe
+
+        machines = self.args.horizon_machines
+        self.bar.phase(f"revision horizon, {machines:,} machines")
+        out = self.dir / "horizon.json"
+        root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+        env = {**os.environ, "PYTHONPATH": path}
+        command = [sys.executable, "-m", "agents.bench_horizon", "--machines", str(machines)]
+        proc = subprocess.run(
+            [*command, "--json", str(out)], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise BenchError(f"revision horizon: exited {proc.returncode}\n{proc.stderr[-3000:]}")
+        result = orjson.loads(out.read_bytes())
+        self.bar.done(f"{result['engine_bytes'] / 2**20:,.0f} MiB")
+        result["text"] = describe(result)
+        return result
+
     # -- the whole run -----------------------------------------------------------
 
     def execute(self) -> dict[str, Any]:
@@ -516,6 +554,7 @@ data_dir = "{self.dir / f"data-{tag}"}"
         d["kpimon"] = kpimon
         d["latency"] = self.latency_phase(kpimon["batched"]["events_per_s"] / 2)
         d["memory"] = None if args.skip_rss else self.rss_phase()
+        d["horizon"] = None if args.skip_horizon else self.horizon_phase()
         d["load_average_by_phase"] = self.bar.loads
         return {
             "raw_events_per_s": raw["batched"]["events_per_s"],
@@ -528,6 +567,7 @@ data_dir = "{self.dir / f"data-{tag}"}"
             "events": self.n,
             "machines": None if args.skip_rss else args.machines,
             "open_orders": None if args.skip_rss else args.open_orders,
+            "horizon_bytes": None if d["horizon"] is None else d["horizon"]["engine_bytes"],
         }
 
     def close(self, ok: bool) -> None:
@@ -697,6 +737,8 @@ def table(result: dict[str, Any], details: dict[str, Any], args: argparse.Namesp
         f"latency to the ingest agent's forward (before the engine): "
         f"p50 {lat['to_ingest_p50_s']:.3f} s, p99 {lat['to_ingest_p99_s']:.3f} s"
     )
+    if d.get("horizon") is not None:
+        lines.append(d["horizon"]["text"])
     return "\n".join(lines)
 
 
@@ -705,6 +747,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print("kpimon bench: counts must be positive", file=sys.stderr)
         return 2
     bench = Bench(args)
+    if args.horizon_only:
+        return run_horizon_only(bench)
     ok = False
     try:
         if args.broker:
@@ -728,4 +772,19 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         data = {key: result[key] for key in JSON_KEYS} | {"details": bench.details}
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+def run_horizon_only(bench: Bench) -> int:
+    """`kpimon bench --horizon-only`: (f) alone, in-process engine, no broker."""
+    try:
+        result = bench.horizon_phase()
+    except BenchError as exc:
+        print(f"\nkpimon bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bench.close(True)
+    print(result["text"])
+    if bench.args.json:
+        Path(bench.args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -28,6 +28,7 @@ KEYS = {
     "events",
     "machines",
     "open_orders",
+    "horizon_bytes",
 }
 
 
@@ -45,6 +46,8 @@ def test_bench_small_run_writes_the_json(tmp_path: Path) -> None:
             "200",
             "--open-orders",
             "500",
+            "--horizon-machines",
+            "40",
             "--json",
             str(out),
         ],
@@ -62,3 +65,24 @@ def test_bench_small_run_writes_the_json(tmp_path: Path) -> None:
     assert (data["events"], data["machines"], data["open_orders"]) == (3000, 200, 500)
     assert "kpimon, batched messages" in proc.stdout  # the table
     assert "(e) peak RSS" in proc.stdout
+    assert "(f) revision horizon (24 h), 40 machines" in proc.stdout
+
+
+def test_bench_horizon_only_measures_a_full_horizon(tmp_path: Path) -> None:
+    out = tmp_path / "horizon.json"
+    command = ["bench", "--horizon-only", "--horizon-machines", "20", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents.cli", *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["machines"] == 20 and data["hours"] == 26
+    # 26 h of events, a 24 h horizon: the oldest events were forgotten, the rest kept.
+    assert 0 < data["kept_events"] < data["events"]
+    assert 0 < data["seen_ids"] < data["events"]
+    assert data["engine_bytes"] > 0 and data["snapshot_bytes"] > 0
+    assert proc.stdout.startswith("(f) revision horizon (24 h), 20 machines")
