@@ -388,6 +388,7 @@ class Shard:
         """
         newest = None
         ingest = self.engine.ingest
+        self.engine.wall_us = wall  # the past horizon's reference before any event
         offset = self.next_offset - 1  # of the message being applied
         for data in events:
             event = parse_event(data)

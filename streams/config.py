@@ -260,6 +260,18 @@ class EngineConfig(_Strict):
         "windows it belongs to (published again, revision + 1); older: dead-lettered "
         "(too_late). 0s: no revisions",
     )
+    past_horizon: Duration | None = Field(
+        "7d",
+        description="an event older than this behind the newest accepted event (before "
+        "there is one, behind the worker's clock) is dead-lettered (past_timestamp): one "
+        "stray 1970 stamp must not open 56 years of windows. Off: none",
+    )
+    state_hold_limit: Duration | None = Field(
+        "7d",
+        description="a machine's state holds at most this long after its last event of any "
+        "kind; later time is not attributed (no windows are opened for it) until the "
+        "machine sends again. Off: a state holds for ever",
+    )
     heartbeat_timeout: Duration | None = Field(
         None,
         description="opt-in, for producers that send periodically: silence after which a "
@@ -320,7 +332,7 @@ class EngineConfig(_Strict):
     def _positive(cls, v: Duration) -> Duration:
         return _check_duration(v, positive=True)
 
-    @field_validator("heartbeat_timeout", "silence_alert")
+    @field_validator("heartbeat_timeout", "silence_alert", "past_horizon", "state_hold_limit")
     @classmethod
     def _optional_positive(cls, v: Duration | None) -> Duration | None:
         return None if v is None else _check_duration(v, positive=True)

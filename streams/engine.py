@@ -51,6 +51,7 @@ from streams.records import (
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory
 from streams.safety_stock import SafetyStock
 from streams.seen import SeenIds, digest
+from streams.timeutil import US, iso
 from streams.windows import ShiftCalendar, Window, WindowSet, split_planned
 
 MachineKey = tuple[str, str, str]  # site, line, machine
@@ -60,6 +61,7 @@ REFUSALS = {
     "too_many_machines": ("machine-state",),
     "too_many_open_orders": ("orders", "shipments"),
     "too_late": ("machine-state", "orders", "shipments"),
+    "past_timestamp": ("machine-state", "orders", "shipments"),
 }
 """Why an event is refused (`Engine.ingest`) -> the sources whose events it can refuse."""
 
@@ -120,6 +122,9 @@ class Engine:
         self.lateness_us = c.us("allowed_lateness")
         self.silence_us = c.optional_us("silence_alert")
         self.modulus = c.counter_modulus
+        self.hold_us = c.optional_us("state_hold_limit")
+        self.past_us = c.optional_us("past_horizon")
+        self.wall_us: int | None = None  # a live worker's clock: the past horizon's reference
         self._heartbeat: dict[str, int | None] = {}  # machine -> its heartbeat timeout
         self.horizon_us = c.us("revision_horizon")
         self.history: dict[str, MachineHistory] = {}  # machine -> attributed events kept
@@ -159,6 +164,9 @@ class Engine:
         source = event.source
         self.stats[f"events.{source}"] += 1
         ts = event.ts_us
+        past = self._past(ts)
+        if past is not None:
+            return self._refuse("past_timestamp", past, event, out)
         key = digest(source, event.event_id)
         if (key, ts) in self.seen:
             self.stats[f"duplicates.{source}"] += 1
@@ -187,6 +195,18 @@ class Engine:
         if self.auto_watermark and (self.watermark_us is None or ts > self.watermark_us):
             self.watermark_us = ts
         return None
+
+    def _past(self, ts_us: int) -> str | None:
+        """Why an event is older than the past horizon allows, if it is."""
+        reference = self.watermark_us if self.watermark_us is not None else self.wall_us
+        if self.past_us is None or reference is None or ts_us >= reference - self.past_us:
+            return None
+        what = "the newest event" if self.watermark_us is not None else "the receiving clock"
+        return (
+            f"ts: {iso(ts_us)} is {(reference - ts_us) / US / 86_400:,.1f} days behind {what} "
+            f"({iso(reference)}); engine.past_horizon allows "
+            f"{self.config.past_horizon}"
+        )
 
     def _refuse(self, reason: str, error: str, event: Any, out: Output | None) -> str:
         self.stats[f"refused.{reason}"] += 1
@@ -353,6 +373,7 @@ class Engine:
             self.silence_us,
             inclusive=inclusive,
             modulus=self.modulus,
+            hold_us=self.hold_us,
         )
         for segment in segments:
             self._add_segment(mkey, segment)
@@ -454,7 +475,8 @@ class Engine:
         for machine, history in self.history.items():
             first = history.points.first_us
             if first is not None and first < floor:
-                history.fold(floor, self.heartbeat_us(self.machines[machine]), self.modulus)
+                heartbeat = self.heartbeat_us(self.machines[machine])
+                history.fold(floor, heartbeat, self.modulus, self.hold_us)
         while self.closed:  # kept in closing order, which is end order
             oldest = next(iter(self.closed))
             if oldest.end_us > floor:
@@ -473,9 +495,10 @@ class Engine:
             late, history.late = sorted(history.late), []
             heartbeat = self.heartbeat_us(timeline)
             kept = history.points.points()
-            _, before = history.replay(kept, closed_until, heartbeat, self.modulus)
+            rules = (heartbeat, self.modulus, self.hold_us)
+            _, before = history.replay(kept, closed_until, *rules)
             points = sorted(kept + late)
-            after, segments = history.replay(points, closed_until, heartbeat, self.modulus)
+            after, segments = history.replay(points, closed_until, *rules)
             history.points = PointLog.of(points)
             for name in ("frontier_us", "state", "reason", "last_seen_us", "counters"):
                 setattr(timeline, name, getattr(after, name))

@@ -36,7 +36,10 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
         # Show time and units up to the machine's own newest event too.
         newest = timeline.newest_us or now
         segments = timeline.preview(
-            max(now, newest), engine.heartbeat_us(timeline), modulus=engine.modulus
+            max(now, newest),
+            engine.heartbeat_us(timeline),
+            modulus=engine.modulus,
+            hold_us=engine.hold_us,
         )
         for seg in segments:
             for window in wanted:

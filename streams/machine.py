@@ -136,11 +136,14 @@ class MachineTimeline:
         *,
         inclusive: bool = False,
         modulus: int | None = None,
+        hold_us: int | None = None,
     ) -> Iterator[Segment]:
         """Attribute time up to `until_us` and forget the events before it.
 
         `inclusive`: events at `until_us` itself are taken too (end of input).
         `silence_us`: a marker where a running machine has been silent that long.
+        `hold_us`: no time is attributed later than that after the machine's
+        last event (a state is not held for ever; the engine's `state_hold_limit`).
         """
         if self.frontier_us is None:
             if not self.pending or self.pending[0][0] > until_us:
@@ -155,7 +158,7 @@ class MachineTimeline:
         points, self.pending = self.pending[:taken], self.pending[taken:]
         cursor = self.frontier_us
         for ts, _, state, reason, units in points:
-            yield from self._hold(cursor, ts, heartbeat_us, silence_us)
+            yield from self._hold(cursor, ts, heartbeat_us, silence_us, hold_us)
             cursor = ts
             self.last_seen_us = ts
             if state != HEARTBEAT:
@@ -166,7 +169,7 @@ class MachineTimeline:
                     yield Segment(ts, ts, "down", reason, failure_at_start=True)
             if units is not None and (made := self._units(ts, units, modulus)) is not None:
                 yield Segment(ts, ts, "units", units=made)
-        yield from self._hold(cursor, until_us, heartbeat_us, silence_us)
+        yield from self._hold(cursor, until_us, heartbeat_us, silence_us, hold_us)
         self.frontier_us = until_us
 
     def preview(
@@ -176,12 +179,14 @@ class MachineTimeline:
         silence_us: int | None = None,
         *,
         modulus: int | None = None,
+        hold_us: int | None = None,
     ) -> list[Segment]:
         """What an inclusive `attribute` would yield, without changing anything."""
         clone = MachineTimeline.from_dict(self.to_dict())
-        return list(
-            clone.attribute(until_us, heartbeat_us, silence_us, inclusive=True, modulus=modulus)
+        segments = clone.attribute(
+            until_us, heartbeat_us, silence_us, inclusive=True, modulus=modulus, hold_us=hold_us
         )
+        return list(segments)
 
     def _units(self, ts_us: int, units: list[Any], modulus: int | None) -> Units | None:
         kind, product, total, good = units[0], units[1], units[2], units[3]
@@ -206,9 +211,16 @@ class MachineTimeline:
         return Units(total, good, ideal_us, outside_running=self.state != "running")
 
     def _hold(
-        self, start_us: int, end_us: int, heartbeat_us: int | None, silence_us: int | None
+        self,
+        start_us: int,
+        end_us: int,
+        heartbeat_us: int | None,
+        silence_us: int | None,
+        hold_us: int | None = None,
     ) -> Iterator[Segment]:
         """The held state from start to end, with no_data past an opt-in heartbeat."""
+        if hold_us is not None and self.last_seen_us is not None:
+            end_us = min(end_us, self.last_seen_us + hold_us)
         if end_us <= start_us:
             return
         state = self.state

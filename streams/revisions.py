@@ -50,20 +50,29 @@ class MachineHistory:
         until_us: int,
         heartbeat_us: int | None,
         modulus: int | None,
+        hold_us: int | None = None,
     ) -> tuple[MachineTimeline, list[Segment]]:
         """The base run through `points` up to `until_us`: the timeline and its segments."""
         clone = MachineTimeline.from_dict(self.base.to_dict())
         clone.pending = sorted(points)
-        segments = list(clone.attribute(until_us, heartbeat_us, None, modulus=modulus))
-        return clone, segments
+        segments = clone.attribute(until_us, heartbeat_us, None, modulus=modulus, hold_us=hold_us)
+        return clone, list(segments)
 
-    def fold(self, floor_us: int, heartbeat_us: int | None, modulus: int | None) -> None:
+    def fold(
+        self,
+        floor_us: int,
+        heartbeat_us: int | None,
+        modulus: int | None,
+        hold_us: int | None = None,
+    ) -> None:
         """Move the base up to `floor_us`: the points before it are forgotten."""
         first = self.points.first_us
         if first is None or first >= floor_us:
             return
         self.base.pending = self.points.take_before(floor_us)
-        for _ in self.base.attribute(floor_us, heartbeat_us, None, modulus=modulus):
+        for _ in self.base.attribute(
+            floor_us, heartbeat_us, None, modulus=modulus, hold_us=hold_us
+        ):
             pass
         self.base.pending = []
 
