@@ -424,6 +424,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             log.warning("could not read back the refusals sent before (%r): sent twice maybe", exc)
             found = set()
         runtime.engine_letters[partition] = found
+        log.info(
+            "engine partition %s resumed at offset %s: %s refusals sent before",
+            partition,
+            resumed,
+            len(found),
+        )
 
     async def refill(partition: int, shard: Shard, upto: int) -> None:
         """Apply the engine messages from the shard's next offset up to `upto`,
@@ -531,7 +537,11 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 runtime.engine_letters.pop(tp.partition, None)
                 runtime.shards.pop(tp.partition, None)
                 runtime.unacked.pop(tp.partition, None)
-                runtime.outboxes.pop(tp.partition, None)  # the next owner sends them again
+                box = runtime.outboxes.pop(tp.partition, None)  # the next owner sends the rest
+                if box is not None:
+                    # Sent ones on the topic first: the next owner (maybe this worker
+                    # again) reads back the refusals there and sends them once.
+                    await box.settle(w.tick_interval * 5)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -92,6 +92,13 @@ class Outbox:
             self.failure = None
         return resent
 
+    async def settle(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the pending deliveries, whatever their outcome:
+        what got through is then on the topic for the partition's next reader to find."""
+        deliveries = [asyncio.ensure_future(d) for *_, d in self.pending]
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=timeout_s)
+
 
 def _name(topic: Any) -> str:
     get = getattr(topic, "get_topic_name", None)

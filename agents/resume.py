@@ -98,7 +98,8 @@ class Tail:
         read, stop = 0, end
         while stop > start and read < MAX_SCAN:
             first = max(start, stop - CHUNK)
-            records = await self._range(consumer, tp, first, stop)
+            # The newest chunk is read to the end, whatever `end` said.
+            records = await self._range(consumer, tp, first, stop if stop < end else None)
             for offset, timestamp, value in reversed(records):
                 read += 1
                 if timestamp < floor_ms or visit(tp.partition, offset, value):
@@ -107,18 +108,22 @@ class Tail:
         return read
 
     async def _range(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, stop: int
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, stop: int | None
     ) -> list[tuple[int, int, bytes | None]]:
-        """(offset, timestamp ms, value) of offsets first..stop-1 that hold a record."""
+        """(offset, timestamp ms, value) of offsets first..stop-1 that hold a record;
+        with `stop` None, up to the partition's end: until a fetch brings nothing
+        (the embedded broker's end offset can fall short of its last batch)."""
         consumer.seek(tp, first)
         found: list[tuple[int, int, bytes | None]] = []
         deadline = time.monotonic() + self.timeout_s
-        while await consumer.position(tp) < stop:
+        while stop is None or await consumer.position(tp) < stop:
             if time.monotonic() > deadline:
-                raise KafkaError(f"{tp.topic}:{tp.partition}: {first}..{stop - 1} not read")
-            fetched = await consumer.getmany(tp, timeout_ms=500)
-            for record in fetched.get(tp, []):
-                if first <= record.offset < stop:
+                raise KafkaError(f"{tp.topic}:{tp.partition}: from {first} on not read")
+            fetched = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+            if stop is None and not fetched:
+                break
+            for record in fetched:
+                if first <= record.offset and (stop is None or record.offset < stop):
                     found.append((record.offset, record.timestamp, record.value))
         return found
 
