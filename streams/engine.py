@@ -174,8 +174,10 @@ class Engine:
         frontier = self.frontier_us
         if frontier is not None and ts < frontier:
             self.stats[f"late.{source}"] += 1
-            if source != "machine-state" or not self._revisable(ts):
+            if not self._revisable(ts):
                 return self._refuse("too_late", self._too_late(ts), event, out)
+            if source != "machine-state" and (changes := self._changes_decided(event)):
+                return self._refuse("too_late", changes, event, out)
         # Behind the attributed time: a revision. (Between it and the frontier
         # nothing is attributed yet, so the event simply takes its place.)
         late = self.closed_until_us is not None and ts < self.closed_until_us
@@ -196,6 +198,27 @@ class Engine:
             self.watermark_us = ts
         return None
 
+    def _changes_decided(self, event: Any) -> str | None:
+        """Why a late order-side event cannot be applied: it would change the
+        verdict of an order already decided and published (not revised yet).
+
+        A late event for an open order is applied like any other: nothing of
+        the order is published before its decision. One stamped after the
+        decision changes nothing and is ignored by the book as on time.
+        """
+        decided = self.book.decided.get(event.order_id)
+        if decided is None:
+            return None
+        at = event.delivered_at_us if event.type == "shipment" else event.ts_us
+        if at > decided:
+            return None
+        what = "delivered_at" if event.type == "shipment" else "ts"
+        return (
+            f"{what}: {iso(at)} is before the decision of order_id {event.order_id!r} at "
+            f"{iso(decided)}, already published; late changes to decided orders are not "
+            "revised (replay the order's events with kpimon replay)"
+        )
+
     def _past(self, ts_us: int) -> str | None:
         """Why an event is older than the past horizon allows, if it is."""
         reference = self.watermark_us if self.watermark_us is not None else self.wall_us
@@ -215,7 +238,10 @@ class Engine:
         return reason
 
     def _revisable(self, ts_us: int) -> bool:
-        """Whether a machine event this old still revises the windows it belongs to."""
+        """Whether an event this old still revises the windows it belongs to (before
+        the first close nothing is published: any event still counts)."""
+        if self.closed_until_us is None:
+            return True
         return self.horizon_us > 0 and ts_us >= self._revision_floor()
 
     def _revision_floor(self) -> int:
@@ -317,8 +343,12 @@ class Engine:
         # the first close no window has closed, so no decision needs moving up:
         # however far the first frontier is (a live worker's first batch can
         # span hours), each order lands in its own window, as in a replay.
-        for verdict in self.book.decide(frontier + final, self.closed_until_us):
-            self._count_order(verdict)
+        revised: dict[Window, set[SegmentKey]] = defaultdict(set)
+        decisions = self.book.decide(frontier + final, self._decision_floor(), self.closed_until_us)
+        for verdict in decisions:
+            self._count_order(verdict, revised)
+        for window in sorted(revised, key=self._close_order):
+            out.extend(self._republish_orders(window, revised[window]))
         stock_due = self.stock.due(frontier, final)
         due = sorted(
             {w for w in (*self.oee, *self.orders, *stock_due) if final or w.end_us <= frontier},
@@ -401,9 +431,29 @@ class Engine:
                 piece = min(end, window.end_us) - max(start, window.start_us)
                 state_of(window).add_time(bucket, piece, reason)
 
-    def _count_order(self, verdict: OrderVerdict) -> None:
+    def _decision_floor(self) -> int | None:
+        """The earliest time a decision is counted at; one before it is moved up.
+
+        Without revisions, the first open window's start (`closed_until`);
+        with them, the start of the oldest window a revision may still change.
+        """
+        if self.closed_until_us is None or not self.horizon_us:
+            return self.closed_until_us
+        return self._history_floor()
+
+    def _count_order(self, verdict: OrderVerdict, revised: dict[Window, set[SegmentKey]]) -> None:
+        """Count a decided order in its windows; a closed one is revised (`revised`)."""
         key = (verdict.direction, verdict.segment)
+        closed_until = self.closed_until_us
         for window in self.windows.containing(verdict.decided_us):
+            if closed_until is not None and window.end_us <= closed_until:
+                kept = self.closed.get(window)
+                if kept is None:  # closed with nothing in it: first published now
+                    chain = window.label in self.config.chain_labels()
+                    kept = self.closed[window] = ClosedWindow(orders={} if chain else None)
+                    kept.revision = -1
+                revised[window].add(kept.add_order(verdict))
+                continue
             self.orders[window].setdefault(key, PerfectOrderState()).add(verdict)
         self.stock.decided(verdict)
         self.stats[f"orders_decided.{verdict.how}"] += 1
@@ -437,8 +487,8 @@ class Engine:
                 out.records.append(
                     chain_record(window, by_direction["inbound"], by_direction["outbound"], plant)
                 )
-        if self.horizon_us and machines:
-            self.closed[window] = ClosedWindow.of(lines, sites, by_direction)
+        if self.horizon_us and (machines or orders):
+            self.closed[window] = ClosedWindow.of(lines, sites, by_direction, orders)
         out.alerts += self.targets.judge(window, out.records)
         if window.label == self.stock.label:
             out.records += self.stock.close(window)
@@ -542,6 +592,33 @@ class Engine:
                 seg = Segment(since_us, seg.end_us, seg.bucket, seg.reason)
             self._spread(seg, windows, states.__getitem__)
         return states
+
+    def _close_order(self, window: Window) -> tuple[int, int, int]:
+        return (window.end_us, window.start_us, self._label_rank[window.label])
+
+    def _republish_orders(self, window: Window, keys: set[SegmentKey]) -> Output:
+        """The order records of a closed window in which late orders were decided."""
+        out = Output()
+        kept = self.closed[window]
+        kept.revision += 1
+        for direction, segment in sorted(keys):
+            rule = self.book.rules.get(segment) if direction == "outbound" else None
+            state = kept.segments[direction, segment]
+            out.records.append(perfect_order_record(direction, segment, window, state, rule))
+        if kept.orders is not None:
+            plant = kept.plant().result()["oee"]
+            inbound = kept.orders.get("inbound", PerfectOrderState())
+            outbound = kept.orders.get("outbound", PerfectOrderState())
+            out.records.append(chain_record(window, inbound, outbound, plant))
+        out.alerts += self.targets.judge(window, out.records)
+        self.stats["windows_revised"] += 1
+        self._published(out.records, kept.revision)
+        if window.label == self.config.pchart_orders_label():
+            for direction, segment in sorted(keys):
+                state = kept.segments[direction, segment]
+                chart = f"orders/{direction}/{segment}"
+                self._revise_chart(chart, window, state.decided - state.perfect, state.decided, out)
+        return out
 
     def _republish(self, window: Window, machines: dict[MachineKey, OeeState]) -> Output:
         """The records of a closed window that late events changed, one revision up."""

@@ -248,12 +248,14 @@ class OrderBook:
             heapq.heappush(self._heap, (found[0], oid))
         return None
 
-    def decide(self, frontier_us: int, floor_us: int | None) -> list[OrderVerdict]:
+    def decide(
+        self, frontier_us: int, floor_us: int | None, moved_to_us: int | None = None
+    ) -> list[OrderVerdict]:
         """Orders whose decision time is before the frontier, in time order.
 
-        A decision time before `floor_us` (the frontier already passed, e.g.
-        an order that arrived after its grace ran out) is moved up to it, so
-        that it lands in a window that is still open. A cancelled order that
+        A decision time before `floor_us` (the oldest window that can still
+        take it; e.g. an order that arrived long after its grace ran out) is
+        moved up to `moved_to_us` (default `floor_us`), a window still open. A cancelled order that
         is excluded (`OpenOrder.excluded`) leaves without a verdict, counted
         in `ignored` by the reason.
         """
@@ -266,16 +268,19 @@ class OrderBook:
             found = order.decision(self.grace_us)
             if found is None or found[0] >= frontier_us:
                 continue  # the candidate moved (an amendment); a newer entry waits
+            counted_at = found[0]
+            if floor_us is not None and counted_at < floor_us:
+                counted_at = floor_us if moved_to_us is None else moved_to_us
             if found[1] == "cancelled" and (reason := order.excluded(self.tolerance_us)):
                 del self.open[oid]
-                self.decided[oid] = found[0] if floor_us is None else max(found[0], floor_us)
+                self.decided[oid] = counted_at
                 self.ignored[reason] += 1
                 continue
             rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
             verdict = order.judge(found[0], found[1], self.tolerance_us, rule)
-            if floor_us is not None and found[0] < floor_us:
+            if counted_at != found[0]:
                 # Judged at its true decision time, counted in the first open window.
-                verdict = replace(verdict, decided_us=floor_us)
+                verdict = replace(verdict, decided_us=counted_at)
             verdicts.append(verdict)
             del self.open[oid]
             self.decided[oid] = verdict.decided_us

@@ -29,11 +29,12 @@ from typing import Any
 from streams.machine import MachineTimeline, Segment
 from streams.oee import OeeState, pack, unpack
 from streams.pchart import PChart, PChartConfig, PChartPoint
-from streams.perfect_order import PerfectOrderState
+from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.pointlog import PointLog
 from streams.windows import Window
 
 LineKey = tuple[str, str]
+SegmentKey = tuple[str, str]  # direction, segment
 
 
 @dataclass
@@ -149,6 +150,7 @@ class ClosedWindow:
     sites: dict[str, bytes | OeeState] = field(default_factory=dict)
     orders: dict[str, PerfectOrderState] | None = None  # by direction, chain windows only
     revision: int = 0
+    segments: dict[SegmentKey, PerfectOrderState] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -156,10 +158,22 @@ class ClosedWindow:
         lines: dict[LineKey, OeeState],
         sites: dict[str, OeeState],
         orders: dict[str, PerfectOrderState] | None,
+        segments: dict[SegmentKey, PerfectOrderState] | None = None,
     ) -> ClosedWindow:
         return cls(
-            {k: pack(s) for k, s in lines.items()}, {k: pack(s) for k, s in sites.items()}, orders
+            {k: pack(s) for k, s in lines.items()},
+            {k: pack(s) for k, s in sites.items()},
+            orders,
+            segments=dict(segments or {}),
         )
+
+    def add_order(self, verdict: OrderVerdict) -> SegmentKey:
+        """An order decided in this window after it closed; returns its segment key."""
+        key = (verdict.direction, verdict.segment)
+        self.segments.setdefault(key, PerfectOrderState()).add(verdict)
+        if self.orders is not None:
+            self.orders.setdefault(verdict.direction, PerfectOrderState()).add(verdict)
+        return key
 
     def line(self, key: LineKey) -> OeeState:
         return unpack(self.lines[key])
@@ -186,6 +200,7 @@ class ClosedWindow:
             if self.orders is None
             else {k: s.to_dict() for k, s in self.orders.items()},
             "revision": self.revision,
+            "segments": [[list(k), s.to_dict()] for k, s in self.segments.items()],
         }
 
     @classmethod
@@ -198,6 +213,7 @@ class ClosedWindow:
             if orders is None
             else {k: PerfectOrderState.from_dict(s) for k, s in orders.items()},
             data["revision"],
+            {(k[0], k[1]): PerfectOrderState.from_dict(s) for k, s in data.get("segments", [])},
         )
 
 

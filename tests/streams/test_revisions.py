@@ -18,7 +18,7 @@ from streams.engine import Engine
 from streams.events import parse_event
 from streams.records import record_key
 from streams.snapshot import restore, snapshot
-from tests.eventfactory import at, count, counter, state
+from tests.eventfactory import at, count, counter, order, shipment, state
 
 CONFIG = {"windows": ["1m", "1h", "1d"], "allowed_lateness": "0s", "silence_alert": None}
 
@@ -214,4 +214,74 @@ def test_windows_that_do_not_nest_are_revised_whole(windows: list[str]) -> None:
     }
     _, records, _ = run(rest + late, **config)
     _, reference, _ = run(events, **config)
+    assert final(records) == final(reference)
+
+
+# ---------------------------------------------------------------- orders
+
+
+def perfect_orders(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["start"]: r for r in records if r["kpi"] == "perfect_order" and r["window"] == "1d"}
+
+
+def test_a_late_shipment_of_an_open_order_is_applied() -> None:
+    # The ERP's feed of deliveries lagged 3 h: the shipment of 02:00 comes
+    # after machine data of 05:00. The order is promised tomorrow, still open.
+    clock = [state(at(h), "running") for h in range(6)]
+    events = [order("A-1", at(0), at(20)), *clock, shipment("A-1", at(2))]
+    engine, records, rejected = run(events)
+    assert rejected == [] and engine.stats["late.shipments"] == 1
+    (day,) = perfect_orders(records).values()
+    assert (day["decided"], day["perfect"], day["in_full"]) == (1, 1, 1)
+    _, reference, _ = run(
+        [order("A-1", at(0), at(20)), *clock[:3], shipment("A-1", at(2)), *clock[3:]]
+    )
+    assert final(records) == final(reference)
+
+
+def test_a_late_shipment_that_would_change_a_published_verdict_is_too_late() -> None:
+    # Order promised 01:00, decided at 02:00 (the grace) as not delivered; a
+    # shipment delivered at 00:30 is reported at 05:00, after the decision.
+    decided_then = [order("A-1", at(0), at(1)), *[state(at(h), "running") for h in range(6)]]
+    before = shipment("A-1", at(0.5))
+    after = shipment("A-1", at(3))  # delivered after the decision: changes nothing
+    engine, records, rejected = run(
+        [*decided_then, before, after], decision_grace="1h", windows=["1h", "1d"]
+    )
+    assert [r["reason"] for r in rejected] == ["too_late"]
+    assert rejected[0]["error"].startswith(f"delivered_at: {at(0.5)} is before the decision")
+    assert "'A-1'" in rejected[0]["error"]
+    assert engine.stats["ignored.shipment_after_decision"] == 1
+    (day,) = perfect_orders(records).values()
+    assert (day["decided"], day["in_full"]) == (1, 0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), share=st.floats(0.1, 1.0), delay_min=st.integers(1, 600))
+def test_any_late_split_of_open_orders_shipments_gives_the_in_order_records(
+    seed: int, share: float, delay_min: int
+) -> None:
+    """Shipments of orders still open come up to 10 h late: the orders are decided in
+    the windows of their deliveries, closed or not, as if they had come on time."""
+    rng = random.Random(seed)
+    clock = [state(at(h / 4), "running") for h in range(4 * 14)]
+    orders, shipments = [], []
+    for n in range(12):
+        oid, created = f"SO-{n}", rng.uniform(0, 3)
+        orders.append(order(oid, at(created), at(30), qty=100, lines=rng.randint(1, 2)))
+        parts = rng.randint(1, 3)
+        for k in range(parts):
+            delivered = at(created + rng.uniform(0.2, 8))
+            qty = 100 / parts if k < parts - 1 or rng.random() < 0.7 else 10
+            shipments.append(shipment(oid, delivered, qty=qty, lines=2))
+    events = sorted([*clock, *orders, *shipments], key=lambda e: e["ts"])
+    late = [e for e in shipments if rng.random() < share]
+    stream = [e for e in events if e not in late]
+    for e in sorted(late, key=lambda e: e["ts"]):
+        due = at(_hours(e["ts"]) + delay_min / 60)
+        i = next((i for i, x in enumerate(stream) if x["ts"] > due), len(stream))
+        stream.insert(i, e)
+    _, records, rejected = run(stream)
+    _, reference, _ = run(events)
+    assert rejected == []
     assert final(records) == final(reference)
