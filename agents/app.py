@@ -36,6 +36,7 @@ from agents.progress import EndOffsetWatcher, InputEnds, watch
 from agents.refill import RangeUnavailable, read_range
 from agents.resume import Tail, engine_lettered, floor_of, input_sent_before
 from agents.settings import Settings
+from agents.wall import install_wall
 from streams.engine import Output
 from streams.live import live_view
 from streams.records import record_key
@@ -577,6 +578,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def kpi(web: Any, request: Any) -> Any:
         return web.json({"shards": runtime.views(), "pipeline": pipeline_stats(runtime)})
 
+    install_wall(app, runtime)  # `/`, `/wall.json` (agents.wall)
     install_metrics(app, runtime)
     return app, runtime
 
