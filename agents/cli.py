@@ -260,7 +260,23 @@ def _demo_engine(settings, sim):  # type: ignore[no-untyped-def]
         longest_s = sim.outages.duration_s[1]
         if parse_duration_us(engine.revision_horizon) < round(longest_s * 1_000_000):
             updates["revision_horizon"] = longest_s
+    if not engine.targets and not engine.policies:
+        # Something to colour the wall against: targets of a plausible plant.
+        from streams.config import ServicePolicy, TargetSettings
+
+        updates["targets"] = [
+            TargetSettings(site=sim.site, line=spec.line, **DEMO_LINE_TARGETS) for spec in sim.lines
+        ]
+        updates["policies"] = {
+            segment: ServicePolicy(perfect_order=rate)
+            for segment, rate in DEMO_PERFECT_ORDER_TARGETS.items()
+        }
     return engine.model_copy(update=updates) if updates else engine
+
+
+#: The demo's targets when the configuration sets none (`kpimon demo` only).
+DEMO_LINE_TARGETS = {"oee": 0.65, "availability": 0.8, "performance": 0.9, "quality": 0.97}
+DEMO_PERFECT_ORDER_TARGETS = {"A": 0.95, "B": 0.9, "C": 0.85}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -274,9 +290,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = _settings_with_broker(args)
     # The demo compresses time: its plant runs ahead of the wall clock.
-    worker = settings.worker.model_copy(update={"max_future_skew": 366 * 86_400.0})
+    quick = {"max_future_skew": 366 * 86_400.0}
+    if "idle_advance_after" not in settings.worker.model_fields_set:
+        # After the history, event time reaches its end within seconds (see
+        # `agents.demo_feed`); a quiet input moves on at clock pace, 1/60 of the demo's.
+        quick["idle_advance_after"] = 5.0
+    worker = settings.worker.model_copy(update=quick)
     engine = _demo_engine(settings, sim)
-    settings = settings.model_copy(update={"worker": worker, "engine": engine})
+    topics = settings.topics
+    if settings.kafka.broker is None and "input_partitions" not in topics.model_fields_set:
+        # Orders and shipments are sparse (a shipment an hour): on one partition
+        # each, the slowest input holds the watermark back minutes less.
+        topics = topics.model_copy(update={"input_partitions": 1})
+    settings = settings.model_copy(update={"worker": worker, "engine": engine, "topics": topics})
 
     def extra(running):  # type: ignore[no-untyped-def]
         add_simulator(

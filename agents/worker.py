@@ -104,6 +104,16 @@ def start_worker(
     broker = None
     url = settings.kafka.broker
     embedded = url is None
+    settings = _web_port(settings, any_port)
+    if not embedded:
+        assert url is not None
+        why = check_broker(settings, url)
+        if why is not None:
+            print(f"kpimon: cannot reach the broker {redact(url)}: {why}", file=sys.stderr)
+            return 1
+    w = settings.worker
+    # The wall first: the one URL to open.
+    print(f"kpimon: wall http://{w.web_host}:{w.web_port}/", file=sys.stderr, flush=True)
     if embedded:
         from agents.broker import EmbeddedBroker
 
@@ -115,17 +125,24 @@ def start_worker(
         print(
             f"kpimon: embedded broker (Tansu, memory-only) on {broker.bootstrap}", file=sys.stderr
         )
-    else:
-        assert url is not None
-        why = check_broker(settings, url)
-        if why is not None:
-            print(f"kpimon: cannot reach the broker {redact(url)}: {why}", file=sys.stderr)
-            return 1
+    assert url is not None
     try:
         return _run(settings, url, broker, extra, duration, log_file, any_port)
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _web_port(settings: Settings, any_port: bool) -> Settings:
+    """The settings with a web port that is free (any free one if `any_port`)."""
+    w = settings.worker
+    if port_is_free(w.web_host, w.web_port):
+        return settings
+    if not any_port:
+        raise SystemExit(f"kpimon: {w.web_host}:{w.web_port} is in use (set worker.web_port)")
+    port = free_port(w.web_host)
+    print(f"kpimon: port {w.web_port} is taken; web server on {port}", file=sys.stderr)
+    return settings.model_copy(update={"worker": w.model_copy(update={"web_port": port})})
 
 
 def _run(
@@ -139,13 +156,6 @@ def _run(
 ) -> int:
     embedded = broker is not None
     w = settings.worker
-    if not port_is_free(w.web_host, w.web_port):
-        if not any_port:
-            raise SystemExit(f"kpimon: {w.web_host}:{w.web_port} is in use (set worker.web_port)")
-        port = free_port(w.web_host)
-        print(f"kpimon: port {w.web_port} is taken; web server on {port}", file=sys.stderr)
-        settings = settings.model_copy(update={"worker": w.model_copy(update={"web_port": port})})
-        w = settings.worker
     assert url is not None
     app, runtime = build_app(settings, url, embedded=embedded)
     bootstrap = url.removeprefix("kafka://")
@@ -212,26 +222,46 @@ def add_console(running: Running, every: float = 3.0) -> None:
         print(summary_line(running.runtime, rate), file=sys.stderr)
 
 
+SUMMARY_WIDTH = 100
+"""The terminal summary line never runs wider than this."""
+
+
 def summary_line(runtime: Runtime, rate: float) -> str:
-    parts = [f"{rate:8.0f} ev/s"]
-    for view in runtime.views():
-        parts.append(f"t={view['watermark'] or '-'}")
+    """`kpimon    12 ev/s  2026-12-05T07:34Z | OEE line-1 71% line-2 51% | PO A 100% B 90%
+    | OOC line-1 WE4 | dead letters 2`: events per second into the worker, the
+    watermark (to the minute), the last closed hour's OEE per line, yesterday's
+    perfect-order rate per outbound segment, the scrap p-charts out of control
+    (with their rules) and the dead letters. At most `SUMMARY_WIDTH` columns:
+    the parts that do not fit are left out (the wall at `/` shows everything)."""
+    views = runtime.views()
+    marks = [v["watermark"] for v in views if v["watermark"]]
+    clock = max(m[:16] for m in marks) + "Z" if marks else "-"
+    oee: dict[str, float] = {}
+    orders: dict[str, float] = {}
+    out: dict[str, list[str]] = {}
+    for view in views:
         for r in view["last_closed"]:
-            if (
-                r["kpi"] == "oee"
-                and r["scope"] == "line"
-                and r["window"] == "1h"
-                and r["oee"] is not None
-            ):
-                parts.append(f"{r['line']} OEE {100 * r['oee']:.0f}%")
-        for r in view["last_closed"]:
-            if r["kpi"] == "perfect_order" and r["window"] == "1d" and r["direction"] == "outbound":
-                rate_po = r["perfect_order_rate"]
-                if rate_po is not None:
-                    parts.append(f"PO {r['segment']} {100 * rate_po:.0f}%")
-            if r["kpi"] == "pchart" and r["chart"].startswith("scrap/") and r["violations"]:
-                parts.append(f"{r['chart']} OUT {','.join(r['violations'])}")
+            kind = r["kpi"]
+            if kind == "oee" and r["scope"] == "line" and r["window"] == "1h":
+                if r["oee"] is not None:
+                    oee[r["line"]] = r["oee"]
+            elif kind == "perfect_order" and r["window"] == "1d" and r["direction"] == "outbound":
+                if r["perfect_order_rate"] is not None:
+                    orders[r["segment"]] = r["perfect_order_rate"]
+            elif kind == "pchart" and r["chart"].startswith("scrap/") and r["violations"]:
+                out[r["chart"].rsplit("/", 1)[-1]] = r["violations"]
+    parts = [f"kpimon {rate:6.0f} ev/s {clock}"]
+    if oee:
+        parts.append("OEE " + " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(oee.items())))
+    if orders:
+        parts.append("PO " + " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(orders.items())))
+    if out:
+        parts.append("OOC " + " ".join(f"{k} {','.join(v)}" for k, v in sorted(out.items())))
     dead = sum(runtime.dead_letters.values())
     if dead:
         parts.append(f"dead letters {dead}")
-    return "kpimon | " + " | ".join(parts)
+    line = parts[0][:SUMMARY_WIDTH]
+    for part in parts[1:]:  # in order of priority: a part that does not fit is left out
+        if len(line) + 3 + len(part) <= SUMMARY_WIDTH:
+            line += " | " + part
+    return line
