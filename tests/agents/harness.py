@@ -110,8 +110,8 @@ idle_advance_after = 10.0
 [engine]
 windows = ["1h", "1d"]
 allowed_lateness = "5m"
-{engine}
 {past}
+{engine}
 """
     )
     from agents.settings import load_settings
