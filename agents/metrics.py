@@ -425,10 +425,11 @@ class KpimonCollector:
                 {"source": source},
                 rt.last_event_wall.get(source),
             )
-        for (topic, partition), lag in consumer_lag(self.highwater(), rt.ingested).items():
+        for (topic, partition), lag in input_lag(self.highwater(), rt).items():
             out.gauge(
                 "kpimon_consumer_lag_messages",
-                "Input messages not read yet: highwater - (last offset read + 1).",
+                "Input messages not read yet, per assigned input partition: end offset - "
+                "next offset to read (the larger of the committed offset and last read + 1).",
                 {"topic": topic, "partition": str(partition)},
                 lag,
             )
@@ -552,6 +553,48 @@ def _seconds(us: int | None) -> float | None:
 
 def _iso_seconds(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+def input_lag(
+    highwater: Mapping[tuple[str, int], int | None], runtime: Runtime
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> input messages not read yet, for every assigned input partition.
+
+    lag = end − next, in messages, where
+    - end: the larger of the end offset the broker last told (`agents.progress`,
+      asked every tick) and the consumer's cached high watermark, which is
+      unknown after a restart until a fetch returns that partition;
+    - next: the next offset to read: the larger of the group's committed
+      offset (asked with the end offset) and the last offset read + 1; before
+      either is known, where reading resumed (committed offset, else log start).
+
+    So a quiet partition whose committed offset is its end shows 0 from the
+    first tick after a restart. `highwater` holds the assigned partitions; one
+    without an end offset or a next offset yet is left out.
+    """
+    ends, committed = runtime.input_ends.ends, runtime.input_ends.committed
+    known_end: dict[tuple[str, int], int | None] = {}
+    last_read: dict[tuple[str, int], int] = {}
+    for tp, cached in highwater.items():
+        told = ends.get(tp)
+        candidates = [e for e in (cached, told[0] if told else None) if e is not None]
+        known_end[tp] = max(candidates) if candidates else None
+        nexts = [
+            n
+            for n in (
+                committed.get(tp),
+                runtime.ingested[tp] + 1 if tp in runtime.ingested else None,
+            )
+            if n is not None
+        ]
+        start = runtime.input_ends.starts.get(tp)
+        if not nexts and start is not None:
+            nexts = [start]
+        if not nexts:  # unknown, not the whole partition: the next tick asks
+            known_end[tp] = None
+            continue
+        last_read[tp] = max(nexts) - 1
+    return consumer_lag(known_end, last_read)
 
 
 def input_highwater(app: Any, sources: Mapping[str, str]) -> Highwater:

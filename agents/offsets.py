@@ -38,7 +38,12 @@ from aiokafka import errors as Errors
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.offset import OffsetRequest
 
-__all__ = ["end_offsets", "patch_faust_for_embedded", "unpatch_faust_for_embedded"]
+__all__ = [
+    "committed_offsets",
+    "end_offsets",
+    "patch_faust_for_embedded",
+    "unpatch_faust_for_embedded",
+]
 
 _LATEST = -1
 _READ_UNCOMMITTED = 0
@@ -100,6 +105,20 @@ async def end_offsets(
                     await asyncio.sleep(_RETRY_BACKOFF_S)
     except TimeoutError as exc:
         raise Errors.KafkaTimeoutError(f"end_offsets({tps}) took over {timeout_ms} ms") from exc
+
+
+async def committed_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """The consumer group's committed offset per partition (None: nothing committed).
+
+    One OffsetFetch for all of them, where ``AIOKafkaConsumer.committed()``
+    sends one per partition (the lag metric asks for every input partition
+    every tick). `consumer` needs a `group_id`; it need not subscribe.
+    """
+    tps = list(dict.fromkeys(partitions))
+    found = await consumer._coordinator.fetch_committed_offsets(tps)
+    return {tp: found[tp].offset if tp in found and found[tp].offset >= 0 else None for tp in tps}
 
 
 async def _leaders(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.offsets import end_offsets
+from agents.offsets import committed_offsets, end_offsets
 from agents.producer import client_options
 from agents.settings import KafkaSettings
 
@@ -45,6 +45,8 @@ class InputEnds:
     """End offset and the monotonic time it was asked."""
     starts: dict[tuple[str, int], int] = field(default_factory=dict)
     """Where reading resumed at start-up: committed offset, else log start."""
+    committed: dict[tuple[str, int], int | None] = field(default_factory=dict)
+    """The group's committed offset, asked with each end offset (None: none yet)."""
 
     def caught_up(
         self,
@@ -97,8 +99,10 @@ class EndOffsetWatcher:
                 into.starts[tp.topic, tp.partition] = (
                     committed if committed is not None else firsts[tp]
                 )
+        committed = await committed_offsets(self._consumer, tps)
         for tp, end in ends.items():
             into.ends[tp.topic, tp.partition] = (end, asked)
+            into.committed[tp.topic, tp.partition] = committed.get(tp)
 
     async def close(self) -> None:
         if self._started:

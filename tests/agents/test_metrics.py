@@ -221,6 +221,7 @@ def test_pipeline_counters_lag_and_config() -> None:
     runtime.published["records"] += 7
     runtime.skipped["engine", "refilled"] += 2
     runtime.ingested["orders", 1] = 41
+    runtime.input_ends.starts["orders", 2] = 0  # nothing read yet: resumes at the log start
     runtime.last_event_wall["orders"] = 1_700_000_000.5
     registry = registry_of(runtime, {("orders", 1): 50, ("orders", 2): 3, ("orders", 3): None})
     value = registry.get_sample_value
