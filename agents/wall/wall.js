@@ -88,7 +88,8 @@
         y(p.p).toFixed(1) + '" r="' + (ooc ? 7 : 5) + '" data-p="' + p.p + '" data-rules="' +
         esc((p.violations || []).join(",")) + '"><title>' + esc(p.start) + " p=" + pct(p.p) + " n=" + p.n + "</title></circle>";
       var before = i ? (pts[i - 1].violations || []).join(",") : "";
-      if (ooc && (p.violations.indexOf("WE1") >= 0 || (p.violations.join(",") !== before && i - labelled >= 3))) {
+      // A run of out-of-control points is labelled at its start and every 4th point after.
+      if (ooc && (p.violations.join(",") !== before || i - labelled >= 4) && i - labelled >= 3) {
         labelled = i;
         rules += '<text class="rule" x="' + x(i).toFixed(1) + '" y="' + Math.max(14, y(p.p) - 10).toFixed(1) +
           '" text-anchor="middle">' + esc(p.violations.join(",")) + "</text>";
