@@ -142,6 +142,9 @@ class Engine:
         self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
         self.orders: dict[Window, dict[SegmentKey, PerfectOrderState]] = defaultdict(dict)
         self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"), order_rules(c))
+        self.book.keep_settled = bool(self.horizon_us)
+        # Closed windows whose orders a late event reopened: republished at the next close.
+        self._orders_revised: dict[Window, set[SegmentKey]] = defaultdict(set)
         self.targets = Targets(c)
         self.stock = SafetyStock(c)
         self.charts: dict[str, PChart] = {}
@@ -172,12 +175,15 @@ class Engine:
             self.stats[f"duplicates.{source}"] += 1
             return "duplicate"
         frontier = self.frontier_us
-        if frontier is not None and ts < frontier:
+        behind = frontier is not None and ts < frontier
+        if behind:
             self.stats[f"late.{source}"] += 1
             if not self._revisable(ts):
                 return self._refuse("too_late", self._too_late(ts), event, out)
-            if source != "machine-state" and (changes := self._changes_decided(event)):
-                return self._refuse("too_late", changes, event, out)
+        # An order-side event of a decided order reopens it if it changes the
+        # verdict (a delivery reported after the decision, whatever its `ts`).
+        if source != "machine-state" and (changes := self._reopen(event)) and behind:
+            return self._refuse("too_late", changes, event, out)
         # Behind the attributed time: a revision. (Between it and the frontier
         # nothing is attributed yet, so the event simply takes its place.)
         late = self.closed_until_us is not None and ts < self.closed_until_us
@@ -198,13 +204,17 @@ class Engine:
             self.watermark_us = ts
         return None
 
-    def _changes_decided(self, event: Any) -> str | None:
-        """Why a late order-side event cannot be applied: it would change the
-        verdict of an order already decided and published (not revised yet).
+    def _reopen(self, event: Any) -> str | None:
+        """Reopen the decided order an event changes; why not, if it cannot.
 
-        A late event for an open order is applied like any other: nothing of
-        the order is published before its decision. One stamped after the
-        decision changes nothing and is ignored by the book as on time.
+        An event of an open order is applied like any other, late or not:
+        nothing of the order is published before its decision. One of a
+        decided order stamped after the decision (a shipment's
+        `delivered_at`, otherwise `ts`) changes nothing: the book ignores it.
+        One before it reopens the order: its verdict leaves the windows it was
+        counted in (republished at the next close) and the order is decided
+        again with the event. Orders decided before the revision horizon are
+        no longer kept: a late event is then refused, an on-time one ignored.
         """
         decided = self.book.decided.get(event.order_id)
         if decided is None:
@@ -212,12 +222,31 @@ class Engine:
         at = event.delivered_at_us if event.type == "shipment" else event.ts_us
         if at > decided:
             return None
+        reopened, verdict = self.book.reopen(event.order_id)
+        if reopened:
+            self.stats["orders_reopened"] += 1
+            if verdict is not None:
+                self._uncount_order(verdict)
+            return None
         what = "delivered_at" if event.type == "shipment" else "ts"
         return (
             f"{what}: {iso(at)} is before the decision of order_id {event.order_id!r} at "
-            f"{iso(decided)}, already published; late changes to decided orders are not "
-            "revised (replay the order's events with kpimon replay)"
+            f"{iso(decided)}, older than the revision horizon (engine.revision_horizon)"
         )
+
+    def _uncount_order(self, verdict: OrderVerdict) -> None:
+        """Take a reopened order's verdict out of the windows it was counted in."""
+        key = (verdict.direction, verdict.segment)
+        closed_until = self.closed_until_us
+        for window in self.windows.containing(verdict.decided_us):
+            if closed_until is not None and window.end_us <= closed_until:
+                kept = self.closed.get(window)
+                if kept is not None:
+                    kept.add_order(verdict, -1)
+                    self._orders_revised[window].add(key)
+            elif (state := self.orders.get(window, {}).get(key)) is not None:
+                state.add(verdict, -1)
+        self.stock.undecided(verdict)
 
     def _past(self, ts_us: int) -> str | None:
         """Why an event is older than the past horizon allows, if it is."""
@@ -343,7 +372,7 @@ class Engine:
         # the first close no window has closed, so no decision needs moving up:
         # however far the first frontier is (a live worker's first batch can
         # span hours), each order lands in its own window, as in a replay.
-        revised: dict[Window, set[SegmentKey]] = defaultdict(set)
+        revised, self._orders_revised = self._orders_revised, defaultdict(set)
         decisions = self.book.decide(frontier + final, self._decision_floor(), self.closed_until_us)
         for verdict in decisions:
             self._count_order(verdict, revised)
@@ -365,6 +394,8 @@ class Engine:
         if self.horizon_us:
             self._forget_history()
         self.book.forget_decided(frontier - self.decided_memory_us)
+        if self.horizon_us:
+            self.book.forget_settled(self._decision_floor())  # type: ignore[arg-type]
         return out
 
     def _next_boundary(self, frontier: int) -> int:

@@ -184,6 +184,10 @@ class OrderBook:
         self.rules = dict(rules or {})
         self.open: dict[str, OpenOrder] = {}
         self.decided: dict[str, int] = {}  # order id -> decision time
+        # Decided orders a late event may still change (the engine's revision
+        # horizon): id -> (the order, its verdict or None if excluded).
+        self.settled: dict[str, tuple[OpenOrder, OrderVerdict | None]] = {}
+        self.keep_settled = False
         self.ignored: Counter[str] = Counter()
         self._heap: list[tuple[int, str]] = []
 
@@ -274,6 +278,8 @@ class OrderBook:
             if found[1] == "cancelled" and (reason := order.excluded(self.tolerance_us)):
                 del self.open[oid]
                 self.decided[oid] = counted_at
+                if self.keep_settled:
+                    self.settled[oid] = (order, None)
                 self.ignored[reason] += 1
                 continue
             rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
@@ -284,8 +290,31 @@ class OrderBook:
             verdicts.append(verdict)
             del self.open[oid]
             self.decided[oid] = verdict.decided_us
+            if self.keep_settled:
+                self.settled[oid] = (order, verdict)
         verdicts.sort(key=lambda v: (v.decided_us, v.order_id))
         return verdicts
+
+    def reopen(self, order_id: str) -> tuple[bool, OrderVerdict | None]:
+        """Put a settled order back among the open ones (a late event changes it).
+
+        Returns whether it could (it is still settled) and its verdict, which
+        the caller takes out of the windows it was counted in.
+        """
+        found = self.settled.pop(order_id, None)
+        if found is None:
+            return False, None
+        order, verdict = found
+        self.open[order_id] = order
+        del self.decided[order_id]
+        return True, verdict
+
+    def forget_settled(self, before_us: int) -> None:
+        """No late event reaches orders decided before `before_us`: drop their data."""
+        decided = self.decided
+        old = [oid for oid in self.settled if decided.get(oid, before_us - 1) < before_us]
+        for oid in old:
+            del self.settled[oid]
 
     def forget_decided(self, before_us: int) -> None:
         """Drop the memory of orders decided before `before_us`."""

@@ -86,24 +86,25 @@ class PerfectOrderState:
     below_moq: int = 0
     response_time_missed: int = 0
 
-    def add(self, v: OrderVerdict) -> None:
-        self.decided += 1
-        self.perfect += v.perfect
-        self.on_time += v.on_time
-        self.in_full += v.in_full
-        self.damage_free += v.damage_free
-        self.documents_ok += v.documents_ok
-        self.otif += v.on_time and v.in_full
-        self.quality_ok += v.quality_ok
-        self.lines_ordered += v.lines_ordered
-        self.lines_in_full += v.lines_in_full
-        self.units_ordered_micro += round(v.units_ordered * 1_000_000)
-        self.units_delivered_micro += round(v.units_delivered * 1_000_000)
+    def add(self, v: OrderVerdict, sign: int = 1) -> None:
+        """Count a verdict (`sign=-1`: take one counted before out again)."""
+        self.decided += sign
+        self.perfect += sign * v.perfect
+        self.on_time += sign * v.on_time
+        self.in_full += sign * v.in_full
+        self.damage_free += sign * v.damage_free
+        self.documents_ok += sign * v.documents_ok
+        self.otif += sign * (v.on_time and v.in_full)
+        self.quality_ok += sign * v.quality_ok
+        self.lines_ordered += sign * v.lines_ordered
+        self.lines_in_full += sign * v.lines_in_full
+        self.units_ordered_micro += sign * round(v.units_ordered * 1_000_000)
+        self.units_delivered_micro += sign * round(v.units_delivered * 1_000_000)
         if v.cycle_time_us is not None:
-            self.cycle_time_us += v.cycle_time_us
-            self.cycle_count += 1
-        self.below_moq += v.below_moq
-        self.response_time_missed += v.response_time_missed
+            self.cycle_time_us += sign * v.cycle_time_us
+            self.cycle_count += sign
+        self.below_moq += sign * v.below_moq
+        self.response_time_missed += sign * v.response_time_missed
 
     def merge(self, other: PerfectOrderState) -> PerfectOrderState:
         for f in fields(self):

@@ -167,12 +167,13 @@ class ClosedWindow:
             segments=dict(segments or {}),
         )
 
-    def add_order(self, verdict: OrderVerdict) -> SegmentKey:
-        """An order decided in this window after it closed; returns its segment key."""
+    def add_order(self, verdict: OrderVerdict, sign: int = 1) -> SegmentKey:
+        """An order decided in this window after it closed (`sign=-1`: an order
+        counted here reopened by a late event); returns its segment key."""
         key = (verdict.direction, verdict.segment)
-        self.segments.setdefault(key, PerfectOrderState()).add(verdict)
+        self.segments.setdefault(key, PerfectOrderState()).add(verdict, sign)
         if self.orders is not None:
-            self.orders.setdefault(verdict.direction, PerfectOrderState()).add(verdict)
+            self.orders.setdefault(verdict.direction, PerfectOrderState()).add(verdict, sign)
         return key
 
     def line(self, key: LineKey) -> OeeState:

@@ -159,6 +159,16 @@ class SafetyStock:
         for sku in verdict.skus:
             self.skus.setdefault(sku, SkuHistory()).lead_times.append((day, verdict.cycle_time_us))
 
+    def undecided(self, verdict: OrderVerdict) -> None:
+        """A decided order reopened by a late event: its lead-time samples go."""
+        if not self.enabled or verdict.direction != "inbound" or verdict.cycle_time_us is None:
+            return
+        sample = (verdict.decided_us // DAY_US, verdict.cycle_time_us)
+        for sku in verdict.skus:
+            history = self.skus.get(sku)
+            if history is not None and sample in history.lead_times:
+                history.lead_times.remove(sample)
+
     def _count(self, original: Original, sign: int) -> None:
         created_us, segment, lines = original
         day = created_us // DAY_US

@@ -8,6 +8,7 @@ no event counts twice and none is lost.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from typing import Any
 
 from streams.config import EngineConfig
@@ -16,7 +17,7 @@ from streams.machine import MachineTimeline
 from streams.oee import OeeState
 from streams.orders import OpenOrder
 from streams.pchart import PChart
-from streams.perfect_order import PerfectOrderState
+from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.seen import SeenIds
 from streams.windows import Window
@@ -78,6 +79,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             "decided": list(book.decided.items()),
             "ignored": dict(book.ignored),
             "heap": [list(h) for h in book._heap],
+            "settled": [
+                [_order_to_dict(o), None if v is None else asdict(v)]
+                for o, v in book.settled.values()
+            ],
         },
         "charts": {name: chart.to_dict() for name, chart in engine.charts.items()},
         "seen": engine.seen.to_dict(),
@@ -88,6 +93,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "closed": [[_window(w), c.to_dict()] for w, c in engine.closed.items()],
         "late": sorted(engine._late),
         "chart_history": {n: h.to_dict() for n, h in engine.chart_history.items()},
+        "orders_revised": [
+            [_window(w), [list(k) for k in sorted(keys)]]
+            for w, keys in engine._orders_revised.items()
+        ],
     }
 
 
@@ -113,6 +122,10 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     book.decided = dict((k, v) for k, v in data["book"]["decided"])
     book.ignored = Counter(data["book"]["ignored"])
     book._heap = [tuple(h) for h in data["book"]["heap"]]  # type: ignore[misc]
+    for o, v in data["book"].get("settled", []):
+        order = _order_from_dict(o)
+        verdict = None if v is None else OrderVerdict(**{**v, "skus": tuple(v["skus"])})
+        book.settled[order.order_id] = (order, verdict)
     pchart_config = config.pchart.build()
     engine.charts = {n: PChart.from_dict(pchart_config, c) for n, c in data["charts"].items()}
     engine.seen = SeenIds.from_dict(data["seen"])
@@ -129,6 +142,8 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
                 engine.history[machine] = MachineHistory(base)
     engine.closed = {Window(*w): ClosedWindow.from_dict(c) for w, c in data.get("closed", [])}
     engine._late = set(data.get("late", []))
+    for w, keys in data.get("orders_revised", []):
+        engine._orders_revised[Window(*w)] = {(k[0], k[1]) for k in keys}
     engine.chart_history = {
         n: ChartHistory.from_dict(h) for n, h in data.get("chart_history", {}).items()
     }
