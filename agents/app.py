@@ -18,7 +18,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from agents.health import Health, IngestProgress, judge
+from agents.health import Health, IngestProgress, judge, live, ready
 from agents.letters import letter_id
 from agents.metrics import install_metrics
 from agents.outbox import ATTEMPTS, Outbox
@@ -75,6 +75,8 @@ class Runtime:
     last_tick_delivered: float | None = None  # monotonic time the broker last acked a tick
     joined: bool = False  # the consumer group has given this worker an assignment
     ingest_progress: IngestProgress = field(default_factory=IngestProgress)  # for /healthz
+    ingest_processed: float | None = None  # monotonic time ingest last processed input, /livez
+    engine_applied: float | None = None  # monotonic time the engine last applied a message
     ingest_box: Outbox | None = None  # forwards and dead letters of the batch being ingested
     resumed_at: dict[tuple[str, int], int] = field(default_factory=dict)  # to look back from
     sent_before: SentBefore = field(default_factory=SentBefore)  # by earlier reads
@@ -263,6 +265,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         # cannot be delivered holds the batch back (`agents.outbox`).
         runtime.published["resent"] += await box.deliver()
         count(batch)
+        if batch.routed:
+            runtime.ingest_processed = time.monotonic()
 
     def count(batch: Batch) -> None:
         """Count a delivered batch: each input offset once, those read again apart."""
@@ -453,8 +457,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             if msg.offset > shard.next_offset:
                 await refill(msg.partition, shard, msg.offset)
             await publish(msg.partition, shard.apply(msg.offset, msg.value))
+            runtime.engine_applied = time.monotonic()
             if msg.key == b"tick":
-                runtime.last_tick_seen = time.monotonic()
+                runtime.last_tick_seen = runtime.engine_applied
             runtime.unacked[msg.partition].append(event)
             if snapshot_due(
                 time.monotonic() - runtime.snapshot_at[msg.partition],
@@ -544,17 +549,17 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                     # again) reads back the refusals there and sends them once.
                     await box.settle(w.tick_interval * 5)
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
+    health_limit_s = max(10.0, 5 * w.tick_interval)
+
+    def healthy(now: float, assignment: Any) -> Health:
         # Holding engine partitions: healthy while the clock ticks make the round
         # trip through the broker back into the engine (a lost broker or a stuck
         # engine shows here). Holding none: no tick comes back, so ticks delivered
         # and ingest keeping up instead (see `agents.health`).
-        assignment = app.consumer.assignment()
         undelivered = runtime.undelivered_reason()
         health = judge(
-            time.monotonic(),
-            max(10.0, 5 * w.tick_interval),
+            now,
+            health_limit_s,
             holds_engine=any(tp.topic == s.engine for tp in assignment),
             tick_seen=runtime.last_tick_seen,
             joined=runtime.joined,
@@ -563,6 +568,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         )
         if undelivered is not None:  # whatever else holds: nothing after it is acknowledged
             health = Health(False, health.basis, undelivered)
+        return health
+
+    def answer(web: Any, health: Health, assignment: Any) -> Any:
         body = {
             "status": "ok" if health.healthy else "unhealthy",
             "reason": health.reason,
@@ -573,6 +581,36 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             ),
         }
         return web.json(body, status=200 if health.healthy else 503)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        assignment = app.consumer.assignment()
+        return answer(web, healthy(time.monotonic(), assignment), assignment)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        # For liveness probes: progress, however slow (a flood), not promptness.
+        assignment = app.consumer.assignment()
+        health = live(
+            time.monotonic(),
+            health_limit_s,
+            joined=runtime.joined,
+            rebalancing=bool(app.rebalancing or app.in_recovery),
+            holds_engine=any(tp.topic == s.engine for tp in assignment),
+            engine_applied=runtime.engine_applied,
+            ingest_processed=runtime.ingest_processed,
+            tick_delivered=runtime.last_tick_delivered,
+            ingest=runtime.ingest_progress,
+        )
+        return answer(web, health, assignment)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        # For readiness probes and rollouts: healthy and caught up with its inputs.
+        assignment = app.consumer.assignment()
+        now = time.monotonic()
+        health = ready(now, health_limit_s, healthy(now, assignment), runtime.ingest_progress)
+        return answer(web, health, assignment)
 
     @app.page("/kpi")
     async def kpi(web: Any, request: Any) -> Any:

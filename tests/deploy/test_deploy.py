@@ -259,7 +259,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.paths.append(self.path)
-        ok = self.path == "/healthz"
+        ok = self.path == "/livez"
         self.send_response(200 if ok else 404)
         self.end_headers()
         self.wfile.write(b'{"status": "ok"}' if ok else b"")
@@ -282,10 +282,11 @@ def health_server() -> Iterator[tuple[int, list[str]]]:
         server.server_close()
 
 
-def test_healthcheck_requests_healthz_on_the_web_port(health_server: tuple[int, list[str]]) -> None:
+def test_healthcheck_requests_livez_on_the_web_port(health_server: tuple[int, list[str]]) -> None:
+    """The container's health is liveness: /livez, which stays up through a flood."""
     (check,) = [c for c in dockerfile_commands() if c.cmd == "HEALTHCHECK"]
     assert check.json and check.value[:3] == ("CMD", "python", "-c")
-    assert "curl" not in check.original and "/healthz" in check.value[3]
+    assert "curl" not in check.original and "/livez" in check.value[3]
     flags = dict(f.removeprefix("--").split("=", 1) for f in check.flags)
     assert {"interval", "timeout", "start-period", "retries"} <= set(flags)
     command = [sys.executable, *check.value[2:]]
@@ -293,7 +294,7 @@ def test_healthcheck_requests_healthz_on_the_web_port(health_server: tuple[int, 
     env = {"PATH": os.environ.get("PATH", ""), "KPIMON_WORKER__WEB_PORT": str(port)}
     healthy = subprocess.run(command, env=env, capture_output=True, timeout=30)
     assert healthy.returncode == 0, healthy.stderr.decode()
-    assert paths == ["/healthz"]
+    assert paths == ["/livez"]
     # Nothing listening: unhealthy (exit status not 0).
     env["KPIMON_WORKER__WEB_PORT"] = str(closed_port())
     down = subprocess.run(command, env=env, capture_output=True, timeout=30)
@@ -512,6 +513,20 @@ def test_two_or_more_workers_in_one_group(
         data.add(next(v for v in service["volumes"] if v.endswith(s.worker.data_dir)))
         ports.add(published)
     assert len(data) == len(found) and len(ports) == len(found)
+
+
+def test_compose_workers_health_is_liveness(compose: dict[str, Any]) -> None:
+    """Each worker's healthcheck asks /livez (progress, however slow), never
+    /healthz or /readyz, which a flood turns 503 for minutes."""
+    for name, service in workers(compose).items():
+        check = service["healthcheck"]
+        assert not check.get("disable"), name
+        test = " ".join(check["test"])
+        assert check["test"][0] == "CMD" and "curl" not in test, name
+        (url,) = re.findall(r"http://[^'\"]+", test)
+        assert url == "http://127.0.0.1:6066/livez", (name, url)
+        assert str(env_of(service)["KPIMON_WORKER__WEB_PORT"]) == "6066", name
+        assert check["retries"] >= 3 and check["start_period"], name
 
 
 def test_every_kpimon_variable_in_compose_is_a_setting(
@@ -734,11 +749,14 @@ def test_statefulset_wires_config_secret_store_and_probes(monkeypatch: pytest.Mo
     assert (
         port["containerPort"] == settings.worker.web_port and settings.worker.web_host == "0.0.0.0"
     )
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    # Liveness (and startup) on /livez, which stays up through a flood;
+    # readiness on /readyz, caught up. Never /healthz, which a flood fails.
+    paths = {"livenessProbe": "/livez", "startupProbe": "/livez", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz" and get["port"] in (port["name"], port["containerPort"]), (
-            probe
-        )
+        assert get["path"] == path and get["port"] in (port["name"], port["containerPort"]), probe
+    liveness = container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(
         resources["limits"]
@@ -766,6 +784,9 @@ def test_servicemonitor_scrapes_the_metrics_service_as_the_rules_expect() -> Non
     )
     (service,) = selected
     assert service["spec"].get("clusterIP") != "None"
+    # A worker draining a backlog is not ready (/readyz), and its lag is what
+    # must be scraped then.
+    assert service["spec"].get("publishNotReadyAddresses") is True
     port_names = {p["name"] for p in service["spec"]["ports"]}
     assert spec["endpoints"]
     for endpoint in spec["endpoints"]:
