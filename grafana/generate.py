@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from panels import (
+    against_target,
     bargauge,
+    case_colours,
     dashboard,
     field_config,
     fixed,
@@ -33,6 +35,7 @@ from panels import (
     stat,
     table,
     target,
+    thresholds,
     timeseries,
     window_var,
 )
@@ -40,8 +43,14 @@ from panels import (
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards"
 
-OEE_BANDS = [(None, "red"), (0.60, "yellow"), (0.85, "green")]
-ORDER_BANDS = [(None, "red"), (0.85, "yellow"), (0.95, "green")]
+# The targets in force, as the alerts read them (deploy/prometheus/rules/
+# recording.yml): the configured kpimon_target_ratio, else the default.
+OEE_TARGET = "line:kpimon_oee_target:ratio"
+PERFECT_ORDER_TARGET = "segment:kpimon_perfect_order_target:ratio"
+TARGET_NOTE = (
+    "Red below the target in force (the configured kpimon_target_ratio, else the "
+    "recording rules' default), green at or above it: the alerts' rule."
+)
 MACHINE_COLOURS = {
     "running": "green",
     "idle": "yellow",
@@ -57,40 +66,100 @@ MACHINE = 'site=~"$site", line=~"$line", machine=~"$machine"'
 
 
 def wall() -> dict[str, Any]:
-    big = {"titleSize": 28, "valueSize": 80}
-    oee = field_config(bands=OEE_BANDS)
     machine_colours = [
         override(f".*: {bucket}$", {"color": fixed(colour)}, regex=True)
         for bucket, colour in MACHINE_COLOURS.items()
     ]
+    now, closed = 'window="$window", state="current"', 'window="$window", state="closed"'
+    today = 'window="$day_window", state="current"'
     panels = [
         stat(
             "OEE per line - this hour",
-            [
-                target(
-                    f'kpimon_oee_ratio{{scope="line", {LINE}, window="$window", state="current"}}',
-                    "{{line}}",
-                    instant=True,
-                )
-            ],
-            (0, 0, 16, 9),
-            oee,
-            text=big,
-            description="Provisional OEE of the open window. Red below the 60% target, "
-            "yellow on target, green from 85%.",
+            against_target(
+                "oee",
+                f"line:kpimon_oee:ratio{{{LINE}, {now}}}",
+                OEE_TARGET,
+                "site, line",
+                "{{line}}",
+                always_targeted=True,
+            ),
+            (0, 0, 12, 8),
+            field_config(overrides=case_colours("oee")),
+            text={"titleSize": 28, "valueSize": 80},
+            description="Provisional OEE of the open window (all lines' machines summed, as "
+            f"the alerts). {TARGET_NOTE}",
         ),
         stat(
             "OEE per line - last closed",
+            against_target(
+                "oee",
+                f"line:kpimon_oee:ratio{{{LINE}, {closed}}}",
+                OEE_TARGET,
+                "site, line",
+                "{{line}}",
+                always_targeted=True,
+            ),
+            (12, 0, 6, 8),
+            field_config(overrides=case_colours("oee")),
+            text={"titleSize": 22, "valueSize": 56},
+            description="The last closed window: what KpimonOEEBelowTarget judges. " + TARGET_NOTE,
+        ),
+        stat(
+            "MTTR per line - today",
+            against_target(
+                "mttr",
+                f'max by (site, line) (kpimon_mttr_seconds{{scope="line", {LINE}, {today}}})',
+                'max by (site, line) (kpimon_target_seconds{kpi="mttr", machine="", line!=""})',
+                "site, line",
+                "{{line}}",
+                lower_is_better=True,
+            ),
+            (18, 0, 6, 8),
+            field_config("s", decimals=0, minmax=None, overrides=case_colours("mttr")),
+            text={"titleSize": 22, "valueSize": 48},
+            description="Mean time to repair = down time / failures (transitions into down) "
+            "of the day so far; no failure, no value. Red above the line's configured MTTR "
+            "target (engine.targets mttr), green at or below it, blue with no target.",
+        ),
+        bargauge(
+            "Availability x performance x quality - this hour",
             [
-                target(
-                    f'kpimon_oee_ratio{{scope="line", {LINE}, window="$window", state="closed"}}',
-                    "{{line}}",
-                    instant=True,
+                t
+                for part in ("availability", "performance", "quality")
+                for t in against_target(
+                    part,
+                    f"line:kpimon_{part}:ratio{{{LINE}, {now}}}",
+                    f'max by (site, line) (kpimon_target_ratio{{kpi="{part}", machine="", '
+                    'line!=""})',
+                    "site, line",
+                    f"{{{{line}}}} {part}",
                 )
             ],
-            (16, 0, 8, 9),
-            oee,
-            text={"titleSize": 22, "valueSize": 56},
+            (0, 8, 12, 8),
+            field_config(overrides=case_colours("availability", "performance", "quality")),
+            description="OEE's three factors per line, from summed components. Red below the "
+            "line's configured target for the factor, green at or above it, blue with no "
+            "target configured.",
+        ),
+        timeseries(
+            "OEE per line - closed windows, dashed: target",
+            [
+                target(f"line:kpimon_oee:ratio{{{LINE}, {closed}}}", "{{line}}"),
+                target(f"line:kpimon_oee_target:ratio{{{LINE}}}", "{{line}} target"),
+            ],
+            (12, 8, 12, 8),
+            field_config(
+                minmax=None,
+                custom={"drawStyle": "line", "lineInterpolation": "stepBefore"},
+                overrides=[
+                    override(
+                        ".* target$",
+                        {"custom.lineStyle": {"fill": "dash", "dash": [10, 10]}},
+                        regex=True,
+                    )
+                ],
+            ),
+            description="Each closed window's OEE, stepping when the next one closes.",
         ),
         stat(
             "Machines",
@@ -101,26 +170,43 @@ def wall() -> dict[str, Any]:
                     instant=True,
                 )
             ],
-            (0, 9, 24, 7),
+            (0, 16, 24, 7),
             field_config("none", decimals=None, minmax=None, overrides=machine_colours),
             text_mode="name",
             text={"titleSize": 22},
             description="What each machine is doing now: green running, yellow idle, red down, "
             "blue setup, grey planned stop, purple no data (silent).",
         ),
-        stat(
-            "Perfect orders - today",
+        bargauge(
+            "Downtime by reason - today",
             [
                 target(
-                    'kpimon_perfect_order_ratio{direction="outbound", segment=~"$segment", '
-                    'window="$order_window", state="current"}',
-                    "Segment {{segment}}",
+                    "topk(8, sum by (reason) "
+                    f'(kpimon_downtime_seconds{{scope="machine", {MACHINE}, {today}}}))',
+                    "{{reason}}",
                     instant=True,
                 )
             ],
-            (0, 16, 12, 8),
-            field_config(bands=ORDER_BANDS),
+            (0, 23, 8, 8),
+            field_config("s", decimals=0, minmax=None, custom=None),
+            description="Loss time (down, setup, idle) of the selected machines by reason "
+            "code, the day so far; the 8 largest.",
+        ),
+        stat(
+            "Perfect orders - today",
+            against_target(
+                "perfect_order",
+                'segment:kpimon_perfect_order:ratio{direction="outbound", segment=~"$segment", '
+                'window="$order_window", state="current"}',
+                PERFECT_ORDER_TARGET,
+                "direction, segment",
+                "Segment {{segment}}",
+                always_targeted=True,
+            ),
+            (8, 23, 8, 8),
+            field_config(overrides=case_colours("perfect_order")),
             text={"titleSize": 22, "valueSize": 56},
+            description="Outbound orders decided today that were perfect. " + TARGET_NOTE,
         ),
         table(
             "Active alerts",
@@ -131,7 +217,7 @@ def wall() -> dict[str, Any]:
                     table=True,
                 )
             ],
-            (12, 16, 12, 8),
+            (16, 23, 8, 8),
             field_config(
                 "none",
                 decimals=None,
@@ -163,6 +249,7 @@ def wall() -> dict[str, Any]:
     variables = [
         *plant_vars(),
         window_var(),
+        window_var("day_window", default="1d"),
         query_var("segment", 'label_values(kpimon_orders{direction="outbound"}, segment)'),
         window_var("order_window", "kpimon_orders", "1d"),
     ]
@@ -173,25 +260,58 @@ def wall() -> dict[str, Any]:
         variables,
         refresh="30s",
         tags=("wall",),
-        description="For a TV on the shop floor: OEE per line, machine states, "
-        "perfect orders, active alerts.",
+        description="For a TV on the shop floor: OEE per line against its target, its "
+        "factors and trend, MTTR, machine states, downtime by reason, perfect orders, "
+        "active alerts.",
     )
 
 
-def pchart() -> dict[str, Any]:
-    sel = 'chart=~"$chart", window="$window"'
+SCRAP = 'chart=~"scrap/.+", chart=~"$chart", window="$window"'
+ORDER_ERRORS = 'chart=~"orders/.+", chart=~"$order_chart", window="$order_window"'
+
+
+def per_chart(metric: str, sel: str, suffix: str = "") -> str:
+    """One sample per chart and window (a chart moving between workers may
+    briefly be exported by both)."""
+    return f"max by (chart, window) ({metric}{{{sel}}}{suffix})"
+
+
+def both_families(metric: str) -> str:
+    """A metric over the selected scrap charts and the selected order charts."""
+    return f"({metric}{{{SCRAP}}} or {metric}{{{ORDER_ERRORS}}})"
+
+
+def pchart_panel(title: str, sel: str, grid: tuple[int, int, int, int], repeat: str):  # type: ignore[no-untyped-def]
+    """One p-chart: a point per new subgroup, centre line and limits.
+
+    Prometheus holds the latest closed subgroup as sampled at scrape times.
+    A point is drawn at a step only when the subgroup changed since the
+    previous step (its window end differs from one $__interval, the step,
+    earlier): each subgroup Prometheus saw is drawn once, at the time it was
+    first seen, not repeated at every step."""
+    end = "kpimon_pchart_window_end_timestamp_seconds"
+    new = (
+        f"({per_chart(end, sel)} unless on (chart, window) "
+        f"({per_chart(end, sel, ' offset $__interval')} == on (chart, window) "
+        f"{per_chart(end, sel)}))"
+    )
+    violated = f"({per_chart('kpimon_pchart_out_of_control', sel)} == 1)"
+    p = f"{per_chart('kpimon_pchart_proportion', sel)} and on (chart, window) {new}"
+    in_control = target(f"{p} unless on (chart, window) {violated}", "p")
+    in_control["refId"] = "p__in_control"
+    out_of_control = target(f"{p} and on (chart, window) {violated}", "p, rule violated")
+    out_of_control["refId"] = "p__out_of_control"
+    dashed = {"color": fixed("red"), "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}}
+    points = {"custom.drawStyle": "points", "custom.showPoints": "always"}
     limits = [
-        override(
-            "UCL", {"color": fixed("red"), "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}}
-        ),
-        override(
-            "LCL", {"color": fixed("red"), "custom.lineStyle": {"fill": "dash", "dash": [10, 10]}}
-        ),
+        override("UCL", dashed),
+        override("LCL", dashed),
         override("centre line", {"color": fixed("green")}),
-        override("p", {"color": fixed("blue")}),
+        override("p__in_control", {"color": fixed("blue"), **points}, ref=True),
         override(
-            "out of control",
-            {"color": fixed("red"), "custom.drawStyle": "points", "custom.pointSize": 14},
+            "p__out_of_control",
+            {"color": fixed("red"), **points, "custom.pointSize": 14},
+            ref=True,
         ),
     ]
     chart_fc = field_config(
@@ -200,69 +320,103 @@ def pchart() -> dict[str, Any]:
         custom={
             "drawStyle": "line",
             "lineInterpolation": "stepAfter",
-            "showPoints": "always",
-            "pointSize": 6,
+            "showPoints": "never",
+            "pointSize": 8,
             "spanNulls": True,
         },
         overrides=limits,
     )
+    return timeseries(
+        title,
+        [
+            in_control,
+            out_of_control,
+            target(per_chart("kpimon_pchart_center", sel), "centre line"),
+            target(per_chart("kpimon_pchart_ucl", sel), "UCL"),
+            target(per_chart("kpimon_pchart_lcl", sel), "LCL"),
+        ],
+        grid,
+        chart_fc,
+        repeat=repeat,
+        repeatDirection="v",
+        maxPerRow=1,
+        description="A point per subgroup as Prometheus saw it: p = d/n of each newly "
+        "closed window, drawn when it was first scraped (not at its window's time); "
+        "red when it violates a Western Electric rule. Centre line and limits (they vary "
+        "with n) step with the latest subgroup. Subgroups closed between two scrapes "
+        "(a backfill, a replay) show only the last: the worker's built-in wall (/) draws "
+        "every subgroup at its window.",
+    )
+
+
+def pchart() -> dict[str, Any]:
+    rules_violated = target(
+        f"{both_families('kpimon_pchart_out_of_control')} == 1", "{{chart}} {{rule}}", instant=True
+    )
+    rules_violated["refId"] = "rules__violated"
+    in_control = target(
+        f"max by (chart, window) ({both_families('kpimon_pchart_out_of_control')}) == 0",
+        "{{chart}} in control",
+        instant=True,
+    )
+    in_control["refId"] = "rules__in_control"
+    latest = {
+        "p": "kpimon_pchart_proportion",
+        "UCL": "kpimon_pchart_ucl",
+        "n": "kpimon_pchart_subgroup_size",
+        "d": "kpimon_pchart_nonconforming",
+        "window end": "kpimon_pchart_window_end_timestamp_seconds",
+    }
     panels = [
-        timeseries(
-            "$chart",
-            [
-                target(f"kpimon_pchart_proportion{{{sel}}}", "p"),
-                target(f"kpimon_pchart_center{{{sel}}}", "centre line"),
-                target(f"kpimon_pchart_ucl{{{sel}}}", "UCL"),
-                target(f"kpimon_pchart_lcl{{{sel}}}", "LCL"),
-                target(
-                    f"kpimon_pchart_proportion{{{sel}}} and on (chart, window) "
-                    f"(max by (chart, window) (kpimon_pchart_out_of_control{{{sel}}}) == 1)",
-                    "out of control",
-                ),
-            ],
-            (0, 0, 24, 9),
-            chart_fc,
-            repeat="chart",
-            repeatDirection="v",
-            maxPerRow=1,
-            description="Latest closed subgroup of the chart: p = d/n, centre line, limits "
-            "(they vary with n). Red points violate a Western Electric rule.",
-        ),
+        pchart_panel("$chart", SCRAP, (0, 0, 24, 9), "chart"),
+        pchart_panel("$order_chart", ORDER_ERRORS, (0, 9, 24, 9), "order_chart"),
         stat(
             "Rules violated by the latest point",
-            [
-                target(
-                    f"kpimon_pchart_out_of_control{{{sel}}} == 1",
-                    "{{chart}} {{rule}}",
-                    instant=True,
-                )
-            ],
-            (0, 9, 12, 6),
-            field_config("none", [(None, "red")], decimals=None, minmax=None),
+            [rules_violated, in_control],
+            (0, 18, 12, 6),
+            field_config(
+                "none",
+                decimals=None,
+                minmax=None,
+                overrides=[
+                    override("rules__violated", {"color": fixed("red")}, ref=True),
+                    override("rules__in_control", {"color": fixed("green")}, ref=True),
+                ],
+            ),
             text_mode="name",
         ),
         table(
             "Latest point per chart",
             [
-                target(f"kpimon_pchart_proportion{{{sel}}}", table=True),
-                target(f"kpimon_pchart_ucl{{{sel}}}", table=True),
-                target(f"kpimon_pchart_subgroup_size{{{sel}}}", table=True),
-                target(f"kpimon_pchart_nonconforming{{{sel}}}", table=True),
-                target(f"kpimon_pchart_info{{{sel}}}", table=True),
+                *(
+                    target(
+                        f"{both_families(metric)}{' * 1000' if name == 'window end' else ''}",
+                        table=True,
+                    )
+                    for name, metric in latest.items()
+                ),
+                target(both_families("kpimon_pchart_info"), table=True),
             ],
-            (12, 9, 12, 6),
-            field_config("none", decimals=4, minmax=None),
+            (12, 18, 12, 6),
+            field_config(
+                "none",
+                decimals=4,
+                minmax=None,
+                overrides=[override("window end", {"unit": "dateTimeAsIso"})],
+            ),
             transformations=[
                 {"id": "merge", "options": {}},
                 {
                     "id": "organize",
                     "options": {
-                        "excludeByName": {"Time": True, "Value #E": True, "job": True},
+                        "excludeByName": {
+                            "Time": True,
+                            "Value #F": True,
+                            "job": True,
+                            "instance": True,
+                        },
                         "renameByName": {
-                            "Value #A": "p",
-                            "Value #B": "UCL",
-                            "Value #C": "n",
-                            "Value #D": "d",
+                            f"Value #{ref}": name for ref, name in zip("ABCDE", latest, strict=True)
                         },
                     },
                 },
@@ -271,10 +425,31 @@ def pchart() -> dict[str, Any]:
     ]
     variables = [
         *plant_vars()[:2],
-        window_var(metric="kpimon_pchart_proportion"),
+        query_var(
+            "window",
+            'label_values(kpimon_pchart_proportion{chart=~"scrap/.+"}, window)',
+            multi=False,
+            default="1h",
+            label="Scrap window",
+        ),
         query_var(
             "chart",
-            'label_values(kpimon_pchart_proportion{chart=~"scrap/$site/$line|orders/.+"}, chart)',
+            'label_values(kpimon_pchart_proportion{chart=~"scrap/$site/$line", '
+            'window="$window"}, chart)',
+            label="Scrap chart",
+        ),
+        query_var(
+            "order_window",
+            'label_values(kpimon_pchart_proportion{chart=~"orders/.+"}, window)',
+            multi=False,
+            default="1d",
+            label="Order window",
+        ),
+        query_var(
+            "order_chart",
+            'label_values(kpimon_pchart_proportion{chart=~"orders/.+", '
+            'window="$order_window"}, chart)',
+            label="Order chart",
         ),
     ]
     return dashboard(
@@ -307,36 +482,43 @@ def orders() -> dict[str, Any]:
         )
     ]
     chain = 'window="$chain_window"'
+    neutral = field_config(color=fixed("blue"))
+
+    def perfect(state: str) -> list[dict[str, Any]]:
+        return against_target(
+            "perfect_order",
+            f'segment:kpimon_perfect_order:ratio{{{sel}, state="{state}"}}',
+            PERFECT_ORDER_TARGET,
+            "direction, segment",
+            "{{direction}} {{segment}}",
+            always_targeted=True,
+        )
+
+    def policy(kpi: str) -> str:
+        """A segment policy's configured target (engine.policies), one per segment."""
+        return f'max by (direction, segment) (kpimon_target_ratio{{kpi="{kpi}", segment!=""}})'
+
     panels = [
         stat(
             "Perfect-order rate - current",
-            [
-                target(
-                    f'kpimon_perfect_order_ratio{{{sel}, state="current"}}',
-                    "{{direction}} {{segment}}",
-                    instant=True,
-                )
-            ],
+            perfect("current"),
             (0, 0, 12, 6),
-            field_config(bands=ORDER_BANDS),
+            field_config(overrides=case_colours("perfect_order")),
+            description=TARGET_NOTE,
         ),
         stat(
             "Perfect-order rate - last closed",
-            [
-                target(
-                    f"kpimon_perfect_order_ratio{{{closed}}}",
-                    "{{direction}} {{segment}}",
-                    instant=True,
-                )
-            ],
+            perfect("closed"),
             (12, 0, 12, 6),
-            field_config(bands=ORDER_BANDS),
+            field_config(overrides=case_colours("perfect_order")),
+            description="What KpimonPerfectOrderBelowTarget judges (at 1d). " + TARGET_NOTE,
         ),
         bargauge(
             "Components - last closed (share of decided orders)",
             share,
             (0, 6, 12, 9),
-            field_config(bands=ORDER_BANDS),
+            neutral,
+            description="No targets are set for the components: one colour.",
         ),
         timeseries(
             "True rate vs component product",
@@ -354,19 +536,36 @@ def orders() -> dict[str, Any]:
         ),
         bargauge(
             "OTIF - last closed",
-            [target(f"kpimon_otif_ratio{{{closed}}}", "{{direction}} {{segment}}")],
+            against_target(
+                "otif",
+                f"segment:kpimon_otif:ratio{{{closed}}}",
+                policy("otif"),
+                "direction, segment",
+                "{{direction}} {{segment}}",
+            ),
             (0, 15, 8, 8),
-            field_config(bands=ORDER_BANDS),
+            field_config(overrides=case_colours("otif")),
+            description="Red below the segment's configured OTIF target (engine.policies "
+            "otif), green at or above it, blue with none configured.",
         ),
         bargauge(
             "Fill rates - last closed",
             [
                 target(f"kpimon_line_fill_ratio{{{closed}}}", "{{direction}} {{segment}} lines"),
                 target(f"kpimon_unit_fill_ratio{{{closed}}}", "{{direction}} {{segment}} units"),
-                target(f"kpimon_order_fill_ratio{{{closed}}}", "{{direction}} {{segment}} orders"),
+                *against_target(
+                    "order_fill",
+                    f"max by (direction, segment) (kpimon_order_fill_ratio{{{closed}}})",
+                    policy("order_fill_rate"),
+                    "direction, segment",
+                    "{{direction}} {{segment}} orders",
+                ),
             ],
             (8, 15, 8, 8),
-            field_config(bands=ORDER_BANDS),
+            field_config(color=fixed("blue"), overrides=case_colours("order_fill")),
+            description="Order fill rate: red below the segment's configured target "
+            "(engine.policies order_fill_rate), green at or above it, blue with none; line "
+            "and unit fill rates have no target (blue).",
         ),
         stat(
             "Decided orders - last closed",
@@ -403,9 +602,9 @@ def orders() -> dict[str, Any]:
                 target(f"kpimon_supply_chain_efficiency_ratio{{{chain}}}", "Overall", instant=True),
             ],
             (0, 23, 12, 7),
-            field_config(bands=[(None, "red"), (0.5, "yellow"), (0.8, "green")]),
+            neutral,
             description="Overall = OPE x OEE x OLE; quality = undamaged with accurate "
-            "documents, delivery = on time and in full.",
+            "documents, delivery = on time and in full. No targets: one colour.",
         ),
         bargauge(
             "Chain factors - last closed",
@@ -414,7 +613,7 @@ def orders() -> dict[str, Any]:
                 target(f"kpimon_chain_delivery_ratio{{{chain}}}", "{{direction}} delivery"),
             ],
             (12, 23, 12, 7),
-            field_config(bands=ORDER_BANDS),
+            neutral,
         ),
     ]
     variables = [
@@ -564,6 +763,69 @@ def pipeline() -> dict[str, Any]:
             (0, 37, 24, 9),
             field_config("s", [(None, "green"), (600, "red")], decimals=0, minmax=None),
         ),
+        timeseries(
+            "Messages read again, read back, lost (per second)",
+            [
+                target(
+                    f"sum by (topic) (rate(kpimon_redelivered_messages_total{{{w}}}{rate}))",
+                    "{{topic}} redelivered",
+                ),
+                target(
+                    f"sum by (stage, outcome) (rate(kpimon_skipped_messages_total{{{w}}}{rate}))",
+                    "{{stage}} skipped, {{outcome}}",
+                ),
+            ],
+            (0, 46, 12, 8),
+            field_config(
+                "ops",
+                decimals=None,
+                minmax=None,
+                overrides=[override(".* lost$", {"color": fixed("red")}, regex=True)],
+            ),
+            description="Redelivered: input read again after a restart or rebalance (counted "
+            "once, nothing sent twice). Skipped: offsets the consumer did not hand over, read "
+            "back from the topic (refilled) or gone (lost: KpimonMessagesLost).",
+        ),
+        bargauge(
+            "Skipped, lost and redelivered since start",
+            [
+                target(
+                    f"sum by (stage, outcome) (kpimon_skipped_messages_total{{{w}}})",
+                    "{{stage}} skipped, {{outcome}}",
+                ),
+                target(
+                    f"sum by (topic) (kpimon_redelivered_messages_total{{{w}}})",
+                    "{{topic}} redelivered",
+                ),
+            ],
+            (12, 46, 6, 8),
+            field_config(
+                "none",
+                [(None, "green"), (1, "yellow")],
+                decimals=0,
+                minmax=None,
+                overrides=[
+                    override(
+                        ".* lost$",
+                        {"thresholds": thresholds([(None, "green"), (1, "red")])},
+                        regex=True,
+                    )
+                ],
+            ),
+            description="Counts since each worker started; any lost message is red.",
+        ),
+        stat(
+            "Outputs undelivered now",
+            [
+                target(
+                    f"sum by (stage) (kpimon_outputs_undelivered{{{w}}})", "{{stage}}", instant=True
+                )
+            ],
+            (18, 46, 6, 8),
+            field_config("none", [(None, "green"), (1, "red")], decimals=0, minmax=None),
+            description="Outputs not delivered after 5 sends and being sent again; their "
+            "input is held back meanwhile (KpimonOutputsUndelivered, /healthz 503).",
+        ),
     ]
     variables = [
         query_var("job", "label_values(kpimon_worker_up, job)"),
@@ -578,7 +840,8 @@ def pipeline() -> dict[str, Any]:
         refresh="30s",
         time_from="now-6h",
         tags=("pipeline",),
-        description="Workers, throughput, lag, dead letters, late events, event-time progress.",
+        description="Workers, throughput, lag, dead letters, late events, event-time "
+        "progress, messages read again, skipped or lost, outputs held back.",
     )
 
 

@@ -93,10 +93,11 @@ def field_config(
     custom: dict[str, Any] | None = None,
     overrides: list[dict[str, Any]] | None = None,
     mappings: list[dict[str, Any]] | None = None,
+    color: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": unit,
-        "color": {"mode": "thresholds" if bands else "palette-classic"},
+        "color": color or {"mode": "thresholds" if bands else "palette-classic"},
         "thresholds": thresholds(bands or [(None, "green")]),
         "mappings": mappings or [],
     }
@@ -119,8 +120,8 @@ def panel(
     **extra: Any,
 ) -> dict[str, Any]:
     x, y, w, h = grid
-    for ref, t in zip("ABCDEFGHIJ", targets, strict=False):
-        t["refId"] = ref
+    for ref, t in zip("ABCDEFGHIJKLMNOP", targets, strict=False):
+        t.setdefault("refId", ref)
     return {
         "type": kind,
         "title": title,
@@ -169,8 +170,13 @@ def table(title, targets, grid, fc, **kw):  # type: ignore[no-untyped-def]
     return panel("table", title, targets, grid, fc, options, **kw)
 
 
-def override(name: str, props: dict[str, Any], *, regex: bool = False) -> dict[str, Any]:
-    matcher = {"id": "byRegexp" if regex else "byName", "options": name}
+def override(
+    name: str, props: dict[str, Any], *, regex: bool = False, ref: bool = False
+) -> dict[str, Any]:
+    """Field properties for the fields named `name` (a regex with `regex`, the
+    frames of the query with refId `name` with `ref`)."""
+    kind = "byFrameRefID" if ref else "byRegexp" if regex else "byName"
+    matcher = {"id": kind, "options": name}
     return {"matcher": matcher, "properties": [{"id": k, "value": v} for k, v in props.items()]}
 
 
@@ -210,3 +216,54 @@ def dashboard(
         ],
         "panels": panels,
     }
+
+
+# -- colours from targets --------------------------------------------------------
+# Grafana cannot take a threshold from a query in a plain panel, and one
+# "config from query" threshold would be the same for every line. So a
+# value judged against its target is queried once per case, each case a
+# refId `<series>__<case>`, coloured by an override on that refId. The
+# cases are disjoint and together give every series exactly once (the
+# dashboard test checks that each series' cases return data).
+MISSED, MET, NO_TARGET = "missed_target", "met_target", "no_target"
+CASE_COLOURS = {MISSED: "red", MET: "green", NO_TARGET: "blue"}
+
+
+def against_target(
+    key: str,
+    value: str,
+    target_expr: str,
+    on: str,
+    legend: str,
+    *,
+    lower_is_better: bool = False,
+    always_targeted: bool = False,
+    instant: bool = True,
+) -> list[dict[str, Any]]:
+    """Targets showing `value` once, split by how it stands against `target_expr`
+    (one sample per `on` labels): missed (red), met (green), no target (blue).
+
+    Higher is better unless `lower_is_better` (MTTR: at or below the target is
+    met), as the alert rules judge it."""
+    worse, better = (">", "<=") if lower_is_better else ("<", ">=")
+    cases = [
+        (MISSED, f"{value} {worse} on ({on}) group_left () {target_expr}"),
+        (MET, f"{value} {better} on ({on}) group_left () {target_expr}"),
+    ]
+    if not always_targeted:
+        cases.append((NO_TARGET, f"{value} unless on ({on}) {target_expr}"))
+    found = []
+    for case, expr in cases:
+        t = target(expr, legend, instant=instant)
+        t["refId"] = f"{key}__{case}"
+        found.append(t)
+    return found
+
+
+def case_colours(*keys: str) -> list[dict[str, Any]]:
+    """Overrides colouring the cases of `against_target` for each key."""
+    return [
+        override(f"{key}__{case}", {"color": fixed(colour)}, ref=True)
+        for key in keys
+        for case, colour in CASE_COLOURS.items()
+    ]

@@ -176,6 +176,11 @@ class PrometheusServer:
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """A range query's series."""
+        data = self.api("query_range", query=expr, start=str(start), end=str(end), step=str(step))
+        return data["result"]
+
     def rules(self) -> list[dict[str, Any]]:
         return [r for g in self.api("rules")["groups"] for r in g["rules"]]
 
@@ -227,27 +232,30 @@ def variable_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-# What the test substitutes for each dashboard variable: "All" for the
-# multi-value ones (Grafana's allValue), a configured window for the others.
-VARIABLE_VALUES = {
-    "__rate_interval": "1m",
-    "__interval": "15s",
-    "__range": "1h",
-    "site": ".*",
-    "line": ".*",
-    "machine": ".*",
-    "segment": ".*",
-    "direction": ".*",
-    "chart": ".*",
-    "job": ".*",
-    "instance": ".*",
-    "window": "1h",
-    "order_window": "1d",
-    "chain_window": "1d",
-}
+# Grafana's built-in variables as the dashboard test sets them: queries run
+# over the last RANGE_S seconds at a step of STEP_S (the stack holds a few
+# minutes of data), and $__interval is that step, as in Grafana.
+RANGE_S, STEP_S = 3600, 5
+BUILTINS = {"__rate_interval": "1m", "__interval": f"{STEP_S}s", "__range": f"{RANGE_S}s"}
 
 
-def substitute(expr: str, values: dict[str, str] = VARIABLE_VALUES) -> str:
+def default_values(dashboard: dict[str, Any]) -> dict[str, str]:
+    """What Grafana substitutes when the dashboard opens as saved: a
+    multi-value variable at "All" is its allValue, a single one its value."""
+    values = dict(BUILTINS)
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        current = var.get("current") or {}
+        if var.get("includeAll") and current.get("value") == ["$__all"]:
+            values[var["name"]] = var["allValue"]
+        else:
+            assert isinstance(current.get("value"), str), f"${var['name']} has no default"
+            values[var["name"]] = current["value"]
+    return values
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
     """Replace $var and ${var} as Grafana would; an unknown variable fails."""
 
     def value(m: re.Match[str]) -> str:
