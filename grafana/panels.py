@@ -267,3 +267,25 @@ def case_colours(*keys: str) -> list[dict[str, Any]]:
         for key in keys
         for case, colour in CASE_COLOURS.items()
     ]
+
+
+# -- plant selectors, targets and colours shared by the dashboards -------------------
+LINE = 'site=~"$site", line=~"$line"'
+MACHINE = 'site=~"$site", line=~"$line", machine=~"$machine"'
+
+# The targets in force, as the alerts read them (deploy/prometheus/rules/
+# recording.yml): the configured kpimon_target_ratio, else the default.
+OEE_TARGET = "line:kpimon_oee_target:ratio"
+PERFECT_ORDER_TARGET = "segment:kpimon_perfect_order_target:ratio"
+TARGET_NOTE = (
+    "Red below the target in force (the configured kpimon_target_ratio, else the "
+    "recording rules' default), green at or above it: the alerts' rule."
+)
+MACHINE_COLOURS = {
+    "running": "green",
+    "idle": "yellow",
+    "down": "red",
+    "setup": "blue",
+    "planned_stop": "#808080",
+    "no_data": "purple",
+}
