@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -312,10 +312,26 @@ class OrderBook:
     def forget_settled(self, before_us: int) -> None:
         """No late event reaches orders decided before `before_us`: drop their data."""
         decided = self.decided
-        old = [oid for oid in self.settled if decided.get(oid, before_us - 1) < before_us]
-        for oid in old:
+        for oid in _oldest(self.settled, lambda oid: decided.get(oid, before_us - 1) < before_us):
             del self.settled[oid]
 
     def forget_decided(self, before_us: int) -> None:
         """Drop the memory of orders decided before `before_us`."""
-        self.decided = {k: v for k, v in self.decided.items() if v >= before_us}
+        decided = self.decided
+        for oid in _oldest(decided, lambda oid: decided[oid] < before_us):
+            del decided[oid]
+
+
+def _oldest(table: dict[str, Any], old: Callable[[str], bool]) -> list[str]:
+    """The keys at the front of `table` (insertion order, which is about decision
+    order) for which `old` holds, up to the first for which it does not.
+
+    Looking no further keeps a close's cost to what it forgets, not to the
+    30 days remembered; an entry out of order is forgotten a little later.
+    """
+    found = []
+    for key in table:
+        if not old(key):
+            break
+        found.append(key)
+    return found

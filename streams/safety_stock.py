@@ -198,6 +198,12 @@ class SafetyStock:
         """
         if not self.enabled:
             return []
+        if (
+            not final
+            and self.emitted_until_us is not None
+            and frontier_us < self._windows.containing(self.emitted_until_us).end_us
+        ):
+            return []  # the next window is still open: no walk over every SKU's days
         days = [d for h in self.skus.values() for d in (*h.demand, *(s[0] for s in h.lead_times))]
         if not days:
             return []
