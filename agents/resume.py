@@ -98,8 +98,8 @@ class Tail:
         read, stop = 0, end
         while stop > start and read < MAX_SCAN:
             first = max(start, stop - CHUNK)
-            # The newest chunk is read to the end, whatever `end` said.
-            records = await self._range(consumer, tp, first, stop if stop < end else None)
+            # The newest chunk is read to the end, and past it if `end` fell short.
+            records = await self._range(consumer, tp, first, stop, past=stop == end)
             for offset, timestamp, value in reversed(records):
                 read += 1
                 if timestamp < floor_ms or visit(tp.partition, offset, value):
@@ -108,24 +108,33 @@ class Tail:
         return read
 
     async def _range(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, stop: int | None
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, stop: int, *, past: bool
     ) -> list[tuple[int, int, bytes | None]]:
         """(offset, timestamp ms, value) of offsets first..stop-1 that hold a record;
-        with `stop` None, up to the partition's end: until a fetch brings nothing
-        (the embedded broker's end offset can fall short of its last batch)."""
+        with `past` (`stop` is the end offset), then on until a fetch brings
+        nothing (the embedded broker's end offset can fall short of its last
+        batch).
+
+        Always up to `stop` first: an empty fetch before it means only that the
+        fetch took longer than its wait (large letters, a busy broker), not the
+        end. Stopping there missed the newest letters, and a restarted engine
+        sent their refusals again (issue 14, finding 2).
+        """
         consumer.seek(tp, first)
         found: list[tuple[int, int, bytes | None]] = []
         deadline = time.monotonic() + self.timeout_s
-        while stop is None or await consumer.position(tp) < stop:
+        while True:
+            reached = await consumer.position(tp) >= stop
+            if reached and not past:
+                return found
             if time.monotonic() > deadline:
                 raise KafkaError(f"{tp.topic}:{tp.partition}: from {first} on not read")
             fetched = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
-            if stop is None and not fetched:
-                break
+            if reached and not fetched:
+                return found
             for record in fetched:
-                if first <= record.offset and (stop is None or record.offset < stop):
+                if first <= record.offset and (past or record.offset < stop):
                     found.append((record.offset, record.timestamp, record.value))
-        return found
 
 
 async def input_sent_before(
@@ -144,13 +153,21 @@ async def input_sent_before(
     def forwards(partition: int, offset: int, value: bytes | None) -> bool:
         waiting = pending.setdefault(partition, set(resumed))
         message = orjson.loads(value or b"{}")
+        # A message can hold several runs of one input partition, interleaved
+        # with other partitions' (input order across partitions): its highest
+        # `upto` is the last of them. Taking the first one seen made a
+        # restarted ingest forward the rest again, and the engine refuse those
+        # events again at new coordinates (issue 14, finding 2).
+        newest: dict[tuple[str, int], int] = {}
         for run in message.get("runs", ()):
             topic, _, number = run.get("source", "").rpartition(":")
             tp = (topic, int(number)) if number.isdigit() else None
-            if tp in waiting and "upto" in run:
-                waiting.discard(tp)  # runs come in input order: the newest is the highest
-                if run["upto"] >= resumed[tp]:
-                    found.forwarded[(*tp, partition)] = run["upto"]
+            if tp is not None and tp in waiting and "upto" in run:
+                newest[tp] = max(run["upto"], newest.get(tp, -1))
+        for tp, upto in newest.items():
+            waiting.discard(tp)  # messages come in input order: the newest is the highest
+            if upto >= resumed[tp]:
+                found.forwarded[(*tp, partition)] = upto
         return not waiting
 
     waiting_letters = set(resumed)
