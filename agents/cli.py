@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -116,7 +117,7 @@ def _output(path: str | None) -> IO[bytes] | None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from agents.replay import replay
     from streams.engine import Engine, Output
-    from streams.summary import summarize
+    from streams.summary import Summary
 
     settings = load_settings(args.config)
     engine = Engine(settings.engine)
@@ -125,12 +126,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     lines = files.enter_context(_input(args.file))  # checked before any output is created
     alerts = _output(args.alerts)
     rejects = _output(args.rejects)
-    kept: list[dict] = []
+    # Built as records come, not from a list of them: memory stays flat
+    # however long the input (a revision reaches back at most the horizon).
+    largest = settings.engine.window_labels()[-1]
+    summary = Summary(largest, forget_after_us=engine.horizon_us + 3 * 86_400_000_000)
+    counts: Counter[str] = Counter()
 
     def write(out: Output) -> None:
         for record in out.records:
             stdout.write(orjson.dumps(record) + b"\n")
-        kept.extend(out.records)
+            summary.add(record)
+            counts["records"] += 1
+            counts["revised"] += record.get("revision", 0) > 0
         if alerts is not None:
             for alert in out.alerts:
                 alerts.write(orjson.dumps(alert) + b"\n")
@@ -152,14 +159,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             f"{rejected} rejected, "
             f"{sum(v for k, v in stats.items() if k.startswith('duplicates.'))} duplicates, "
             f"{sum(v for k, v in stats.items() if k.startswith('late.'))} late, "
-            f"{len(kept)} records ({sum(r.get('revision', 0) > 0 for r in kept)} revised)",
+            f"{counts['records']} records ({counts['revised']} revised)",
             file=sys.stderr,
         )
         for line in reject_summary(result):
             print(line, file=sys.stderr)
-        if kept:
-            largest = settings.engine.window_labels()[-1]
-            print(summarize(kept, largest), file=sys.stderr)
+        if counts["records"]:
+            print(summary.text(), file=sys.stderr)
     if result.lines and result.lines_rejected == result.lines:
         reasons = ", ".join(sorted(result.rejected))
         print(
