@@ -137,16 +137,20 @@ def restarted_lag_is_right(dep: Deployment, backlog: dict[tuple[str, int], int])
             seen.append(lag)
         return bool(lag) and set(lag) == everyone
 
-    wait_for(first_full_scrape, 90, "a lag series for every input partition", every=0.05)
-    for lag in seen:  # the partial scrapes too: never a wrong value
-        for tp, value in lag.items():
-            assert 0 <= value <= unread.get(tp, 0), (tp, value, lag)
-    first = seen[-1]
-    assert {tp for tp, v in first.items() if v} <= set(unread), first
-    assert any(first[tp] > 0 for tp in unread), (
-        f"the backlog {unread} was read before the first full scrape: {first}"
-    )
-    wait_caught_up(dep, worker)
+    try:
+        wait_for(first_full_scrape, 90, "a lag series for every input partition", every=0.05)
+        for lag in seen:  # the partial scrapes too: never a wrong value
+            for tp, value in lag.items():
+                assert 0 <= value <= unread.get(tp, 0), (tp, value, lag)
+        first = seen[-1]
+        assert {tp for tp, v in first.items() if v} <= set(unread), first
+        assert any(first[tp] > 0 for tp in unread), (
+            f"the backlog {unread} was read before the first full scrape: {first}"
+        )
+        wait_caught_up(dep, worker)
+    except BaseException:
+        worker.stop()
+        raise
     return worker
 
 
