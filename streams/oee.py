@@ -111,10 +111,6 @@ class OeeState:
         """Planned busy time (PBT): in-shift time not planned-stopped, data known."""
         return self.running_us + self.idle_us + self.down_us + self.setup_us
 
-    @property
-    def is_empty(self) -> bool:
-        return not (self.planned_us or self.planned_stop_us or self.no_data_us or self.total)
-
     def result(self) -> dict[str, Any]:
         """Seconds, counts and ratios in the field names of the `oee` record."""
         availability = ratio(self.running_us, self.planned_us)

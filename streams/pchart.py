@@ -166,22 +166,6 @@ class PChartPoint:
     sigma_z: float | None
     limits: Limits
 
-    def as_record(self) -> dict[str, Any]:
-        """The point's fields of the ``pchart`` output record."""
-        return {
-            "d": self.d,
-            "n": self.n,
-            "p": self.p,
-            "center": self.center,
-            "ucl": self.ucl,
-            "lcl": self.lcl,
-            "sigma": self.sigma,
-            "phase": self.phase,
-            "method": self.method,
-            "limits": self.limits,
-            "violations": list(self.violations),
-        }
-
 
 Subgroup = tuple[int, int]
 
