@@ -627,6 +627,17 @@ class Engine:
     def _close_order(self, window: Window) -> tuple[int, int, int]:
         return (window.end_us, window.start_us, self._label_rank[window.label])
 
+    def _republished(self, window: Window, kept: ClosedWindow, out: Output) -> None:
+        """Finish a revision's records: the window's chain, targets, the revision."""
+        if kept.orders is not None:
+            plant = kept.plant().result()["oee"]
+            inbound = kept.orders.get("inbound", PerfectOrderState())
+            outbound = kept.orders.get("outbound", PerfectOrderState())
+            out.records.append(chain_record(window, inbound, outbound, plant))
+        out.alerts += self.targets.judge(window, out.records)
+        self.stats["windows_revised"] += 1
+        self._published(out.records, kept.revision)
+
     def _republish_orders(self, window: Window, keys: set[SegmentKey]) -> Output:
         """The order records of a closed window in which late orders were decided."""
         out = Output()
@@ -636,14 +647,7 @@ class Engine:
             rule = self.book.rules.get(segment) if direction == "outbound" else None
             state = kept.segments[direction, segment]
             out.records.append(perfect_order_record(direction, segment, window, state, rule))
-        if kept.orders is not None:
-            plant = kept.plant().result()["oee"]
-            inbound = kept.orders.get("inbound", PerfectOrderState())
-            outbound = kept.orders.get("outbound", PerfectOrderState())
-            out.records.append(chain_record(window, inbound, outbound, plant))
-        out.alerts += self.targets.judge(window, out.records)
-        self.stats["windows_revised"] += 1
-        self._published(out.records, kept.revision)
+        self._republished(window, kept, out)
         if window.label == self.config.pchart_orders_label():
             for direction, segment in sorted(keys):
                 state = kept.segments[direction, segment]
@@ -664,14 +668,7 @@ class Engine:
             out.records.append(oee_record("line", {"site": site, "line": line}, window, state))
         for site in sorted({m[0] for m in machines}):
             out.records.append(oee_record("site", {"site": site}, window, kept.site(site)))
-        if kept.orders is not None:
-            plant = kept.plant().result()["oee"]
-            inbound = kept.orders.get("inbound", PerfectOrderState())
-            outbound = kept.orders.get("outbound", PerfectOrderState())
-            out.records.append(chain_record(window, inbound, outbound, plant))
-        out.alerts += self.targets.judge(window, out.records)
-        self.stats["windows_revised"] += 1
-        self._published(out.records, kept.revision)
+        self._republished(window, kept, out)
         if window.label == self.config.pchart_scrap_label():
             for (site, line), state in sorted(lines.items()):
                 chart = f"scrap/{site}/{line}"
