@@ -32,6 +32,7 @@ from agents.pipeline import (
     snapshot_due,
     tick_message,
 )
+from agents.private_api import committed_offset, limit_fetch_wait, set_table_row
 from agents.progress import EndOffsetWatcher, InputEnds, watch
 from agents.refill import RangeUnavailable, read_range
 from agents.resume import Tail, engine_lettered, floor_of, input_sent_before
@@ -162,7 +163,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         producer_max_request_size=max(w.max_message_bytes * 2, 2_097_152),
         logging_config=None,
     )
-    _limit_fetch_wait(app, k.fetch_max_wait)
+    limit_fetch_wait(app, k.fetch_max_wait)
     bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     raw = {
         "key_type": bytes,
@@ -316,7 +317,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             tp = (msg.topic, msg.partition)
             expected = runtime.next_input.get(tp)
             if expected is None:  # the first since assignment: where reading resumed
-                expected = app.consumer._committed_offset.get(TP(*tp))  # type: ignore[attr-defined]
+                expected = committed_offset(app, *tp)
                 runtime.resumed_at[tp] = msg.offset if expected is None else expected
             if expected is not None and msg.offset < expected:
                 runtime.skipped["ingest", "again"] += 1
@@ -384,11 +385,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         parts = chunks(shard.to_bytes().decode())
         rows = [(f"{partition}/{slot}/{i}", part) for i, part in enumerate(parts)]
         rows.append((f"{partition}/manifest", f"{slot}:{len(parts)}"))
-        delivered = []
-        for key, value in rows:  # what `snapshots[key] = value` does, keeping the future
-            delivered.append(snapshots.send_changelog(partition, key, value))
-            snapshots.data[key] = value
-        return delivered
+        # `snapshots[key] = value`, keeping each row's changelog delivery.
+        return [set_table_row(snapshots, partition, key, value) for key, value in rows]
 
     async def send_out(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
         return await topic.send(key=key, value=value, partition=partition)
@@ -619,26 +617,6 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     install_wall(app, runtime)  # `/`, `/wall.json` (agents.wall)
     install_metrics(app, runtime)
     return app, runtime
-
-
-def _limit_fetch_wait(app: faust.App, seconds: float) -> None:
-    """Make the worker's consumer wait at most `seconds` for a fetch to fill.
-
-    Faust fixes aiokafka's `fetch_max_wait_ms` at 1,500 ms. A broker that
-    answers a fetch only when that wait is over (the embedded one does:
-    measured p50 0.40 s from produce to consume at 1.5 s, 0.03 s at 0.1 s)
-    then delays every event twice, on the input and on the engine topic.
-    Kafka answers as soon as data is there, so this only bounds idle polls.
-    """
-    thread = app.consumer._thread  # type: ignore[attr-defined]
-    create = thread._create_worker_consumer
-
-    def create_worker_consumer(transport: Any) -> Any:
-        consumer = create(transport)
-        consumer._fetch_max_wait_ms = round(seconds * 1000)  # read when it starts
-        return consumer
-
-    thread._create_worker_consumer = create_worker_consumer
 
 
 def pipeline_stats(runtime: Runtime) -> dict[str, Any]:

@@ -38,6 +38,15 @@ from aiokafka import errors as Errors
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.offset import OffsetRequest
 
+from agents.private_api import (
+    consumer_client,
+    fetch_committed_offsets,
+    reads_committed,
+    replace_recovery_highwaters,
+    restore_recovery_highwaters,
+    wait_on_metadata,
+)
+
 __all__ = [
     "committed_offsets",
     "end_offsets",
@@ -78,8 +87,8 @@ async def end_offsets(
     if isinstance(consumer_or_client, AIOKafkaConsumer):
         if not embedded:
             return await consumer_or_client.end_offsets(tps)
-        client = consumer_or_client._client
-        read_committed = consumer_or_client._isolation_level == "read_committed"
+        client = consumer_client(consumer_or_client)
+        read_committed = reads_committed(consumer_or_client)
     elif isinstance(consumer_or_client, AIOKafkaClient):
         client = consumer_or_client
         read_committed = False
@@ -117,7 +126,7 @@ async def committed_offsets(
     every tick). `consumer` needs a `group_id`; it need not subscribe.
     """
     tps = list(dict.fromkeys(partitions))
-    found = await consumer._coordinator.fetch_committed_offsets(tps)
+    found = await fetch_committed_offsets(consumer, tps)
     return {tp: found[tp].offset if tp in found and found[tp].offset >= 0 else None for tp in tps}
 
 
@@ -127,7 +136,7 @@ async def _leaders(
     """Group partitions by leader node and topic; refresh metadata for unknown topics."""
     for topic in {tp.topic for tp in tps}:
         if client.cluster.partitions_for_topic(topic) is None:
-            await client._wait_on_metadata(topic)  # raises UnknownTopicOrPartitionError
+            await wait_on_metadata(client, topic)  # raises UnknownTopicOrPartitionError
     by_node: dict[int, dict[str, list[TopicPartition]]] = collections.defaultdict(
         lambda: collections.defaultdict(list)
     )
@@ -227,8 +236,6 @@ async def _fetch_high_watermarks(
 
 # ----------------------------------------------------------------------- Faust hook
 
-_FAUST_ORIGINAL: dict[str, object] = {}
-
 
 def patch_faust_for_embedded() -> bool:
     """Make Faust's table recovery read changelogs to their true end.
@@ -236,40 +243,24 @@ def patch_faust_for_embedded() -> bool:
     Faust recovers a table by reading its changelog up to ``highwaters()``,
     i.e. ListOffsets: on the embedded broker that stops short inside the last
     record batch and loses the newest rows (measured: 200 increments, restart,
-    200 more -> 385-390 instead of 400).  This swaps Faust's aiokafka driver
-    ``AIOKafkaConsumerThread._highwaters`` for :func:`end_offsets` with
-    ``embedded=True`` (transactional consumers keep Faust's own path).
+    200 more -> 385-390 instead of 400).  This routes Faust's aiokafka driver's
+    ``highwaters()`` through :func:`end_offsets` with ``embedded=True``
+    (transactional consumers keep Faust's own path; the patch itself is
+    :func:`agents.private_api.replace_recovery_highwaters`).
 
     Only for the embedded broker; a real Kafka keeps Faust's own code path.
     Process-wide, idempotent (returns ``True`` if it patched now); undo with
     :func:`unpatch_faust_for_embedded`.
     """
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-    from faust.types import TP
-
-    if "_highwaters" in _FAUST_ORIGINAL:
-        return False
-    original = AIOKafkaConsumerThread._highwaters
-    _FAUST_ORIGINAL["_highwaters"] = original
-
-    async def _highwaters(self, partitions):  # type: ignore[no-untyped-def]
-        if self.consumer.in_transaction:
-            return await original(self, partitions)
-        found = await end_offsets(
-            self._ensure_consumer(),
-            [TopicPartition(tp.topic, tp.partition) for tp in partitions],
-            embedded=True,
-        )
-        return {TP(tp.topic, tp.partition): offset for tp, offset in found.items()}
-
-    AIOKafkaConsumerThread._highwaters = _highwaters
-    return True
+    return replace_recovery_highwaters(_embedded_end_offsets)
 
 
 def unpatch_faust_for_embedded() -> None:
     """Undo :func:`patch_faust_for_embedded` (no-op if it is not applied)."""
-    original = _FAUST_ORIGINAL.pop("_highwaters", None)
-    if original is not None:
-        from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    restore_recovery_highwaters()
 
-        AIOKafkaConsumerThread._highwaters = original
+
+async def _embedded_end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    return await end_offsets(consumer, partitions, embedded=True)

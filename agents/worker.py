@@ -20,6 +20,7 @@ from typing import Any
 import faust
 
 from agents.app import Runtime, build_app, pipeline_stats
+from agents.private_api import stop_worker
 from agents.settings import Settings, redact, secrets_of
 
 log = logging.getLogger("kpimon")
@@ -179,7 +180,7 @@ def _run(
         @app.task
         async def stop_later() -> None:
             await asyncio.sleep(duration)
-            worker._on_sigint()
+            stop_worker(worker)
 
     print(f"kpimon: worker {w.app_id} on {redact(url)}", file=sys.stderr)
     print(

@@ -1,0 +1,222 @@
+"""The one module that reaches into Faust's and aiokafka's private API.
+
+Each function below names the private attribute it uses and why no public
+API does the job. Everything else in `agents/` uses public API only
+(`tests/agents/test_private_api.py` keeps it so).
+
+Private API changes without notice, so this module checks at import that the
+installed faust-streaming and aiokafka are the major.minor versions it was
+written and tested against (`TESTED`); any other fails with one line naming
+the package, the version installed and the range expected. After an upgrade:
+check each function here against the new sources, run the tests, then raise
+`TESTED`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+
+if TYPE_CHECKING:
+    import faust
+    from aiokafka.structs import OffsetAndMetadata
+
+__all__ = [
+    "TESTED",
+    "UntestedVersion",
+    "check_versions",
+    "committed_offset",
+    "consumer_client",
+    "fetch_committed_offsets",
+    "limit_fetch_wait",
+    "reads_committed",
+    "replace_recovery_highwaters",
+    "restore_recovery_highwaters",
+    "set_table_row",
+    "stop_worker",
+    "wait_on_metadata",
+]
+
+TESTED: dict[str, tuple[int, int]] = {"faust-streaming": (0, 15), "aiokafka": (0, 14)}
+"""Distribution -> the (major, minor) version this module was tested with."""
+
+
+class UntestedVersion(ImportError):
+    """An installed faust-streaming or aiokafka is not the version `TESTED` names."""
+
+
+def check_versions(version: Callable[[str], str] = importlib.metadata.version) -> None:
+    """Raise `UntestedVersion` unless every `TESTED` package is at its major.minor.
+
+    `version` reads a distribution's installed version (`importlib.metadata`'s
+    by default; tests pass their own). Patch releases are accepted.
+    """
+    for package, (major, minor) in TESTED.items():
+        expected = f">={major}.{minor},<{major}.{minor + 1}"
+        try:
+            installed = version(package)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "none"
+        found = re.match(r"(\d+)\.(\d+)", installed)
+        if found is None or (int(found[1]), int(found[2])) != (major, minor):
+            raise UntestedVersion(
+                f"kpimon: {package} {installed} is installed but agents/private_api.py "
+                f"is tested with {package}{expected} only (it uses private API): install "
+                f"{package}{expected}, or check agents/private_api.py against "
+                f"{package} {installed} and update TESTED"
+            )
+
+
+check_versions()
+
+
+# ------------------------------------------------------------------ aiokafka
+
+
+def consumer_client(consumer: AIOKafkaConsumer) -> AIOKafkaClient:
+    """The consumer's connected client (`AIOKafkaConsumer._client`).
+
+    `agents.offsets.end_offsets` sends its own ListOffsets and Fetch requests
+    over the consumer's connections; the consumer has no public accessor.
+    """
+    return consumer._client
+
+
+def reads_committed(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the consumer was built with `isolation_level="read_committed"`
+    (`AIOKafkaConsumer._isolation_level`; not exposed otherwise)."""
+    return consumer._isolation_level == "read_committed"
+
+
+async def fetch_committed_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets of `partitions`, in one OffsetFetch request
+    (`AIOKafkaConsumer._coordinator.fetch_committed_offsets`).
+
+    The public `AIOKafkaConsumer.committed()` sends one request per partition.
+    Partitions without a committed offset are missing or carry offset -1.
+    """
+    return await consumer._coordinator.fetch_committed_offsets(partitions)
+
+
+async def wait_on_metadata(client: AIOKafkaClient, topic: str) -> None:
+    """Refresh the client's metadata until it knows `topic`
+    (`AIOKafkaClient._wait_on_metadata`; raises `UnknownTopicOrPartitionError`).
+
+    The public `force_metadata_update()` does not add a topic the client has
+    not been asked about yet.
+    """
+    await client._wait_on_metadata(topic)
+
+
+# --------------------------------------------------------------------- Faust
+
+
+def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
+    """The offset the Faust consumer resumed reading `topic:partition` at: its
+    committed offset as last read from the group (`Consumer._committed_offset`),
+    None when nothing was committed.
+
+    The public `Consumer.committed()` asks the broker again; ingest needs the
+    value Faust seeked to, without a round trip per assigned partition.
+    """
+    from faust.types import TP
+
+    return app.consumer._committed_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
+
+
+def limit_fetch_wait(app: faust.App, seconds: float) -> None:
+    """Make the app's consumer wait at most `seconds` for a fetch to fill.
+
+    Faust fixes aiokafka's `fetch_max_wait_ms` at 1,500 ms. A broker that
+    answers a fetch only when that wait is over (the embedded one does:
+    measured p50 0.40 s from produce to consume at 1.5 s, 0.03 s at 0.1 s)
+    then delays every event twice, on the input and on the engine topic.
+    Kafka answers as soon as data is there, so this only bounds idle polls.
+
+    Wraps the driver thread's `AIOKafkaConsumerThread._create_worker_consumer`
+    (`app.consumer._thread`) to set `AIOKafkaConsumer._fetch_max_wait_ms`,
+    which aiokafka reads when the consumer starts.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        consumer = create(transport)
+        consumer._fetch_max_wait_ms = round(seconds * 1000)  # read when it starts
+        return consumer
+
+    thread._create_worker_consumer = create_worker_consumer
+
+
+def set_table_row(table: faust.Table, partition: int, key: str, value: Any) -> Any:
+    """Set `table[key] = value` and return its changelog delivery (a future).
+
+    What `Table.__setitem__` does (`Table.on_key_set`: `send_changelog`, then
+    the local store `Table.data`), except that it keeps the future of the
+    changelog record, which `__setitem__` drops, writes to `partition` rather
+    than `partition_for_key(key)` (the current event's), and skips the key's
+    TTL bookkeeping and the set sensor (the snapshot table has neither).
+    The caller awaits the future before acknowledging the input the row covers.
+    """
+    delivered = table.send_changelog(partition, key, value)
+    table.data[key] = value
+    return delivered
+
+
+def stop_worker(worker: faust.Worker) -> None:
+    """Stop the worker as Ctrl-C would (`mode.Worker._on_sigint`): a clean
+    shutdown scheduled on its loop. mode has no public stop for a worker
+    started with `execute_from_commandline()`."""
+    worker._on_sigint()
+
+
+# `AIOKafkaConsumerThread._highwaters` as Faust shipped it, while replaced.
+_ORIGINAL: dict[str, Any] = {}
+
+EndOffsets = Callable[
+    [AIOKafkaConsumer, list[TopicPartition]], Awaitable[dict[TopicPartition, int]]
+]
+
+
+def replace_recovery_highwaters(end_offsets: EndOffsets) -> bool:
+    """Make Faust's table recovery ask `end_offsets` for changelog end offsets.
+
+    Replaces `AIOKafkaConsumerThread._highwaters` (Faust's aiokafka driver),
+    process-wide, with a call of `end_offsets(consumer, partitions)` on the
+    driver's aiokafka consumer (`_ensure_consumer()`); transactional
+    consumers keep Faust's own code. Faust has no hook for this. Idempotent:
+    returns True if it replaced it now; undo with `restore_recovery_highwaters`.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    if "_highwaters" in _ORIGINAL:
+        return False
+    original = AIOKafkaConsumerThread._highwaters
+    _ORIGINAL["_highwaters"] = original
+
+    async def _highwaters(self: Any, partitions: Iterable[TP]) -> dict[TP, int]:
+        if self.consumer.in_transaction:
+            return await original(self, partitions)
+        found = await end_offsets(
+            self._ensure_consumer(), [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
+        return {TP(tp.topic, tp.partition): offset for tp, offset in found.items()}
+
+    AIOKafkaConsumerThread._highwaters = _highwaters
+    return True
+
+
+def restore_recovery_highwaters() -> None:
+    """Undo `replace_recovery_highwaters` (no-op if it is not in effect)."""
+    original = _ORIGINAL.pop("_highwaters", None)
+    if original is not None:
+        from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+        AIOKafkaConsumerThread._highwaters = original
