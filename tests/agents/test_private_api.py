@@ -1,0 +1,183 @@
+"""Faust's and aiokafka's private API is used in `agents/private_api.py` only,
+and only with the versions it was tested against."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+from agents import private_api
+from agents.private_api import TESTED, UntestedVersion, check_versions
+
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
+PRIVATE_MODULE = AGENTS / "private_api.py"
+THIRD_PARTY = ("faust", "aiokafka", "mode")
+
+OWN_PRIVATE_NAMES: set[str] = set()
+"""Underscored attributes of our own objects reached from outside `self`/`cls`
+(say `other._cache` of a class of ours). None today; a name added here must
+not be one of Faust's or aiokafka's."""
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every use of a private name that is not our own."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if not own and node.attr not in OWN_PRIVATE_NAMES:
+                found.append((node.lineno, f"{ast.unparse(node)}"))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            # getattr(consumer, "_client") and the like
+            if node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1:
+                name = node.args[1]
+                if isinstance(name, ast.Constant) and _is_private(str(name.value)):
+                    found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            # table.data[key] = value: a Faust table written past its __setitem__
+            target = node.value
+            if isinstance(target, ast.Attribute) and target.attr == "data":
+                found.append((node.lineno, f"{ast.unparse(node)} = ..."))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in THIRD_PARTY:
+            module = str(node.module)
+            private = [a.name for a in node.names if _is_private(a.name)]
+            if private or any(_is_private(part) for part in module.split(".")):
+                found.append((node.lineno, f"from {module} import {private}"))
+    return sorted(found)
+
+
+def test_no_module_but_private_api_uses_faust_or_aiokafka_private_api() -> None:
+    sources = sorted(p for p in AGENTS.rglob("*.py") if p != PRIVATE_MODULE)
+    assert len(sources) > 10  # the walk found agents/
+    found = [
+        f"{path.relative_to(AGENTS.parent)}:{line}: {what}"
+        for path in sources
+        for line, what in _uses(ast.parse(path.read_text(), str(path)))
+    ]
+    assert found == [], "private API outside agents/private_api.py (move it there):\n" + "\n".join(
+        found
+    )
+
+
+def test_the_check_sees_what_it_looks_for() -> None:
+    code = """
+client = consumer._client
+ok = self._state, cls._registry
+getattr(worker, "_on_sigint")()
+table.data[key] = value
+from aiokafka.util import _private
+from faust.transport._cython import thing
+"""
+    found = [what for _, what in _uses(ast.parse(code))]
+    assert found == [
+        "consumer._client",
+        "getattr(worker, '_on_sigint')",
+        "table.data[key] = ...",
+        "from aiokafka.util import ['_private']",
+        "from faust.transport._cython import []",
+    ]
+
+
+def test_private_api_itself_uses_private_api() -> None:
+    """Else the rule above tests nothing (the module moved or was renamed)."""
+    assert len(_uses(ast.parse(PRIVATE_MODULE.read_text()))) >= 8
+
+
+# ------------------------------------------------------------ version check
+
+
+def _versions(**overrides: str) -> dict[str, str]:
+    versions = {p: importlib.metadata.version(p) for p in TESTED}
+    return {**versions, **{k.replace("_", "-"): v for k, v in overrides.items()}}
+
+
+def _lookup(versions: dict[str, str]):  # type: ignore[no-untyped-def]
+    def version(package: str) -> str:
+        if package not in versions:
+            raise importlib.metadata.PackageNotFoundError(package)
+        return versions[package]
+
+    return version
+
+
+def test_the_installed_versions_are_the_tested_ones() -> None:
+    check_versions()
+    check_versions(_lookup(_versions()))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"faust_streaming": "0.15.99"}, {"aiokafka": "0.14.1"}, {"aiokafka": "0.14.0rc1"}],
+)
+def test_a_patch_release_passes(overrides: dict[str, str]) -> None:
+    check_versions(_lookup(_versions(**overrides)))
+
+
+@pytest.mark.parametrize(
+    ("package", "installed", "expected"),
+    [
+        ("faust-streaming", "0.16.0", "faust-streaming>=0.15,<0.16"),
+        ("faust-streaming", "0.14.2", "faust-streaming>=0.15,<0.16"),
+        ("aiokafka", "0.13.0", "aiokafka>=0.14,<0.15"),
+        ("aiokafka", "1.14.0", "aiokafka>=0.14,<0.15"),
+        ("aiokafka", "nightly", "aiokafka>=0.14,<0.15"),
+    ],
+)
+def test_another_minor_version_fails_in_one_line(
+    package: str, installed: str, expected: str
+) -> None:
+    with pytest.raises(UntestedVersion) as raised:
+        check_versions(_lookup({**_versions(), package: installed}))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"{package} {installed} is installed" in message
+    assert expected in message
+    assert isinstance(raised.value, ImportError)  # raised while agents are imported
+
+
+def test_a_missing_package_fails_too() -> None:
+    versions = _versions()
+    del versions["aiokafka"]
+    with pytest.raises(UntestedVersion, match="aiokafka none is installed"):
+        check_versions(_lookup(versions))
+
+
+# ------------------------------------------- what private_api reaches into
+
+
+def test_the_private_names_used_exist_in_the_installed_versions() -> None:
+    """Fails first when a patch release renames what `private_api` reaches into."""
+    from aiokafka import AIOKafkaClient
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from mode import Worker
+
+    assert callable(AIOKafkaConsumerThread._highwaters)
+    assert callable(AIOKafkaConsumerThread._ensure_consumer)
+    assert callable(AIOKafkaConsumerThread._create_worker_consumer)
+    assert callable(Worker._on_sigint)
+    assert callable(AIOKafkaClient._wait_on_metadata)
+    assert "_committed_offset" in Consumer.__annotations__
+    assert private_api.__file__ == str(PRIVATE_MODULE)
+
+
+def test_consumer_attributes_used_exist() -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def build() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", isolation_level="read_committed")
+
+    consumer = asyncio.run(build())  # never started: no connection is made
+    assert private_api.reads_committed(consumer) is True
+    assert private_api.consumer_client(consumer) is consumer._client
+    assert hasattr(consumer, "_fetch_max_wait_ms")
+    assert hasattr(consumer, "_coordinator")  # set when it starts
