@@ -210,9 +210,5 @@ class EventProducer:
         self.sent_events += len(events)
         return len(events)
 
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        """Send bytes as they are (for tests and tools that bring their own JSON)."""
-        await self._producer.send_and_wait(topic, value=value, key=key)
-
     async def flush(self) -> None:
         await self._producer.flush()

@@ -237,16 +237,25 @@ def produce(
 ) -> None:
     """Send raw messages (topic key, key, value), then events (validated, batched, keyed),
     in one go: a pause between them would let the inputs go idle."""
+    from aiokafka import AIOKafkaProducer
+
     from agents.producer import EventProducer
     from agents.settings import load_settings
 
     settings = load_settings(dep.config)
 
     async def send() -> None:
-        async with EventProducer(dep.bootstrap, topics=settings.topics, max_batch=50) as producer:
-            for topic_key, key, value in raw:
-                await producer.send_raw(dep.topics[topic_key], value, key)
-            await producer.send(events)
+        as_they_are = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, linger_ms=5)
+        await as_they_are.start()
+        try:
+            async with EventProducer(
+                dep.bootstrap, topics=settings.topics, max_batch=50
+            ) as producer:
+                for topic_key, key, value in raw:
+                    await as_they_are.send_and_wait(dep.topics[topic_key], value=value, key=key)
+                await producer.send(events)
+        finally:
+            await as_they_are.stop()
 
     asyncio.run(send())
 
