@@ -49,12 +49,13 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 from faust.exceptions import NotReady
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agents.runtime import Runtime
 from streams.engine import REFUSALS, Engine
 from streams.events import ErrorReason
 from streams.live import current_windows
@@ -68,9 +69,6 @@ from streams.metrics_view import (
 from streams.oee import STATE_BUCKETS
 from streams.policies import OEE_FIELDS, POLICY_FIELDS, Targets
 from streams.timeutil import US
-
-if TYPE_CHECKING:
-    from agents.app import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The text exposition format `generate_latest` writes, as every Prometheus 2.x parses it."""

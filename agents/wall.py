@@ -360,7 +360,7 @@ def page(view: dict[str, Any]) -> bytes:
 
 
 def wall_of(runtime: Any) -> dict[str, Any]:
-    """The view of a worker's `agents.app.Runtime`: every engine shard it holds."""
+    """The view of a worker's `agents.runtime.Runtime`: every engine shard it holds."""
     return wall_view(shard.engine for _, shard in sorted(runtime.shards.items()))
 
 

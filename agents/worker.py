@@ -19,8 +19,9 @@ from typing import Any
 
 import faust
 
-from agents.app import Runtime, build_app, pipeline_stats
+from agents.app import build_app
 from agents.private_api import stop_worker
+from agents.runtime import Runtime, pipeline_stats
 from agents.settings import Settings, redact, secrets_of
 
 log = logging.getLogger("kpimon")
