@@ -17,7 +17,7 @@ damaged; closes of short orders; cancellations): about 70 % counts, 20 %
 states, 10 % orders and shipments. The stream ends ten minutes before
 the bench starts and is never further out of order than one round, well
 inside the default lateness. Every 997th event is checked with
-`streams.events.parse_event`.
+`streams.decode.parse_event`.
 
 The same N events are produced twice, before anything is timed, to their
 own input topics (4 partitions each): **batched**, a machine's events of

@@ -11,7 +11,7 @@ an engine with the default configuration is fed `--hours` of event time
 `--machines` machines that send like an MES: states on change (a state
 lasts 3-40 minutes; running half the time) and a count every
 `--count-every` minutes while running. Events are generated in time order,
-parsed as the worker parses them (`streams.events.parse_event`) and
+parsed as the worker parses them (`streams.decode.parse_event`) and
 ingested with the watermark following them, as `kpimon replay` does.
 
 Reported: the process's resident memory before the engine exists and after
@@ -35,8 +35,8 @@ from typing import Any
 import orjson
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.snapshot import restore, snapshot
 from streams.timeutil import US, iso
 

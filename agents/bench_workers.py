@@ -287,7 +287,7 @@ async def produce(
     """Send as fast as the broker takes it; returns (messages, events)."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.events import parse_event
+    from streams.decode import parse_event
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()

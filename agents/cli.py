@@ -393,7 +393,7 @@ def _send_all(settings, events, command: str, **options) -> int:  # type: ignore
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from streams.events import parse_event
+    from streams.decode import parse_event
 
     settings = _settings_with_broker(args)  # a bad configuration is said first
     # Validate the whole file first: nothing is sent when any line is bad.

@@ -56,8 +56,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agents.runtime import Runtime
+from streams.decode import ErrorReason
 from streams.engine import REFUSALS, Engine
-from streams.events import ErrorReason
 from streams.live import current_windows
 from streams.metrics_view import (
     WE_RULES,

@@ -37,8 +37,9 @@ from aiokafka.partitioner import murmur2
 
 from agents.letters import envelope, refusal_letter
 from streams.config import EngineConfig
+from streams.decode import DecodeResult, EventError, decode_message, parse_event
 from streams.engine import REFUSALS, Engine, Output
-from streams.events import DecodeResult, EventError, decode_message, event_to_json, parse_event
+from streams.events import event_to_json
 from streams.snapshot import restore, snapshot
 from streams.timeutil import iso
 

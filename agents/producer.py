@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 
 from agents.settings import KafkaSettings, TopicSettings
-from streams.events import parse_event
+from streams.decode import parse_event
 
 _TOPICS = dict.fromkeys(["state", "count", "counter"], "machine-state")
 _TOPICS |= dict.fromkeys(["order", "order_cancelled", "order_closed"], "orders")

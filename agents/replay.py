@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import orjson
 
+from streams.decode import decode_message
 from streams.engine import Engine, Output
-from streams.events import decode_message
 
 
 @dataclass

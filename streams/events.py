@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,14 +25,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streams.timeutil import to_us
-
-if TYPE_CHECKING:  # at run time these come lazily from streams.decode, see __getattr__
-    from streams.decode import DecodeResult as DecodeResult
-    from streams.decode import ErrorReason as ErrorReason
-    from streams.decode import EventError as EventError
-    from streams.decode import EventValidationError as EventValidationError
-    from streams.decode import decode_message as decode_message
-    from streams.decode import parse_event as parse_event
 
 MAX_STR = 256
 """Longest accepted string field, in characters: garbage can't blow memory."""
@@ -372,30 +364,3 @@ def _short(value: object) -> str:
         return _json_type(value)
     text = repr(_num(value) if isinstance(value, float) else value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-# ---------------------------------------------------------------- re-exports
-
-_DECODE_NAMES = frozenset(
-    [
-        "DecodeResult",
-        "ErrorReason",
-        "EventError",
-        "EventValidationError",
-        "decode_message",
-        "parse_event",
-    ]
-)
-
-
-def __getattr__(name: str) -> Any:
-    """`from streams.events import decode_message` still works (PEP 562).
-
-    Lazy, because streams.decode imports this module: an eager import at the
-    bottom would break whenever streams.decode is the first one imported.
-    """
-    if name in _DECODE_NAMES:
-        from streams import decode
-
-        return getattr(decode, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,8 +22,8 @@ from agents.pipeline import Shard
 from agents.settings import Settings
 from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from tests.agents.harness import ROOT, wait_for
 from tests.agents.prometheus_harness import (
     BUILTINS,

@@ -30,8 +30,8 @@ from agents.pipeline import Shard
 from agents.settings import Settings
 from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.live import current_windows
 from streams.metrics_view import (
     consumer_lag,

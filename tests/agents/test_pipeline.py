@@ -39,8 +39,9 @@ from agents.pipeline import (
 from agents.producer import batched
 from agents.simulator import LineSpec, Product, SimConfig, simulate
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine, Output
-from streams.events import event_to_json, parse_event
+from streams.events import event_to_json
 from streams.records import record_key
 from streams.timeutil import US, iso, to_us
 from tests import eventfactory as ef

@@ -20,8 +20,8 @@ from agents.producer import batched
 from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from agents.simulator_gateway import Outages
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.records import record_key
 from streams.timeutil import iso
 from tests.agents.harness import Worker, make_deployment, produce, read_topic, records_by_key

@@ -31,8 +31,8 @@ from agents.pipeline import engine_partition
 from agents.producer import topic_of
 from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.records import record_key
 from streams.timeutil import iso
 from tests.agents.harness import (

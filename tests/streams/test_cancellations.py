@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, order, shipment, state
 

@@ -13,20 +13,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import (
-    EVENT_ADAPTER,
-    CountEvent,
+from streams.decode import (
     DecodeResult,
     EventError,
     EventValidationError,
+    decode_message,
+    parse_event,
+)
+from streams.events import (
+    EVENT_ADAPTER,
+    CountEvent,
     OrderCancelled,
     OrderClosed,
     OrderEvent,
     ShipmentEvent,
     StateEvent,
-    decode_message,
     event_to_json,
-    parse_event,
 )
 from streams.timeutil import to_us
 

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.oee import OeeState, pack, unpack
 from streams.pointlog import PointLog
 from streams.seen import BUCKET_US, SeenIds, digest

@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine, Output
-from streams.events import event_to_json, parse_event
+from streams.events import event_to_json
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, count, order, shipment, state
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import count, order, shipment, state
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine, Output
-from streams.events import parse_event
 from streams.timeutil import to_us
 from tests.agents.harness import ROOT
 from tests.eventfactory import DAY, at, count, state

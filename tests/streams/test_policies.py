@@ -13,8 +13,8 @@ from pydantic import ValidationError
 import streams.policies
 from agents.settings import SettingsError, load_settings
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.policies import attained, shortfall
 from tests.eventfactory import at, closed, count, order, shipment, state

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from agents.simulator import LineSpec, Product, SilentMachine, SimConfig, simulate
 from agents.simulator_orders import FulfilmentProfile, OrderConfig
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine, Output
-from streams.events import parse_event
 from streams.oee import OeeState
 from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.windows import Window

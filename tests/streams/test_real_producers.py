@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, count, counter, state
 

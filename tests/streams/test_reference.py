@@ -33,8 +33,8 @@ import pytest
 from agents.simulator import SilentMachine, SimConfig, simulate
 from agents.simulator_orders import FulfilmentProfile, OrderConfig
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 
 US = 1_000_000
 HOUR_US = 3_600 * US

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.records import record_key
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, count, counter, order, shipment, state

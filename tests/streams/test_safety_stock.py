@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 import streams.safety_stock
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.safety_stock import DAY_US, reorder_point, safety_stock
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, count, state

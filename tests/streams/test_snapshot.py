@@ -9,8 +9,8 @@ import pytest
 
 from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
+from streams.decode import parse_event
 from streams.engine import Engine
-from streams.events import parse_event
 from streams.live import live_view
 from streams.snapshot import restore, snapshot
 
