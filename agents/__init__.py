@@ -1,1 +1,1 @@
-"""kpimon's shell: CLI, Faust app, embedded broker, simulator, metrics."""
+"""kpimon's shell: the Faust app, its agents and tables, metrics, HTTP, the CLI."""

@@ -242,8 +242,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _sim_config(args: argparse.Namespace, id_prefix: str):  # type: ignore[no-untyped-def]
     """The simulator's configuration from `--profiles`, `--outages-per-day`, `--plc-lost-share`."""
-    from agents.simulator import SimConfig
-    from agents.simulator_gateway import Outages
+    from devtools.simulator import SimConfig
+    from devtools.simulator_gateway import Outages
 
     outages = None
     if args.outages_per_day > 0:
@@ -286,8 +286,8 @@ DEMO_PERFECT_ORDER_TARGETS = {"A": 0.95, "B": 0.9, "C": 0.85}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.demo_feed import add_simulator
     from agents.worker import add_console, start_worker
+    from devtools.demo_feed import add_simulator
 
     try:
         sim = _sim_config(args, id_prefix=f"demo{args.seed}-")
@@ -299,7 +299,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     quick = {"max_future_skew": 366 * 86_400.0}
     if "idle_advance_after" not in settings.worker.model_fields_set:
         # After the history, event time reaches its end within seconds (see
-        # `agents.demo_feed`); a quiet input moves on at clock pace, 1/60 of the demo's.
+        # `devtools.demo_feed`); a quiet input moves on at clock pace, 1/60 of the demo's.
         quick["idle_advance_after"] = 5.0
     worker = settings.worker.model_copy(update=quick)
     engine = _demo_engine(settings, sim)
@@ -324,7 +324,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _event_producer(settings, **options):  # type: ignore[no-untyped-def]
-    from agents.producer import EventProducer
+    from devtools.producer import EventProducer
 
     return EventProducer(
         settings.kafka.broker.removeprefix("kafka://"),
@@ -420,7 +420,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from agents.simulator import simulate
+    from devtools.simulator import simulate
     from streams.timeutil import to_us
 
     start = to_us(datetime.fromisoformat(args.start))
@@ -444,7 +444,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from agents.bench import run_bench
+    from devtools.bench import run_bench
 
     return run_bench(args)
 
@@ -618,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("bench", help="measure throughput, latency and memory on this machine")
-    from agents.bench import add_arguments as add_bench_arguments
+    from devtools.bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from agents.broker import BrokerBinaryNotFound, BrokerStartError
+    from devtools.broker import BrokerBinaryNotFound, BrokerStartError
 
     args = build_parser().parse_args(argv)
     try:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.kafka_client import client_options
 from agents.offsets import committed_offsets, end_offsets
-from agents.producer import client_options
 from agents.settings import KafkaSettings
 
 log = logging.getLogger("kpimon")

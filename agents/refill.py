@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.producer import client_options
+from agents.kafka_client import client_options
 from agents.settings import KafkaSettings
 
 

@@ -34,10 +34,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.kafka_client import client_options
 from agents.letters import letter_id
 from agents.offsets import end_offsets
 from agents.pipeline import SentBefore
-from agents.producer import client_options
 from agents.settings import KafkaSettings
 
 log = logging.getLogger("kpimon")

@@ -70,7 +70,7 @@ def embedded_broker_url(settings: Settings) -> str | None:
 def check_broker(settings: Settings, url: str) -> str | None:
     """None when the broker at `url` answers as Kafka within
     `kafka.connect_timeout`, else the reason, fit to print."""
-    from agents.producer import BrokerUnreachable, probe_broker
+    from agents.kafka_client import BrokerUnreachable, probe_broker
 
     # A loop of its own, not set as current: Faust's worker makes its own later.
     loop = asyncio.new_event_loop()
@@ -117,7 +117,7 @@ def start_worker(
     # The wall first: the one URL to open.
     print(f"kpimon: wall http://{w.web_host}:{w.web_port}/", file=sys.stderr, flush=True)
     if embedded:
-        from agents.broker import EmbeddedBroker
+        from devtools.broker import EmbeddedBroker
 
         # Own process group: Ctrl-C reaches the worker first, which then stops the
         # broker; a broker gone before the worker stops can hang its shutdown.

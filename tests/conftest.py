@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.broker import EmbeddedBroker
+from devtools.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")
@@ -19,5 +19,12 @@ def embedded_broker() -> Iterator[EmbeddedBroker]:
     ``embedded_broker.create_topics_sync`` -- a Metadata request for an unknown
     topic makes Tansu auto-create it with 4 partitions.
     """
+    with EmbeddedBroker() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def shared_broker() -> Iterator[EmbeddedBroker]:
+    """One embedded broker for the session; tests isolate themselves by topic names."""
     with EmbeddedBroker() as broker:
         yield broker

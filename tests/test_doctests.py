@@ -9,11 +9,12 @@ import pkgutil
 import pytest
 
 import agents
+import devtools
 import streams
 
 MODULES = sorted(
     f"{package.__name__}.{info.name}"
-    for package in (streams, agents)
+    for package in (streams, agents, devtools)
     for info in pkgutil.iter_modules(package.__path__)
 )
 

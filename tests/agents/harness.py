@@ -239,8 +239,8 @@ def produce(
     in one go: a pause between them would let the inputs go idle."""
     from aiokafka import AIOKafkaProducer
 
-    from agents.producer import EventProducer
     from agents.settings import load_settings
+    from devtools.producer import EventProducer
 
     settings = load_settings(dep.config)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.producer import client_options
+from agents.kafka_client import client_options
 from agents.settings import load_settings, with_kafka
 from tests.agents.harness import free_port, wait_for
 

@@ -20,7 +20,7 @@ from agents.app import Runtime
 from agents.metrics import make_registry
 from agents.pipeline import Shard
 from agents.settings import Settings
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.broker import EmbeddedBroker
 from agents.health import (
     CAUGHT_UP,
     DELIVERY,
@@ -40,6 +39,7 @@ from agents.health import (
     live,
     ready,
 )
+from devtools.broker import EmbeddedBroker
 from tests.agents.harness import Deployment, Worker, make_deployment, wait_for
 
 LIMIT_S = 10.0

@@ -28,7 +28,7 @@ from agents.metrics import (
 )
 from agents.pipeline import Shard
 from agents.settings import Settings
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -36,8 +36,8 @@ from agents.pipeline import (
     snapshot_due,
     tick_message,
 )
-from agents.producer import batched
-from agents.simulator import LineSpec, Product, SimConfig, simulate
+from devtools.producer import batched
+from devtools.simulator import LineSpec, Product, SimConfig, simulate
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine, Output

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.producer import batched
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
-from agents.simulator_gateway import Outages
+from devtools.producer import batched
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
+from devtools.simulator_gateway import Outages
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.simulator import SAMPLE_START_US, SilentMachine, SimConfig, simulate
+from devtools.simulator import SAMPLE_START_US, SilentMachine, SimConfig, simulate
 from tests.agents.harness import ROOT, Deployment, Worker, make_deployment, produce, wait_for
 from tests.agents.prometheus_harness import (
     DEPLOY,

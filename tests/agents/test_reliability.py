@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.broker import EmbeddedBroker
-from agents.producer import batched, key_of, topic_of
 from agents.settings import load_settings
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
 from agents.worker import topic_plan
+from devtools.broker import EmbeddedBroker
+from devtools.producer import batched, key_of, topic_of
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.decode import decode_message
 from streams.timeutil import iso, to_us
 from tests.agents.harness import (

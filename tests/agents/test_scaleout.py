@@ -28,8 +28,8 @@ import orjson
 import pytest
 
 from agents.pipeline import engine_partition
-from agents.producer import topic_of
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
+from devtools.producer import topic_of
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from agents.demo_feed import live_start_us
-from agents.simulator import SimConfig, simulate
 from agents.wall import WALL_VERSION, page, status, wall_view
 from agents.worker import SUMMARY_WIDTH, summary_line
+from devtools.demo_feed import live_start_us
+from devtools.simulator import SimConfig, simulate
 from streams.config import EngineConfig, ServicePolicy, TargetSettings
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agents.simulator import LineSpec, Product, SilentMachine, SimConfig, simulate
-from agents.simulator_orders import FulfilmentProfile, OrderConfig
+from devtools.simulator import LineSpec, Product, SilentMachine, SimConfig, simulate
+from devtools.simulator_orders import FulfilmentProfile, OrderConfig
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine, Output

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.simulator import SilentMachine, SimConfig, simulate
-from agents.simulator_orders import FulfilmentProfile, OrderConfig
+from devtools.simulator import SilentMachine, SimConfig, simulate
+from devtools.simulator_orders import FulfilmentProfile, OrderConfig
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

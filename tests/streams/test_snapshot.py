@@ -7,7 +7,7 @@ import itertools
 import orjson
 import pytest
 
-from agents.simulator import SAMPLE_START_US, SimConfig, simulate
+from devtools.simulator import SAMPLE_START_US, SimConfig, simulate
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-import agents.simulator_gateway
-from agents.simulator import (
+import devtools.simulator_gateway
+from devtools.simulator import (
     SAMPLE_START_US,
     LineSpec,
     Product,
@@ -28,7 +28,7 @@ from agents.simulator import (
     plant_truth,
     simulate,
 )
-from agents.simulator_gateway import Outage, Outages, machine_profiles
+from devtools.simulator_gateway import Outage, Outages, machine_profiles
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
@@ -117,7 +117,7 @@ def test_bad_profile_specs_are_refused(spec: str) -> None:
 
 
 def test_gateway_doctests() -> None:
-    assert doctest.testmod(agents.simulator_gateway).failed == 0
+    assert doctest.testmod(devtools.simulator_gateway).failed == 0
     assert machine_profiles("mix", []) == {}
 
 

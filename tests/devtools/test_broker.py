@@ -17,16 +17,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.broker import (
+from agents.offsets import end_offsets
+from agents.refill import RangeUnavailable, read_range
+from agents.settings import KafkaSettings
+from devtools.broker import (
     FAST_GROUP_SETTINGS,
     BrokerBinaryNotFound,
     BrokerStartError,
     EmbeddedBroker,
     find_tansu_binary,
 )
-from agents.offsets import end_offsets
-from agents.refill import RangeUnavailable, read_range
-from agents.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -276,8 +276,8 @@ def test_faust_table_recovery_is_complete_with_patched_highwaters(
     """
     import faust
 
-    from agents.broker import FAST_FAUST_SETTINGS
     from agents.offsets import patch_faust_for_embedded, unpatch_faust_for_embedded
+    from devtools.broker import FAST_FAUST_SETTINGS
 
     app_id = _name("recovery-app")
     source = _name("recovery-in")

@@ -1,6 +1,6 @@
 """`kpimon bench` (f): the memory the revision horizon costs, at 10,000 machines.
 
-    python -m agents.bench_horizon [--machines 10000] [--hours 26] [--count-every 5]
+    python -m devtools.bench_horizon [--machines 10000] [--hours 26] [--count-every 5]
 
 A late event revises closed windows up to `engine.revision_horizon` (24 h)
 back, so the engine keeps every machine's events of the last day (see
@@ -180,7 +180,7 @@ def describe(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agents.bench_horizon", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m devtools.bench_horizon", description=__doc__)
     add_arguments(p)
     args = p.parse_args(argv)
     result = measure(args)

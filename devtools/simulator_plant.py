@@ -6,7 +6,7 @@ drawn amount of running time, then changes over (`setup`, reason
 (`down`/`motor_fault`, `tool_break`) and idle periods (`no_material`,
 `blocked`, `no_order`) interrupt it, each after an exponential amount of
 running time. The records say what happened, not what a gateway sends:
-`agents.simulator_gateway` renders them.
+`devtools.simulator_gateway` renders them.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import random
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from agents.simulator_gateway import Made, Record, Span
+from devtools.simulator_gateway import Made, Record, Span
 from streams.timeutil import US
 
 if TYPE_CHECKING:
-    from agents.simulator import LineSpec, Product, Shift, SimConfig
+    from devtools.simulator import LineSpec, Product, Shift, SimConfig
 
 DAY_US = 86_400 * US
 

@@ -6,7 +6,7 @@
 
 Everything runs on this machine against one broker (the embedded one unless
 `--broker` is given). Each measured consumer is its own subprocess
-(`agents.bench_workers`), so it has a core of its own apart from the
+(`devtools.bench_workers`), so it has a core of its own apart from the
 producer and the peak RSS is that process's `VmHWM` from /proc.
 
 The events: a synthetic plant of `--mix-machines` machines (default 1,000;
@@ -33,7 +33,7 @@ event counted, so start-up and group joins are not in it):
     does nothing (concurrency 1, as kpimon's agents).
 (c) kpimon end to end: `start_worker` on a generated config (what
     `kpimon worker --config ... -q` runs), with a read-only probe added
-    (see `agents.bench_workers`): every 10 ms it reads the counters of
+    (see `devtools.bench_workers`): every 10 ms it reads the counters of
     messages consumed, events forwarded by the ingest agent and events
     applied by the engine shards (`events.*` in their stats, the counts
     `/kpi` shows) and notes the wall time when they change. "All KPIs
@@ -56,7 +56,7 @@ event counted, so start-up and group joins are not in it):
     once (building the live view is part of serving those machines) and
     the worker's `VmHWM` is the peak RSS.
 
-(f) revision-horizon memory: `agents.bench_horizon` in a process of its
+(f) revision-horizon memory: `devtools.bench_horizon` in a process of its
     own feeds an engine (no broker, no worker) 26 hours of on-change events
     from `--horizon-machines` machines and reports the memory the 24-hour
     revision horizon holds, and one snapshot's size and time (see that
@@ -92,7 +92,7 @@ from typing import Any
 
 import orjson
 
-from agents.bench_workers import (
+from devtools.bench_workers import (
     ROUND_US,
     Message,
     Mix,
@@ -170,7 +170,7 @@ class BenchError(RuntimeError):
 
 
 class Child:
-    """A measured subprocess: `python -m agents.bench_workers ...`."""
+    """A measured subprocess: `python -m devtools.bench_workers ...`."""
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
@@ -179,7 +179,7 @@ class Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agents.bench_workers", *args],
+                [sys.executable, "-m", "devtools.bench_workers", *args],
                 cwd=log.parent,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -498,8 +498,8 @@ data_dir = "{self.dir / f"data-{tag}"}"
         return {"peak_rss_bytes": peak, "before_views": before_views, "after_views": vm}
 
     def horizon_phase(self) -> dict[str, Any]:
-        """(f): `agents.bench_horizon` in a process of its own."""
-        from agents.bench_horizon import describe
+        """(f): `devtools.bench_horizon` in a process of its own."""
+        from devtools.bench_horizon import describe
 
         machines = self.args.horizon_machines
         self.bar.phase(f"revision horizon, {machines:,} machines")
@@ -507,7 +507,7 @@ data_dir = "{self.dir / f"data-{tag}"}"
         root = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
         env = {**os.environ, "PYTHONPATH": path}
-        command = [sys.executable, "-m", "agents.bench_horizon", "--machines", str(machines)]
+        command = [sys.executable, "-m", "devtools.bench_horizon", "--machines", str(machines)]
         proc = subprocess.run(
             [*command, "--json", str(out)], env=env, capture_output=True, text=True
         )
@@ -754,7 +754,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.broker:
             bench.bootstrap = args.broker.removeprefix("kafka://")
         else:
-            from agents.broker import EmbeddedBroker
+            from devtools.broker import EmbeddedBroker
 
             bench.broker = EmbeddedBroker(log_path=bench.dir / "tansu.log").start()
             bench.bootstrap = bench.broker.bootstrap

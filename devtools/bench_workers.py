@@ -1,9 +1,9 @@
 """What `kpimon bench` runs: the synthetic events, the producers, and the
 processes it measures (each its own subprocess):
 
-    python -m agents.bench_workers raw --bootstrap H:P --topics a,b,c --expect N --out R.json
-    python -m agents.bench_workers faust-bare --bootstrap H:P --topics a,b,c --expect M ...
-    python -m agents.bench_workers kpimon --config kpimon.toml [--profile P.prof]
+    python -m devtools.bench_workers raw --bootstrap H:P --topics a,b,c --expect N --out R.json
+    python -m devtools.bench_workers faust-bare --bootstrap H:P --topics a,b,c --expect M ...
+    python -m devtools.bench_workers kpimon --config kpimon.toml [--profile P.prof]
 
 - `raw`: a plain aiokafka consumer (no group) reads the topics from the
   beginning and decodes every message with orjson, counting events (a JSON
@@ -540,7 +540,7 @@ def _kpimon(config: str, profile: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agents.bench_workers")
+    parser = argparse.ArgumentParser(prog="python -m devtools.bench_workers")
     sub = parser.add_subparsers(dest="what", required=True)
     for name in ("raw", "faust-bare"):
         p = sub.add_parser(name)

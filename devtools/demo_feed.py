@@ -30,8 +30,8 @@ from agents.app import wall_us
 from streams.timeutil import iso, to_us
 
 if TYPE_CHECKING:
-    from agents.simulator import SimConfig
     from agents.worker import Running
+    from devtools.simulator import SimConfig
 
 DAY_US = 86_400_000_000
 LIVE_INTO_SHIFT_S = 7200
@@ -44,8 +44,8 @@ def add_simulator(
     running: Running, *, config: SimConfig, seed: int, history_days: float, speed: float
 ) -> None:
     """Feed the simulated plant: `history_days` at full speed, then live at `speed`x."""
-    from agents.producer import EventProducer
-    from agents.simulator import simulate
+    from devtools.producer import EventProducer
+    from devtools.simulator import simulate
 
     settings = running.runtime.settings
     history_end = live_start_us(config, wall_us())

@@ -8,7 +8,7 @@ state: every machine, its gateway and the order stream draw from their own
 `random.Random("<seed>/<name>")`, so adding a machine leaves the others alone
 and a longer run starts with exactly the events of a shorter one.
 
-Machine model (`agents.simulator_plant`), per production period of the shift
+Machine model (`devtools.simulator_plant`), per production period of the shift
 calendar: run a product for a drawn amount of running time, then change over
 (`setup`, reason `changeover`); while running, minor stops (`down`/`jam`),
 failures (`down`/`motor_fault`, `tool_break`) and idle periods
@@ -20,12 +20,12 @@ seconds x speed / ideal cycle, speed in 0.85-0.95, and good = total -
 Binomial(total, scrap rate).
 
 What each machine's gateway sends is its producer profile (`profiles`), and
-gateways may have outages (`outages`); see `agents.simulator_gateway`. The
+gateways may have outages (`outages`); see `devtools.simulator_gateway`. The
 default, `periodic`, repeats a state that lasts longer than `heartbeat_s`
 every `heartbeat_s`. `plant_truth` gives what the machines really did (units,
 good units, time per state), the same for every profile.
 
-    python -m agents.simulator samples/plant-3-days.jsonl.gz   # regenerate the sample
+    python -m devtools.simulator samples/plant-3-days.jsonl.gz   # regenerate the sample
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import orjson
 
-from agents.producer import batched, key_of, topic_of  # noqa: F401 (re-exported)
-from agents.simulator_gateway import (
+from devtools.producer import batched, key_of, topic_of  # noqa: F401 (re-exported)
+from devtools.simulator_gateway import (
     MachineTruth,
     Outage,
     Outages,
@@ -60,8 +60,8 @@ from agents.simulator_gateway import (
     store_and_forward,
     tally,
 )
-from agents.simulator_orders import OrderConfig, order_events
-from agents.simulator_plant import Machine, planned_calendar  # noqa: F401 (re-exported)
+from devtools.simulator_orders import OrderConfig, order_events
+from devtools.simulator_plant import Machine, planned_calendar  # noqa: F401 (re-exported)
 from streams.timeutil import US, to_us
 
 
@@ -326,7 +326,7 @@ def write_sample(path: str | Path, seed: int = SAMPLE_SEED) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m agents.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.simulator", description=__doc__)
     parser.add_argument("out", nargs="?", default=str(SAMPLE_PATH), help="gzip JSON-lines file")
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
     args = parser.parse_args(argv)

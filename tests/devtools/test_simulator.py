@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.simulator import (
+from devtools.simulator import (
     SAMPLE_DURATION_S,
     SAMPLE_PATH,
     SAMPLE_SEED,
@@ -375,7 +375,9 @@ def test_batched_groups_runs_of_one_key(day: list[dict]) -> None:
 
 def test_committed_sample_matches_the_simulator() -> None:
     day = list(sample_events())
-    regenerate = "regenerate it: .venv/bin/python -m agents.simulator samples/plant-3-days.jsonl.gz"
+    regenerate = (
+        "regenerate it: .venv/bin/python -m devtools.simulator samples/plant-3-days.jsonl.gz"
+    )
     assert SAMPLE_PATH.exists(), f"{SAMPLE_PATH} is missing; {regenerate}"
     with gzip.open(SAMPLE_PATH, "rb") as sample:
         committed = [orjson.loads(line) for line in sample]

@@ -1,6 +1,6 @@
 """What a machine's gateway sends: the simulated plant rendered as a producer profile.
 
-The plant simulation (`agents.simulator`) yields one machine's truth as plant
+The plant simulation (`devtools.simulator`) yields one machine's truth as plant
 records: a `Span` when the machine enters a state (with the state's end), and
 a `Made` for the units made since the previous `Made`. A producer profile
 renders those records into events of the contract:
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from streams.timeutil import US, iso
 
 if TYPE_CHECKING:
-    from agents.simulator import Product
+    from devtools.simulator import Product
 
 Profile = Literal["periodic", "on-change", "plc-counter"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
