@@ -1,11 +1,9 @@
-"""The `kpimon` command.
+"""The `kpimon` command: its options, and which code runs each command.
 
-Exit codes (README, *Commands*): 0 done; 1 failed while running (broker
-unreachable or not Kafka, a send failed, the worker stopped on an error);
-2 usage (a bad option value, a bad or missing configuration, no broker);
-3 a file cannot be read or written (missing, a directory, corrupt gzip);
-4 every input line was rejected (`replay`), or an invalid line (`produce`,
-nothing sent); 130 interrupted (Ctrl-C) before a clean stop.
+Each command's body lives with what it runs (`agents.replay`, `agents.worker`;
+the development tools in `devtools`) and is imported only when that command
+runs, so `kpimon worker` never loads the simulator or the benchmark. Exit
+codes: `agents.cli_common`.
 """
 
 from __future__ import annotations
@@ -13,29 +11,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from datetime import datetime
-from pathlib import Path
-from typing import IO, NoReturn
-
-import orjson
+from collections.abc import Sequence
+from typing import NoReturn
 
 from agents.argtypes import non_negative, positive, positive_int, rfc3339, share, tcp_port
-from agents.settings import SettingsError, load_settings, redact, secrets_of, with_kafka
+from agents.cli_common import (
+    EXIT_FAILED,
+    EXIT_FILE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    FileProblem,
+    settings_with_broker,
+)
+from agents.settings import SettingsError, load_settings, redact
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_FILE = 3
-EXIT_REJECTED = 4
-EXIT_INTERRUPTED = 130
-
-
-class FileProblem(Exception):
-    """A file named on the command line cannot be read or written (exit 3)."""
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_FILE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -64,127 +65,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-@contextmanager
-def _input(path: str) -> Iterator[Iterator[bytes]]:
-    """The lines of `open_input(path)`; the reasons a file cannot be read, as it
-    is opened or while it is read, are `FileProblem`s."""
-    from agents.replay import open_input
-
-    if path != "-":
-        where = Path(path)
-        if not where.exists():
-            raise FileProblem(f"{path}: no such file")
-        if where.is_dir():
-            raise FileProblem(f"{path} is a directory, not a file of events")
-        if path.endswith(".gz"):
-            try:
-                with open(where, "rb") as raw:
-                    magic = raw.read(2)
-            except OSError as exc:
-                raise _unreadable(path, exc) from None
-            if magic != b"\x1f\x8b":
-                raise FileProblem(f"cannot read {path}: not a gzip file (it ends in .gz)")
-    with ExitStack() as stack:
-        try:
-            fh = stack.enter_context(open_input(path))
-        except OSError as exc:
-            raise _unreadable(path, exc) from None
-        yield _lines(fh, path)
-
-
-def _lines(fh: IO[bytes], path: str) -> Iterator[bytes]:
-    try:
-        yield from fh
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _unreadable(path, exc) from None
-
-
-def _unreadable(path: str, exc: Exception) -> FileProblem:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    gz = " (a corrupt or truncated .gz file?)" if path.endswith(".gz") else ""
-    return FileProblem(f"cannot read {path}: {reason}{gz}")
-
-
-def _output(path: str | None) -> IO[bytes] | None:
-    if path is None:
-        return None
-    try:
-        return open(path, "wb")  # noqa: SIM115
-    except OSError as exc:
-        raise FileProblem(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from agents.replay import replay
-    from streams.engine import Engine, Output
-    from streams.summary import Summary
+    from agents.replay import run_replay
 
-    settings = load_settings(args.config)
-    engine = Engine(settings.engine)
-    stdout = sys.stdout.buffer
-    files = ExitStack()
-    lines = files.enter_context(_input(args.file))  # checked before any output is created
-    alerts = _output(args.alerts)
-    rejects = _output(args.rejects)
-    # Built as records come, not from a list of them: memory stays flat
-    # however long the input (a revision reaches back at most the horizon).
-    largest = settings.engine.window_labels()[-1]
-    summary = Summary(largest, forget_after_us=engine.horizon_us + 3 * 86_400_000_000)
-    counts: Counter[str] = Counter()
-
-    def write(out: Output) -> None:
-        for record in out.records:
-            stdout.write(orjson.dumps(record) + b"\n")
-            summary.add(record)
-            counts["records"] += 1
-            counts["revised"] += record.get("revision", 0) > 0
-        if alerts is not None:
-            for alert in out.alerts:
-                alerts.write(orjson.dumps(alert) + b"\n")
-
-    try:
-        with files:
-            result = replay(lines, engine, rejects=rejects, on_output=write)
-    finally:
-        stdout.flush()
-        for fh in (alerts, rejects):
-            if fh is not None:
-                fh.close()
-    if not args.quiet:
-        stats = engine.stats
-        rejected = sum(result.rejected.values())
-        print(
-            f"kpimon replay: {result.lines} lines, "
-            f"{sum(v for k, v in stats.items() if k.startswith('events.'))} events, "
-            f"{rejected} rejected, "
-            f"{sum(v for k, v in stats.items() if k.startswith('duplicates.'))} duplicates, "
-            f"{sum(v for k, v in stats.items() if k.startswith('late.'))} late, "
-            f"{counts['records']} records ({counts['revised']} revised)",
-            file=sys.stderr,
-        )
-        for line in reject_summary(result):
-            print(line, file=sys.stderr)
-        if counts["records"]:
-            print(summary.text(), file=sys.stderr)
-    if result.lines and result.lines_rejected == result.lines:
-        reasons = ", ".join(sorted(result.rejected))
-        print(
-            f"kpimon replay: every line of {args.file} was rejected ({reasons}); nothing replayed",
-            file=sys.stderr,
-        )
-        return EXIT_REJECTED
-    return EXIT_OK
-
-
-def reject_summary(result) -> list[str]:  # type: ignore[no-untyped-def]
-    """One line per reject reason: how many, and the first one's line and error."""
-    lines = []
-    for reason, count in result.rejected.most_common():
-        number, error = result.first_errors[reason]
-        error = " ".join(error.split())
-        error = error if len(error) <= 160 else error[:157] + "..."
-        lines.append(f"  rejected {count} {reason}; first: line {number}: {error}")
-    return lines
+    return run_replay(args)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -218,229 +102,39 @@ def masked(value: object) -> object:
     return value
 
 
-def _settings_with_broker(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    settings = load_settings(args.config)
-    updates: dict[str, object] = {}
-    if getattr(args, "broker", None):
-        updates["broker"] = args.broker
-    if getattr(args, "connect_timeout", None) is not None:
-        updates["connect_timeout"] = args.connect_timeout
-    if updates:
-        settings = with_kafka(settings, **updates)
-    if getattr(args, "port", None) is not None:
-        worker = settings.worker.model_copy(update={"web_port": args.port})
-        settings = settings.model_copy(update={"worker": worker})
-    return settings
-
-
 def _cmd_worker(args: argparse.Namespace) -> int:
     from agents.worker import add_console, start_worker
 
-    settings = _settings_with_broker(args)
-    return start_worker(settings, extra=None if args.quiet else add_console, duration=args.duration)
+    def embedded_broker():  # type: ignore[no-untyped-def]
+        # Only when no broker is configured: the worker itself never imports devtools.
+        from devtools.broker import start_for_worker
 
+        return start_for_worker()
 
-def _sim_config(args: argparse.Namespace, id_prefix: str):  # type: ignore[no-untyped-def]
-    """The simulator's configuration from `--profiles`, `--outages-per-day`, `--plc-lost-share`."""
-    from devtools.simulator import SimConfig
-    from devtools.simulator_gateway import Outages
-
-    outages = None
-    if args.outages_per_day > 0:
-        outages = Outages(
-            mean_gap_s=86_400 / args.outages_per_day, plc_lost_share=args.plc_lost_share
-        )
-    return SimConfig(id_prefix=id_prefix, profiles=args.profiles, outages=outages)
-
-
-def _demo_engine(settings, sim):  # type: ignore[no-untyped-def]
-    """Engine settings the simulated gateways need: the PLCs' counter modulus,
-    and revisions that reach back over the longest gateway outage."""
-    from streams.timeutil import parse_duration_us
-
-    engine = settings.engine
-    updates: dict[str, object] = {}
-    if engine.counter_modulus is None:
-        updates["counter_modulus"] = sim.counter_modulus
-    if sim.outages is not None:
-        longest_s = sim.outages.duration_s[1]
-        if parse_duration_us(engine.revision_horizon) < round(longest_s * 1_000_000):
-            updates["revision_horizon"] = longest_s
-    if not engine.targets and not engine.policies:
-        # Something to colour the wall against: targets of a plausible plant.
-        from streams.config import ServicePolicy, TargetSettings
-
-        updates["targets"] = [
-            TargetSettings(site=sim.site, line=spec.line, **DEMO_LINE_TARGETS) for spec in sim.lines
-        ]
-        updates["policies"] = {
-            segment: ServicePolicy(perfect_order=rate)
-            for segment, rate in DEMO_PERFECT_ORDER_TARGETS.items()
-        }
-    return engine.model_copy(update=updates) if updates else engine
-
-
-#: The demo's targets when the configuration sets none (`kpimon demo` only).
-DEMO_LINE_TARGETS = {"oee": 0.65, "availability": 0.8, "performance": 0.9, "quality": 0.97}
-DEMO_PERFECT_ORDER_TARGETS = {"A": 0.95, "B": 0.9, "C": 0.85}
+    return start_worker(
+        settings_with_broker(args),
+        extra=None if args.quiet else add_console,
+        duration=args.duration,
+        embedded_broker=embedded_broker,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.worker import add_console, start_worker
-    from devtools.demo_feed import add_simulator
+    from devtools.demo import run_demo
 
-    try:
-        sim = _sim_config(args, id_prefix=f"demo{args.seed}-")
-    except ValueError as exc:
-        print(f"kpimon demo: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    settings = _settings_with_broker(args)
-    # The demo compresses time: its plant runs ahead of the wall clock.
-    quick = {"max_future_skew": 366 * 86_400.0}
-    if "idle_advance_after" not in settings.worker.model_fields_set:
-        # After the history, event time reaches its end within seconds (see
-        # `devtools.demo_feed`); a quiet input moves on at clock pace, 1/60 of the demo's.
-        quick["idle_advance_after"] = 5.0
-    worker = settings.worker.model_copy(update=quick)
-    engine = _demo_engine(settings, sim)
-    topics = settings.topics
-    if settings.kafka.broker is None and "input_partitions" not in topics.model_fields_set:
-        # Orders and shipments are sparse (a shipment an hour): on one partition
-        # each, the slowest input holds the watermark back minutes less.
-        topics = topics.model_copy(update={"input_partitions": 1})
-    settings = settings.model_copy(update={"worker": worker, "engine": engine, "topics": topics})
-
-    def extra(running):  # type: ignore[no-untyped-def]
-        add_simulator(
-            running,
-            config=sim,
-            seed=args.seed,
-            history_days=args.history_days,
-            speed=args.speed,
-        )
-        add_console(running)
-
-    return start_worker(settings, extra=extra, duration=args.duration, any_port=args.port is None)
-
-
-def _event_producer(settings, **options):  # type: ignore[no-untyped-def]
-    from devtools.producer import EventProducer
-
-    return EventProducer(
-        settings.kafka.broker.removeprefix("kafka://"),
-        topics=settings.topics,
-        kafka=settings.kafka,
-        **options,
-    )
-
-
-def _sending_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Settings with a broker to send to: --broker, kafka.broker, or else the
-    embedded broker of a `kpimon worker` or `kpimon demo` running here (same
-    `worker.data_dir`); None (after saying why) when there is none."""
-    from agents.worker import embedded_broker_url
-
-    settings = _settings_with_broker(args)
-    if settings.kafka.broker:
-        return settings
-    url = embedded_broker_url(settings)
-    if url is None:
-        print(
-            f"kpimon {args.command}: no broker: give --broker kafka://host:port (or set "
-            "kafka.broker), or start `kpimon worker` or `kpimon demo` in this directory "
-            "first: its embedded broker is used",
-            file=sys.stderr,
-        )
-        return None
-    print(
-        f"kpimon {args.command}: to the embedded broker of the worker here, {url}", file=sys.stderr
-    )
-    return with_kafka(settings, broker=url)
-
-
-def _send_all(settings, events, command: str, **options) -> int:  # type: ignore[no-untyped-def]
-    """Send events in chunks; a broker that cannot be reached is a clear error."""
-    import asyncio
-
-    from aiokafka.errors import KafkaError
-
-    from agents.worker import check_broker
-
-    url = settings.kafka.broker
-    why = check_broker(settings, url)
-    if why is not None:
-        print(f"kpimon {command}: cannot reach the broker {redact(url)}: {why}", file=sys.stderr)
-        return EXIT_FAILED
-
-    async def send() -> str:
-        async with _event_producer(settings, **options) as producer:
-            chunk: list[dict] = []
-            for event in events:
-                chunk.append(event)
-                if len(chunk) >= 2000:
-                    await producer.send(chunk)
-                    chunk = []
-            await producer.send(chunk)
-            return f"{producer.sent_events} events in {producer.sent_messages} messages"
-
-    try:
-        print(f"kpimon {command}: sent {asyncio.run(send())}", file=sys.stderr)
-    except KafkaError as exc:
-        why = redact(f"{type(exc).__name__}: {exc}", secrets_of(settings))
-        print(f"kpimon {command}: cannot send to {redact(url)}: {why}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return run_demo(args)
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from streams.decode import parse_event
+    from devtools.sending import run_produce
 
-    settings = _settings_with_broker(args)  # a bad configuration is said first
-    # Validate the whole file first: nothing is sent when any line is bad.
-    events: list[dict] = []
-    with _input(args.file) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-                batch = obj if isinstance(obj, list) else [obj]
-                for event in batch:
-                    if not isinstance(event, dict):
-                        raise ValueError("an event must be a JSON object")
-                    parse_event(event)
-            except ValueError as exc:  # JSONDecodeError and EventValidationError are ValueErrors
-                print(f"kpimon produce: line {number}: {exc}; nothing sent", file=sys.stderr)
-                return EXIT_REJECTED
-            events += batch
-    settings = _sending_settings(args)
-    if settings is None:
-        return EXIT_USAGE
-    return _send_all(settings, events, "produce", max_batch=args.max_batch, validate=False)
+    return run_produce(args)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from devtools.simulator import simulate
-    from streams.timeutil import to_us
+    from devtools.sending import run_simulate
 
-    start = to_us(datetime.fromisoformat(args.start))
-    try:
-        config = _sim_config(args, id_prefix=args.id_prefix)
-    except ValueError as exc:
-        print(f"kpimon simulate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    events = simulate(config, args.seed, start, args.days * 86_400)
-    if args.out:
-        out = _output(args.out)
-        assert out is not None
-        with out:
-            for event in events:
-                out.write(orjson.dumps(event) + b"\n")
-        return EXIT_OK
-    settings = _sending_settings(args)
-    if settings is None:
-        return EXIT_USAGE
-    return _send_all(settings, events, "simulate", validate=False)
+    return run_simulate(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -618,9 +312,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("bench", help="measure throughput, latency and memory on this machine")
-    from devtools.bench import add_arguments as add_bench_arguments
 
-    add_bench_arguments(p)
+    p.add_argument(
+        "--events", type=positive_int, default=1_000_000, help="events per message shape"
+    )
+    p.add_argument(
+        "--machines", type=positive_int, default=10_000, help="machines of the memory test"
+    )
+    p.add_argument(
+        "--open-orders", type=positive_int, default=100_000, help="open orders, memory test"
+    )
+    p.add_argument(
+        "--mix-machines", type=positive_int, default=1000, help="machines of the event mix"
+    )
+    p.add_argument("--broker", help="kafka://host:port (default: start the embedded broker)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: none)")
+    p.add_argument(
+        "--latency-seconds",
+        type=positive,
+        help="length of the paced part of (d) (default: events / rate, within 5-30 s)",
+    )
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated events")
+    p.add_argument("--skip-rss", action="store_true", help="leave out (e), the memory test")
+    p.add_argument(
+        "--horizon-machines",
+        type=positive_int,
+        default=10_000,
+        help="machines of (f), the revision-horizon memory (default 10000)",
+    )
+    p.add_argument("--skip-horizon", action="store_true", help="leave out (f)")
+    p.add_argument("--horizon-only", action="store_true", help="run only (f); needs no broker")
+    p.add_argument("--profile", metavar="DIR", help="cProfile the (c) workers into DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("config", help="print the effective configuration, secrets masked")
@@ -629,9 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from devtools.broker import BrokerBinaryNotFound, BrokerStartError
+def _broker_did_not_start(exc: BaseException) -> bool:
+    """Whether `exc` is the embedded broker's failure to start (its module is
+    loaded only by the commands that start it)."""
+    broker = sys.modules.get("devtools.broker")
+    return broker is not None and isinstance(
+        exc, (broker.BrokerBinaryNotFound, broker.BrokerStartError)
+    )
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -641,15 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileProblem as exc:
         print(f"kpimon {args.command}: {exc}", file=sys.stderr)
         return EXIT_FILE
-    except (BrokerBinaryNotFound, BrokerStartError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"kpimon {args.command}: the embedded broker did not start: {first}", file=sys.stderr)
-        return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:
         print(f"kpimon {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not _broker_did_not_start(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"kpimon {args.command}: the embedded broker did not start: {first}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

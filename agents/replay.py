@@ -9,11 +9,12 @@ valid events the engine refuses (`too_many_machines`, `too_many_open_orders`).
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -98,3 +99,78 @@ def _reject(
 ) -> None:
     entry = {"line": line, "index": index, "reason": reason, "error": error, "value": value}
     rejects.write(orjson.dumps(entry) + b"\n")
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """`kpimon replay`: records as JSON lines on stdout, a summary on stderr;
+    returns the exit code."""
+    from agents.cli_common import EXIT_OK, EXIT_REJECTED, input_lines, output_file
+    from agents.settings import load_settings
+    from streams.summary import Summary
+
+    settings = load_settings(args.config)
+    engine = Engine(settings.engine)
+    stdout = sys.stdout.buffer
+    files = ExitStack()
+    lines = files.enter_context(input_lines(args.file))  # checked before any output is created
+    alerts = output_file(args.alerts)
+    rejects = output_file(args.rejects)
+    # Built as records come, not from a list of them: memory stays flat
+    # however long the input (a revision reaches back at most the horizon).
+    largest = settings.engine.window_labels()[-1]
+    summary = Summary(largest, forget_after_us=engine.horizon_us + 3 * 86_400_000_000)
+    counts: Counter[str] = Counter()
+
+    def write(out: Output) -> None:
+        for record in out.records:
+            stdout.write(orjson.dumps(record) + b"\n")
+            summary.add(record)
+            counts["records"] += 1
+            counts["revised"] += record.get("revision", 0) > 0
+        if alerts is not None:
+            for alert in out.alerts:
+                alerts.write(orjson.dumps(alert) + b"\n")
+
+    try:
+        with files:
+            result = replay(lines, engine, rejects=rejects, on_output=write)
+    finally:
+        stdout.flush()
+        for fh in (alerts, rejects):
+            if fh is not None:
+                fh.close()
+    if not args.quiet:
+        stats = engine.stats
+        rejected = sum(result.rejected.values())
+        print(
+            f"kpimon replay: {result.lines} lines, "
+            f"{sum(v for k, v in stats.items() if k.startswith('events.'))} events, "
+            f"{rejected} rejected, "
+            f"{sum(v for k, v in stats.items() if k.startswith('duplicates.'))} duplicates, "
+            f"{sum(v for k, v in stats.items() if k.startswith('late.'))} late, "
+            f"{counts['records']} records ({counts['revised']} revised)",
+            file=sys.stderr,
+        )
+        for line in reject_summary(result):
+            print(line, file=sys.stderr)
+        if counts["records"]:
+            print(summary.text(), file=sys.stderr)
+    if result.lines and result.lines_rejected == result.lines:
+        reasons = ", ".join(sorted(result.rejected))
+        print(
+            f"kpimon replay: every line of {args.file} was rejected ({reasons}); nothing replayed",
+            file=sys.stderr,
+        )
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def reject_summary(result: ReplayResult) -> list[str]:
+    """One line per reject reason: how many, and the first one's line and error."""
+    lines = []
+    for reason, count in result.rejected.most_common():
+        number, error = result.first_errors[reason]
+        error = " ".join(error.split())
+        error = error if len(error) <= 160 else error[:157] + "..."
+        lines.append(f"  rejected {count} {reason}; first: line {number}: {error}")
+    return lines

@@ -101,11 +101,19 @@ def start_worker(
     duration: float | None = None,
     log_file: str | None = None,
     any_port: bool = False,
+    embedded_broker: Callable[[], Any] | None = None,
 ) -> int:
-    """Run a worker until Ctrl-C, SIGTERM or `duration` seconds; returns an exit code."""
+    """Run a worker until Ctrl-C, SIGTERM or `duration` seconds; returns an exit code.
+
+    With no `kafka.broker` in the settings, `embedded_broker()` starts a broker
+    (the CLI passes `devtools.broker.start_for_worker`: the worker itself
+    imports no development tool); the worker stops it on the way out.
+    """
     broker = None
     url = settings.kafka.broker
     embedded = url is None
+    if embedded and embedded_broker is None:
+        raise ValueError("no kafka.broker in the settings and no embedded broker to start")
     settings = _web_port(settings, any_port)
     if not embedded:
         assert url is not None
@@ -117,11 +125,8 @@ def start_worker(
     # The wall first: the one URL to open.
     print(f"kpimon: wall http://{w.web_host}:{w.web_port}/", file=sys.stderr, flush=True)
     if embedded:
-        from devtools.broker import EmbeddedBroker
-
-        # Own process group: Ctrl-C reaches the worker first, which then stops the
-        # broker; a broker gone before the worker stops can hang its shutdown.
-        broker = EmbeddedBroker(own_process_group=True).start()
+        assert embedded_broker is not None
+        broker = embedded_broker()
         broker.create_topics_sync(topic_plan(settings))
         url = broker.url
         print(

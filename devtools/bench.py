@@ -120,42 +120,6 @@ JSON_KEYS = (
 TARGETS = {"batched": 0.60, "single": 0.90, "latency_p99_s": 1.0, "rss_bytes": 1 << 30}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from agents.argtypes import positive, positive_int
-
-    p.add_argument(
-        "--events", type=positive_int, default=1_000_000, help="events per message shape"
-    )
-    p.add_argument(
-        "--machines", type=positive_int, default=10_000, help="machines of the memory test"
-    )
-    p.add_argument(
-        "--open-orders", type=positive_int, default=100_000, help="open orders, memory test"
-    )
-    p.add_argument(
-        "--mix-machines", type=positive_int, default=1000, help="machines of the event mix"
-    )
-    p.add_argument("--broker", help="kafka://host:port (default: start the embedded broker)")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: none)")
-    p.add_argument(
-        "--latency-seconds",
-        type=positive,
-        help="length of the paced part of (d) (default: events / rate, within 5-30 s)",
-    )
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated events")
-    p.add_argument("--skip-rss", action="store_true", help="leave out (e), the memory test")
-    p.add_argument(
-        "--horizon-machines",
-        type=positive_int,
-        default=10_000,
-        help="machines of (f), the revision-horizon memory (default 10000)",
-    )
-    p.add_argument("--skip-horizon", action="store_true", help="leave out (f)")
-    p.add_argument("--horizon-only", action="store_true", help="run only (f); needs no broker")
-    p.add_argument("--profile", metavar="DIR", help="cProfile the (c) workers into DIR")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
 # ------------------------------------------------------------------ processes
 
 

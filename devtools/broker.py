@@ -79,6 +79,7 @@ __all__ = [
     "BrokerStartError",
     "EmbeddedBroker",
     "find_tansu_binary",
+    "start_for_worker",
 ]
 
 #: Environment variable that overrides the broker binary (same one calfkit uses).
@@ -559,3 +560,12 @@ class EmbeddedBroker:
         state = f"pid={self.pid}" if self.running else "stopped"
         port = self._port if self._port is not None else "?"
         return f"<EmbeddedBroker {self.host}:{port} {state} log={self.log_path}>"
+
+
+def start_for_worker() -> EmbeddedBroker:
+    """The broker `kpimon worker` and `kpimon demo` start when none is configured.
+
+    Own process group: Ctrl-C reaches the worker first, which then stops the
+    broker; a broker gone before the worker stops can hang its shutdown.
+    """
+    return EmbeddedBroker(own_process_group=True).start()

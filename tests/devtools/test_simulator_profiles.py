@@ -435,18 +435,19 @@ def test_kpimon_simulate_refuses_a_bad_gateway_setting(
 
 
 def test_simulate_keeps_periodic_and_the_demo_mixes_by_default() -> None:
-    from agents.cli import _demo_engine, _sim_config, build_parser
+    from agents.cli import build_parser
     from agents.settings import load_settings
+    from devtools.demo import demo_engine, sim_config
 
     parser = build_parser()
     simulate_args = parser.parse_args(["simulate"])
     assert (simulate_args.profiles, simulate_args.outages_per_day) == ("periodic", 0.0)
-    assert _sim_config(simulate_args, "") == SimConfig()
-    demo = _sim_config(parser.parse_args(["demo"]), "demo7-")
+    assert sim_config(simulate_args, "") == SimConfig()
+    demo = sim_config(parser.parse_args(["demo"]), "demo7-")
     assert demo.profiles == "mix" and demo.outages is not None
     # No lost PLCs by default: the units they report when back would show as an
     # hour above the ideal rate on the shop-floor TV (--plc-lost-share adds them).
     assert demo.outages.plc_lost_share == 0
-    engine = _demo_engine(load_settings(None), demo)
+    engine = demo_engine(load_settings(None), demo)
     assert engine.counter_modulus == MODULUS
     assert engine.us("revision_horizon") >= demo.outages.duration_s[1] * US
