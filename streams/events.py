@@ -109,8 +109,21 @@ Timestamp = Annotated[
     BeforeValidator(_parse_rfc3339),
     Field(json_schema_extra={"pattern": f"^{_RFC3339_TEXT}$"}),
 ]
-Quantity = Annotated[float, Field(ge=0)]
-UnitCount = Annotated[int, Field(ge=0)]
+MAX_UNITS = 10**9
+"""Most units in one count event or one order line: more is a data error, and
+sums of unbounded numbers would outgrow the 64-bit integers snapshots and
+records are written with (one order of 1e300 units used to stop a worker)."""
+MAX_READING = 2**53 - 1
+"""Largest cumulative PLC counter reading (the largest integer JSON keeps exact)."""
+MAX_IDEAL_CYCLE_S = 86_400.0
+"""Longest ideal cycle time per unit: a day."""
+MAX_COUNT_IDEAL_S = 10_000_000.0
+"""Most ideal time one count event may carry (ideal_cycle_s x total): 116 days."""
+
+Quantity = Annotated[float, Field(ge=0, le=MAX_UNITS)]
+UnitCount = Annotated[int, Field(ge=0, le=MAX_UNITS)]
+Reading = Annotated[int, Field(ge=0, le=MAX_READING)]
+IdealCycle = Annotated[float, Field(gt=0, le=MAX_IDEAL_CYCLE_S)]
 
 
 def _lines(model: type[_L]) -> Any:
@@ -191,7 +204,9 @@ class CountEvent(_MachineEvent):
 
     type: Literal["count"] = "count"
     product: Id
-    ideal_cycle_s: float = Field(gt=0, description="Ideal cycle time per unit, seconds (> 0).")
+    ideal_cycle_s: IdealCycle = Field(
+        description="Ideal cycle time per unit, seconds (> 0, at most a day)."
+    )
     total: UnitCount = Field(description="Units produced since the previous count event.")
     good: UnitCount = Field(description="Good units among `total`.")
 
@@ -200,6 +215,16 @@ class CountEvent(_MachineEvent):
         if self.good > self.total:
             raise _error(
                 "{good} exceeds total {total}", field="good", good=self.good, total=self.total
+            )
+        if self.ideal_cycle_s * self.total > MAX_COUNT_IDEAL_S:
+            raise _error(
+                "{total} units at an ideal {ideal} s each is {seconds} s of ideal time, "
+                "more than the {limit} s one count may carry",
+                field="total",
+                total=self.total,
+                ideal=self.ideal_cycle_s,
+                seconds=f"{self.ideal_cycle_s * self.total:,.0f}",
+                limit=f"{MAX_COUNT_IDEAL_S:,.0f}",
             )
         return self
 
@@ -215,9 +240,11 @@ class CounterEvent(_MachineEvent):
 
     type: Literal["counter"] = "counter"
     product: Id
-    ideal_cycle_s: float = Field(gt=0, description="Ideal cycle time per unit, seconds (> 0).")
-    total: UnitCount = Field(description="Cumulative count of all units, as the PLC shows it.")
-    good: UnitCount | None = Field(
+    ideal_cycle_s: IdealCycle = Field(
+        description="Ideal cycle time per unit, seconds (> 0, at most a day)."
+    )
+    total: Reading = Field(description="Cumulative count of all units, as the PLC shows it.")
+    good: Reading | None = Field(
         default=None,
         description="Cumulative count of good units; omitted: every unit is good.",
     )

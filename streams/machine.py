@@ -32,6 +32,10 @@ from typing import Any
 HEARTBEAT = ""
 """Marker in the timeline for an event that carries no state (a count)."""
 
+JUMP = 1000
+"""A counter rise or reset of more than this many times what the machine can
+make at twice its ideal rate since the previous reading is a new base."""
+
 QUIET = frozenset({"planned_stop", "unknown"})
 """Held states in which silence is expected: no silence alert."""
 
@@ -202,6 +206,12 @@ class MachineTimeline:
             elapsed_s = (ts_us - previous[2]) / 1_000_000 if len(previous) > 2 else None
             possible = None if elapsed_s is None else 2 * elapsed_s / units[4] + 1
             total, how = _delta(total, previous[0], modulus, possible)
+            if possible is not None and total > JUMP * possible:
+                # No machine makes that: a counter preset or a misread. The
+                # reading is a new base, counted as a reset (it also keeps
+                # the sums within what a snapshot can hold).
+                self.resets += 1
+                return None
             good = min(_delta(good, previous[1], modulus, possible)[0], total)
             if how == "reset":
                 self.resets += 1
