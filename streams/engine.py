@@ -137,6 +137,8 @@ class Engine:
         self._site_windows: dict[str, WindowSet] = {}  # site -> its machines' windows
         self._label_rank = {label: i for i, label in enumerate(self.windows.labels)}
         self._pchart_config = c.pchart.build()
+        for site in c.sites:  # known from the start: the history floor must not depend
+            self.site_windows(site)  # on which sites a restored engine has seen since
 
         self.machines: dict[str, MachineTimeline] = {}
         self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
@@ -219,14 +221,18 @@ class Engine:
         decided = self.book.decided.get(event.order_id)
         if decided is None:
             return None
-        at = event.delivered_at_us if event.type == "shipment" else event.ts_us
-        if at > decided:
+        changes = self.book.changes_settled(event)
+        if changes is False:
             return None
-        reopened, verdict = self.book.reopen(event.order_id)
-        if reopened:
+        floor = self._decision_floor()
+        if changes and (floor is None or decided >= floor):  # its windows are still kept
+            _, verdict = self.book.reopen(event.order_id)
             self.stats["orders_reopened"] += 1
             if verdict is not None:
                 self._uncount_order(verdict)
+            return None
+        at = event.delivered_at_us if event.type == "shipment" else event.ts_us
+        if at > decided:
             return None
         what = "delivered_at" if event.type == "shipment" else "ts"
         return (

@@ -295,6 +295,30 @@ class OrderBook:
         verdicts.sort(key=lambda v: (v.decided_us, v.order_id))
         return verdicts
 
+    def changes_settled(self, event: Any) -> bool | None:
+        """Whether `event` would change the verdict of its decided order, judged
+        against the order's true decision time (not the time it was counted
+        at); None when the order is no longer kept.
+
+        Like `apply`: a shipment delivered, or a close or cancellation
+        stamped, after the decision changes nothing; nor does a cancellation at
+        the decision instant, nor an older version of the order.
+        """
+        found = self.settled.get(event.order_id)
+        if found is None:
+            return None
+        order = found[0]
+        decision = order.decision(self.grace_us)
+        decided_us = self.decided[event.order_id] if decision is None else decision[0]
+        at_us = event.delivered_at_us if event.type == "shipment" else event.ts_us
+        if at_us > decided_us:
+            return False
+        if event.type == "order_cancelled" and at_us == decided_us:
+            return False
+        return not (
+            event.type == "order" and order.amended_us is not None and at_us < order.amended_us
+        )
+
     def reopen(self, order_id: str) -> tuple[bool, OrderVerdict | None]:
         """Put a settled order back among the open ones (a late event changes it).
 
@@ -317,8 +341,9 @@ class OrderBook:
 
     def forget_decided(self, before_us: int) -> None:
         """Drop the memory of orders decided before `before_us`."""
-        decided = self.decided
-        for oid in _oldest(decided, lambda oid: decided[oid] < before_us):
+        decided, settled = self.decided, self.settled
+        # A settled order's id stays while a late event may still reopen it.
+        for oid in _oldest(decided, lambda oid: decided[oid] < before_us and oid not in settled):
             del decided[oid]
 
 

@@ -19,7 +19,7 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.records import record_key
 from streams.snapshot import restore, snapshot
-from tests.eventfactory import at, count, counter, order, shipment, state
+from tests.eventfactory import at, cancelled, count, counter, order, shipment, state
 
 CONFIG = {"windows": ["1m", "1h", "1d"], "allowed_lateness": "0s", "silence_alert": None}
 
@@ -339,3 +339,64 @@ def test_any_late_split_of_shipments_gives_the_in_order_records(
     _, reference, _ = run(events, decision_grace="1h")
     assert rejected == []
     assert same_final(records, reference)
+
+
+# Found by a second reader: events of a decided order that change nothing must
+# not reopen it, and an order whose windows are gone must not be counted twice.
+
+
+def day_orders(records: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {
+        r["start"]: (r["decided"], r["in_full"])
+        for r in records
+        if r["kpi"] == "perfect_order" and r["window"] == "1d"
+    }
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        cancelled("A", at(0.5)),  # at the decision instant: the completion stands
+        {**order("A", at(0.1), at(1)), "event_id": "older-version"},  # an older version
+    ],
+)
+def test_an_event_that_changes_nothing_leaves_a_decided_order_decided(late: dict) -> None:
+    base = [{**order("A", at(0.2), at(1))}, shipment("A", at(0.5)), state(at(2), "running")]
+    engine, records, _ = run([*base, late, state(at(3), "running")])
+    _, reference, _ = run(base)
+    assert engine.stats.get("orders_reopened", 0) == 0 and engine.book.open == {}
+    assert final_days(records) == final_days(reference) == {at(0): (1, 1)}
+
+
+def final_days(records: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return day_orders(list(final(records).values()))
+
+
+def test_an_order_decided_before_the_kept_windows_is_not_reopened_nor_counted_twice() -> None:
+    config = {"windows": ["1m", "1h"], "revision_horizon": "2h", "decision_grace": "30m"}
+    config |= {"pchart": {"orders_window": "1h"}, "chain_windows": ["1h"]}
+    config |= {"safety_stock": {"enabled": False}}
+    late_b = [order("B", at(5.4), at(9)), shipment("B", at(5.5))]  # decided after A, earlier
+    events = [state(at(0), "running"), order("A", at(0), at(9)), shipment("A", at(7))]
+    events += [state(at(7.1), "running"), *late_b, state(at(7.2), "running")]
+    events += [state(at(8.5), "running")]
+    damaged = {**shipment("B", at(5.2), damaged=5), "ts": at(8.6)}  # B's windows are gone
+    engine, records, _ = run([*events, damaged, state(at(9), "running")], **config)
+    assert engine.stats.get("orders_reopened", 0) == 0
+    hours = [r for r in final(records).values() if r["kpi"] == "perfect_order"]
+    assert sum(r["decided"] for r in hours if r["window"] == "1h") == 2  # A and B, once each
+
+
+def test_a_restored_engine_keeps_the_same_history_as_one_never_stopped() -> None:
+    # A site with its own production day whose machine has not sent since the
+    # restore must still count in the history floor, or the restored engine
+    # forgets what the straight one keeps.
+    tokyo = {"timezone": "Asia/Tokyo", "day_start": "06:00"}
+    config = EngineConfig(**{**CONFIG, "sites": {"plant-9": tokyo}})
+    events = [state(at(0), "running", machine="m9", site="plant-9"), state(at(0), "running")]
+    events += [count(at(h / 2), 10, 10, 1.0) for h in range(1, 40)]
+    straight = Engine(config)
+    straight.run(parse_event(e) for e in events)
+    restored = restore(config, orjson.loads(orjson.dumps(snapshot(straight))))
+    assert restored._history_floor() == straight._history_floor()
+    assert restored.closed.keys() == straight.closed.keys()
