@@ -151,9 +151,6 @@ class ClosedWindow:
     orders: dict[str, PerfectOrderState] | None = None  # by direction, chain windows only
     revision: int = 0
     segments: dict[SegmentKey, PerfectOrderState] = field(default_factory=dict)
-    # Its sums in snapshot form, made once: a day of closed windows is most of
-    # a snapshot, and they seldom change.
-    _saved: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -174,7 +171,6 @@ class ClosedWindow:
         """An order decided in this window after it closed (`sign=-1`: an order
         counted here reopened by a late event); returns its segment key."""
         key = (verdict.direction, verdict.segment)
-        self._saved = None
         self.segments.setdefault(key, PerfectOrderState()).add(verdict, sign)
         if self.orders is not None:
             self.orders.setdefault(verdict.direction, PerfectOrderState()).add(verdict, sign)
@@ -192,23 +188,23 @@ class ClosedWindow:
     def revise(self, machine: tuple[str, str, str], was: OeeState, now: OeeState) -> None:
         """A machine's part of the window went from `was` to `now`."""
         site, line = machine[0], machine[1]
-        self._saved = None
         for table, key in ((self.lines, (site, line)), (self.sites, site)):
             old = table.get(key)  # type: ignore[call-overload]
             state = OeeState() if old is None else unpack(old)
             table[key] = pack(state.subtract(was).merge(now))  # type: ignore[index]
 
     def to_dict(self) -> dict[str, Any]:
-        if self._saved is None:
-            self._saved = {
-                "lines": [[list(k), _packed_to_json(s)] for k, s in self.lines.items()],
-                "sites": [[k, _packed_to_json(s)] for k, s in self.sites.items()],
-                "orders": None
-                if self.orders is None
-                else {k: s.to_dict() for k, s in self.orders.items()},
-                "segments": [[list(k), s.to_dict()] for k, s in self.segments.items()],
-            }
-        return {**self._saved, "revision": self.revision}
+        # Not kept between snapshots: the saved form of a day of windows made
+        # a snapshotting worker's memory half as large again (bench (f)).
+        return {
+            "lines": [[list(k), _packed_to_json(s)] for k, s in self.lines.items()],
+            "sites": [[k, _packed_to_json(s)] for k, s in self.sites.items()],
+            "orders": None
+            if self.orders is None
+            else {k: s.to_dict() for k, s in self.orders.items()},
+            "revision": self.revision,
+            "segments": [[list(k), s.to_dict()] for k, s in self.segments.items()],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClosedWindow:
