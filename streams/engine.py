@@ -149,6 +149,7 @@ class Engine:
         self._orders_revised: dict[Window, set[SegmentKey]] = defaultdict(set)
         self.targets = Targets(c)
         self.stock = SafetyStock(c)
+        self.stock.keep_settled = bool(self.horizon_us)
         self.charts: dict[str, PChart] = {}
         self.seen = SeenIds()  # digests of the applied events' ids
 
@@ -402,6 +403,7 @@ class Engine:
         self.book.forget_decided(frontier - self.decided_memory_us)
         if self.horizon_us:
             self.book.forget_settled(self._decision_floor())  # type: ignore[arg-type]
+            self.stock.forget_settled(self.book.settled)
         return out
 
     def _next_boundary(self, frontier: int) -> int:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,9 @@ class SafetyStock:
         self.min_lead_time_samples = s.min_lead_time_samples
         self.skus: dict[str, SkuHistory] = {}
         self.originals: dict[str, Original] = {}  # open outbound order id -> its demand
+        # Decided orders' originals, while a late event may still reopen them.
+        self.settled: dict[str, Original] = {}
+        self.keep_settled = False
         self.floor_day: int | None = None  # days before this are dropped
         self.emitted_until_us: int | None = None  # end of the last window emitted
 
@@ -150,7 +154,9 @@ class SafetyStock:
         give a lead-time sample per SKU."""
         if not self.enabled:
             return
-        self.originals.pop(verdict.order_id, None)
+        original = self.originals.pop(verdict.order_id, None)
+        if original is not None and self.keep_settled:
+            self.settled[verdict.order_id] = original
         if verdict.direction != "inbound" or verdict.cycle_time_us is None:
             return
         day = verdict.decided_us // DAY_US
@@ -160,14 +166,30 @@ class SafetyStock:
             self.skus.setdefault(sku, SkuHistory()).lead_times.append((day, verdict.cycle_time_us))
 
     def undecided(self, verdict: OrderVerdict) -> None:
-        """A decided order reopened by a late event: its lead-time samples go."""
-        if not self.enabled or verdict.direction != "inbound" or verdict.cycle_time_us is None:
+        """A decided order reopened by a late event: open again, its lead-time samples go."""
+        if not self.enabled:
+            return
+        original = self.settled.pop(verdict.order_id, None)
+        if original is not None:
+            self.originals[verdict.order_id] = original
+        if verdict.direction != "inbound" or verdict.cycle_time_us is None:
             return
         sample = (verdict.decided_us // DAY_US, verdict.cycle_time_us)
         for sku in verdict.skus:
             history = self.skus.get(sku)
             if history is not None and sample in history.lead_times:
                 history.lead_times.remove(sample)
+
+    def forget_settled(self, still: Container[str]) -> None:
+        """Drop the originals of decided orders no longer in `still` (the book's
+        settled orders), oldest first, up to the first still there."""
+        old = []
+        for oid in self.settled:
+            if oid in still:
+                break
+            old.append(oid)
+        for oid in old:
+            del self.settled[oid]
 
     def _count(self, original: Original, sign: int) -> None:
         created_us, segment, lines = original
@@ -295,6 +317,7 @@ class SafetyStock:
         return {
             "skus": {sku: h.to_dict() for sku, h in self.skus.items()},
             "originals": [[oid, *o[:2], dict(o[2])] for oid, o in self.originals.items()],
+            "settled": [[oid, *o[:2], dict(o[2])] for oid, o in self.settled.items()],
             "floor_day": self.floor_day,
             "emitted_until_us": self.emitted_until_us,
         }
@@ -302,5 +325,7 @@ class SafetyStock:
     def load(self, data: dict[str, Any]) -> None:
         self.skus = {sku: SkuHistory.from_dict(h) for sku, h in data["skus"].items()}
         self.originals = {oid: (at, seg, dict(lines)) for oid, at, seg, lines in data["originals"]}
+        settled = data.get("settled", [])
+        self.settled = {oid: (at, seg, dict(lines)) for oid, at, seg, lines in settled}
         self.floor_day = data["floor_day"]
         self.emitted_until_us = data["emitted_until_us"]

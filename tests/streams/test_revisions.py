@@ -400,3 +400,17 @@ def test_a_restored_engine_keeps_the_same_history_as_one_never_stopped() -> None
     restored = restore(config, orjson.loads(orjson.dumps(snapshot(straight))))
     assert restored._history_floor() == straight._history_floor()
     assert restored.closed.keys() == straight.closed.keys()
+
+
+def test_a_late_cancellation_that_excludes_a_decided_order_takes_back_its_demand() -> None:
+    # Order 01:00 promised 03:00, expired at 03:30; its cancellation stamped
+    # 02:00 (before the promise, nothing shipped) arrives at 05:00: excluded,
+    # and its demand leaves the safety-stock history, as in time order.
+    placed, cancel = order("A", at(1), at(3)), cancelled("A", at(2))
+    clock = [state(at(5), "running"), state(at(6), "running")]
+    in_order, _, _ = run([placed, cancel, *clock], decision_grace="30m")
+    late, _, _ = run([placed, clock[0], cancel, clock[1]], decision_grace="30m")
+    assert late.stats["orders_reopened"] == 1
+    assert late.book.ignored == in_order.book.ignored == {"cancelled": 1}
+    demand = {sku: h.demand for sku, h in late.stock.skus.items()}
+    assert demand == {sku: h.demand for sku, h in in_order.stock.skus.items()}
