@@ -254,6 +254,7 @@ class Engine:
             elif (state := self.orders.get(window, {}).get(key)) is not None:
                 state.add(verdict, -1)
         self.stock.undecided(verdict)
+        self.stats[f"orders_decided.{verdict.how}"] -= 1  # counted again when decided again
 
     def _past(self, ts_us: int) -> str | None:
         """Why an event is older than the past horizon allows, if it is."""

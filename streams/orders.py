@@ -329,6 +329,8 @@ class OrderBook:
         if found is None:
             return False, None
         order, verdict = found
+        if verdict is None and (reason := order.excluded(self.tolerance_us)):
+            self.ignored[reason] -= 1  # counted again if it is excluded again
         self.open[order_id] = order
         del self.decided[order_id]
         return True, verdict

@@ -412,5 +412,6 @@ def test_a_late_cancellation_that_excludes_a_decided_order_takes_back_its_demand
     late, _, _ = run([placed, clock[0], cancel, clock[1]], decision_grace="30m")
     assert late.stats["orders_reopened"] == 1
     assert late.book.ignored == in_order.book.ignored == {"cancelled": 1}
+    assert late.stats["orders_decided.expired"] == in_order.stats["orders_decided.expired"] == 0
     demand = {sku: h.demand for sku, h in late.stock.skus.items()}
     assert demand == {sku: h.demand for sku, h in in_order.stock.skus.items()}
