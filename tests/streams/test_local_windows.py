@@ -1,4 +1,4 @@
-"""Local windows: a site's time zone and production-day start (streams/windows.py)."""
+"""Local windows: a site's time zone and production-day start (streams/local_windows.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import doctest
 from bisect import bisect_right
 from datetime import UTC, datetime, time
 from functools import cache
+from types import ModuleType
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import streams.local_windows
+import streams.tumbling
 import streams.windows
 from streams.records import window_fields
 from streams.timeutil import US, iso, to_us
@@ -390,13 +393,13 @@ def test_consecutive_events_reuse_the_cached_window_and_day(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     computed: list[object] = []
-    original = streams.windows._production_day
+    original = streams.local_windows._production_day
 
     def counting(local: LocalDay, on: object) -> object:
         computed.append(on)
         return original(local, on)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(streams.windows, "_production_day", counting)
+    monkeypatch.setattr(streams.local_windows, "_production_day", counting)
     minutes = LocalWindows(M, LocalDay("Europe/Berlin", time(6, 15)))
     start = utc("2026-10-24T04:15Z")  # a 25-hour production day, one event a second
     first = minutes.containing(start)
@@ -422,6 +425,9 @@ def test_local_day_is_hashable_and_compares_by_value() -> None:
     assert len({BERLIN_0600, LocalDay("Europe/Berlin", time(6)), UTC_DAY}) == 2
 
 
-def test_doctest() -> None:
-    result = doctest.testmod(streams.windows)
+@pytest.mark.parametrize(
+    "module", [streams.windows, streams.tumbling, streams.local_windows], ids=lambda m: m.__name__
+)
+def test_doctest(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
