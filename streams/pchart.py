@@ -58,12 +58,8 @@ against, and α = Φ(−3) ≈ 0.00135 (the normal tail beyond 3σ):
   WE4 takes the side of p_i against p̄. The point's ``z`` is this z; its
   ``sigma`` is the plain binomial σ_i, which the exact limits are not built from.
 
-Tails are summed term by term from the binomial pmf (the first term from
-math.comb, or math.lgamma for n > 1000, the next ones by the pmf ratio),
-outward from the mode: a tail beyond the mode directly, one holding the mode
-as 1 − the other side, so a small tail never comes from a cancellation. Pure
-Python, no scipy. In Laney mode the points where the normal
-approximation holds keep σ_i·σ_z; small subgroups take the exact limits and z
+The tails are exact binomial sums (`streams.binomial`). In Laney mode the
+points where the normal approximation holds keep σ_i·σ_z; small subgroups take the exact limits and z
 above, without σ_z: σ_z scales a normal σ and has no exact-binomial
 counterpart, so such a point is judged as pure binomial noise around p̄
 (narrower than σ_z > 1 would draw it). ``low_count`` keeps its meaning,
@@ -89,31 +85,49 @@ normal UCL 0.1531 (z = 3.85), but P(X ≥ 5) = 0.0040 is not below α, and only
 
 from __future__ import annotations
 
-import math
 import operator
-from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
+from streams.binomial import ALPHA, binomial_cdf, binomial_sf, exact_limits, exact_z
+from streams.pchart_math import (
+    D2,
+    RECENT_N,
+    Subgroup,
+    laney_sigma_z,
+    pchart_limits,
+    unit_sigma,
+    weighted_center,
+    western_electric,
+    z_scores,
+)
+
+__all__ = [
+    "ALPHA",
+    "D2",
+    "RECENT_N",
+    "Limits",
+    "Method",
+    "Mode",
+    "PChart",
+    "PChartConfig",
+    "PChartPoint",
+    "Phase",
+    "Subgroup",
+    "binomial_cdf",
+    "binomial_sf",
+    "exact_limits",
+    "exact_z",
+    "laney_sigma_z",
+    "pchart_limits",
+    "weighted_center",
+    "western_electric",
+]
 
 Mode = Literal["standard", "laney", "auto"]
 Method = Literal["standard", "laney"]
 Phase = Literal["I", "II"]
 Limits = Literal["normal", "binomial"]
-
-D2 = 1.128
-"""d2 for a moving range of 2: E|x_i − x_{i−1}| = 1.128·σ for normal x."""
-
-RECENT_N = 8
-"""Subgroups kept for the Western Electric rules (the longest rule, WE4)."""
-
-_NORMAL = NormalDist()
-
-ALPHA = _NORMAL.cdf(-3.0)
-"""Φ(−3) ≈ 0.0013499: each tail beyond the exact binomial limits, as beyond ±3σ."""
 
 _STATE_VERSION = 1
 
@@ -165,177 +179,6 @@ class PChartPoint:
     low_count: bool
     sigma_z: float | None
     limits: Limits
-
-
-Subgroup = tuple[int, int]
-
-
-def weighted_center(subgroups: Sequence[Subgroup]) -> float:
-    """p̄ = Σd / Σn (each n > 0)."""
-    return sum(d for d, _ in subgroups) / sum(n for _, n in subgroups)
-
-
-def _unit_sigma(center: float, n: int) -> float:
-    """σ_i = √(p̄(1 − p̄)/n_i)."""
-    return math.sqrt(center * (1.0 - center) / n)
-
-
-def _z_scores(subgroups: Sequence[Subgroup], center: float, factor: float) -> list[float | None]:
-    """z_i = (p_i − p̄)/(σ_i·factor); None where that σ is 0."""
-    out: list[float | None] = []
-    for d, n in subgroups:
-        sigma = _unit_sigma(center, n) * factor
-        out.append((d / n - center) / sigma if sigma > 0 else None)
-    return out
-
-
-def laney_sigma_z(subgroups: Sequence[Subgroup], center: float) -> float:
-    """σ_z = mean |z_i − z_{i−1}| / 1.128 over consecutive subgroups with σ_i > 0.
-
-    1.0 (no over-dispersion assumed) when fewer than two z_i exist.
-    """
-    zs = [z for z in _z_scores(subgroups, center, 1.0) if z is not None]
-    if len(zs) < 2:
-        return 1.0
-    ranges = [abs(b - a) for a, b in zip(zs, zs[1:], strict=False)]
-    return sum(ranges) / len(ranges) / D2
-
-
-def western_electric(zs: Sequence[float], sides: Sequence[int] | None = None) -> tuple[str, ...]:
-    """Rules violated by the last of ``zs`` (oldest first, σ = 0 points removed).
-
-    - WE1: |z| > 3 for the current point;
-    - WE2: the current point and at least one other of the last 3 beyond 2σ
-      on the same side (z > 2, or z < −2);
-    - WE3: the current point and at least 3 others of the last 5 beyond 1σ on
-      the same side;
-    - WE4: the last 8 all strictly above, or all strictly below, the centre.
-
-    ``sides`` (+1 above, −1 below, 0 on the centre; default the sign of each z)
-    decide WE4: a probability-equivalent z of 0 may sit above the centre.
-    Near the start of a chart, WE2/WE3 count over the points there are (two
-    points both beyond 2σ already make a WE2).
-    """
-    if not zs:
-        return ()
-    if sides is None:
-        sides = [(z > 0) - (z < 0) for z in zs]
-    z = zs[-1]
-    out: list[str] = []
-    if abs(z) > 3:
-        out.append("WE1")
-    for code, window, need, k in (("WE2", 3, 2, 2.0), ("WE3", 5, 4, 1.0)):
-        if abs(z) > k:
-            side = math.copysign(1.0, z)
-            if sum(1 for x in zs[-window:] if x * side > k) >= need:
-                out.append(code)
-    last8 = sides[-RECENT_N:]
-    if len(last8) == RECENT_N and (all(x > 0 for x in last8) or all(x < 0 for x in last8)):
-        out.append("WE4")
-    return tuple(out)
-
-
-# --- exact binomial limits for small subgroups -------------------------------------
-
-
-def _log_pmf(k: int, n: int, log_p: float, log_q: float) -> float:
-    """log P(X = k) for X ~ Binomial(n, p), given log p and log(1 − p)."""
-    if n <= 1000:  # exact integer coefficient; lgamma's rounding grows with n
-        log_comb = math.log(math.comb(n, k))
-    else:
-        log_comb = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-    return log_comb + k * log_p + (n - k) * log_q
-
-
-def _sum_outward(k: int, n: int, log_p: float, log_q: float, step: int) -> float:
-    """Σ P(X = j) for j = k, k + step, … ; k lies beyond the mode on the
-    step's side, so the terms shrink at least geometrically: stop once one is
-    below 2⁻⁶⁰ of the sum. Each term from the last by the pmf ratio
-    P(X = j + 1)/P(X = j) = (n − j)/(j + 1)·p/(1 − p)."""
-    # p/(1 − p) going up, its inverse going down: the one that stays below n + 1
-    odds = math.exp(log_p - log_q if step > 0 else log_q - log_p)
-    term = math.exp(_log_pmf(k, n, log_p, log_q))
-    total = 0.0
-    while True:
-        total += term
-        if term <= total * 2.0**-60 or not 0 <= k + step <= n:
-            return total
-        term *= (n - k) / (k + 1) * odds if step > 0 else k / (n - k + 1) * odds
-        k += step
-
-
-def _at_least(d: int, n: int, p: float, log_p: float, log_q: float) -> float:
-    """P(X ≥ d), 0 < d ≤ n, 0 < p < 1: summed directly when d is beyond the
-    mode, else 1 − P(X ≤ d − 1), which is then at least P(X = mode) ≥ 1/(n + 1)."""
-    mode = min(n, math.floor((n + 1) * p))
-    if d > mode:
-        return _sum_outward(d, n, log_p, log_q, +1)
-    return max(0.0, 1.0 - _sum_outward(d - 1, n, log_p, log_q, -1))
-
-
-def binomial_sf(d: int, n: int, p: float) -> float:
-    """P(X ≥ d) for X ~ Binomial(n, p), exact up to float rounding."""
-    if d <= 0:
-        return 1.0
-    if d > n or p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    return _at_least(d, n, p, math.log(p), math.log1p(-p))
-
-
-def binomial_cdf(d: int, n: int, p: float) -> float:
-    """P(X ≤ d) for X ~ Binomial(n, p): P(n − X ≥ n − d), n − X ~ Binomial(n, 1 − p)."""
-    if d >= n:
-        return 1.0
-    if d < 0 or p >= 1.0:
-        return 0.0
-    if p <= 0.0:
-        return 1.0
-    return _at_least(n - d, n, 1.0 - p, math.log1p(-p), math.log(p))
-
-
-def _tail_z(tail: float) -> float:
-    """z ≥ 0 with Φ(−z) = tail (0 for a tail of ½ or more; about 38.5 when
-    the tail underflows to 0)."""
-    if tail >= 0.5:
-        return 0.0
-    return -_NORMAL.inv_cdf(max(tail, math.ulp(0.0)))
-
-
-def exact_z(d: int, n: int, center: float) -> float:
-    """Probability-equivalent z of d of n against p̄ = center: −Φ⁻¹(P(X ≥ d))
-    above the centre, Φ⁻¹(P(X ≤ d)) below it, clipped to 0 on the wrong side."""
-    p = d / n
-    if p > center:
-        return _tail_z(binomial_sf(d, n, center))
-    if p < center:
-        return -_tail_z(binomial_cdf(d, n, center))
-    return 0.0
-
-
-def exact_limits(n: int, center: float) -> tuple[float, float]:
-    """(UCL, LCL) of the exact binomial limits: p > UCL ⇔ exact_z > 3, p < LCL ⇔
-    exact_z < −3, for every count d of n (exact_z is non-decreasing in d)."""
-    # u + 1 = the smallest count above the limit (n + 1 when none is)
-    lo, hi = 0, n + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if exact_z(mid, n, center) > 3.0:
-            hi = mid
-        else:
-            lo = mid + 1
-    ucl = max(center, (lo - 1) / n)
-    # l − 1 = the largest count below the limit (−1 when none is)
-    lo, hi = -1, n
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if exact_z(mid, n, center) < -3.0:
-            lo = mid
-        else:
-            hi = mid - 1
-    lcl = min(center, (lo + 1) / n)
-    return ucl, lcl
 
 
 def _check_subgroup(d: int, n: int) -> Subgroup:
@@ -424,7 +267,7 @@ class PChart:
         method = self._pick(sigma_z)
         width = 3.0 * (sigma_z if method == "laney" else 1.0)
         if self.config.trim_phase1 and width > 0:
-            zs = _z_scores(points, center, 1.0)
+            zs = z_scores(points, center, 1.0)
             kept = [p for p, z in zip(points, zs, strict=True) if z is None or abs(z) <= width]
             if kept and len(kept) < len(points):
                 self._trimmed = len(points) - len(kept)
@@ -441,7 +284,7 @@ class PChart:
 
     def _zone_z(self, d: int, n: int, center: float, factor: float) -> float | None:
         """The z the rules see: normal, or probability-equivalent for a small subgroup."""
-        unit = _unit_sigma(center, n)
+        unit = unit_sigma(center, n)
         if unit == 0.0:
             return None
         if self._small(n, center):
@@ -460,7 +303,7 @@ class PChart:
                 sides.append((d_r / n_r > center) - (d_r / n_r < center))
         violations = western_electric(zs, sides) if z is not None else ()
         small = self._small(n, center)
-        sigma = _unit_sigma(center, n) * (1.0 if small else factor)
+        sigma = unit_sigma(center, n) * (1.0 if small else factor)
         if small and sigma > 0:
             ucl, lcl = exact_limits(n, center)
         else:
@@ -510,22 +353,3 @@ class PChart:
         chart._baseline = [_check_subgroup(d, n) for d, n in data["baseline"]]
         chart._recent = [_check_subgroup(d, n) for d, n in data["recent"]][-RECENT_N:]
         return chart
-
-
-def pchart_limits(
-    d: npt.ArrayLike,
-    n: npt.ArrayLike,
-    center: npt.ArrayLike,
-    sigma_z: float = 1.0,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Batch reference: σ_i = √(p̄(1 − p̄)/n_i)·σ_z, UCL = min(1, p̄ + 3σ_i),
-    LCL = max(0, p̄ − 3σ_i). ``center`` is a scalar or one p̄ per subgroup."""
-    d_arr = np.asarray(d, dtype=np.float64)
-    n_arr = np.asarray(n, dtype=np.float64)
-    if d_arr.shape != n_arr.shape:
-        raise ValueError("d and n must have the same shape")
-    if np.any(n_arr <= 0) or np.any(d_arr < 0) or np.any(d_arr > n_arr):
-        raise ValueError("need 0 <= d <= n and n > 0 for every subgroup")
-    c = np.asarray(center, dtype=np.float64)
-    sigma = np.sqrt(c * (1.0 - c) / n_arr) * sigma_z
-    return sigma, np.minimum(1.0, c + 3.0 * sigma), np.maximum(0.0, c - 3.0 * sigma)

@@ -1,4 +1,4 @@
-"""Tests for the sequential p-chart (streams/pchart.py)."""
+"""Tests for the sequential p-chart (streams/pchart.py, pchart_math.py, binomial.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import math
 from collections.abc import Iterator
 from fractions import Fraction
 from statistics import NormalDist
+from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import streams.binomial
 import streams.pchart
+import streams.pchart_math
 from streams.pchart import (
     PChart,
     PChartConfig,
@@ -35,8 +38,11 @@ def feed(chart: PChart, subgroups) -> list[PChartPoint]:
     return [p for p in points if p is not None]
 
 
-def test_doctest() -> None:
-    result = doctest.testmod(streams.pchart)
+@pytest.mark.parametrize(
+    "module", [streams.pchart, streams.pchart_math, streams.binomial], ids=lambda m: m.__name__
+)
+def test_doctest(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
