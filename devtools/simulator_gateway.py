@@ -1,9 +1,10 @@
 """What a machine's gateway sends: the simulated plant rendered as a producer profile.
 
 The plant simulation (`devtools.simulator`) yields one machine's truth as plant
-records: a `Span` when the machine enters a state (with the state's end), and
-a `Made` for the units made since the previous `Made`. A producer profile
-renders those records into events of the contract:
+records (`devtools.simulator_records`): a `Span` when the machine enters a
+state (with the state's end), and a `Made` for the units made since the
+previous `Made`. A producer profile renders those records into events of the
+contract:
 
 - `periodic`: every state at its start and again every `heartbeat_s` while it
   lasts (running is kept audible by its counts); a `count` of the units made
@@ -16,18 +17,10 @@ renders those records into events of the contract:
   The counters are 16-bit: they wrap at `counter_modulus`. A failure may
   restart the PLC (`plc_restart_share`): every counter is back at 0.
 
-Gateway outages, per machine, drawn from their own random stream:
-
-- store-and-forward (the link to Kafka is down): the machine's events of the
-  outage are held back and sent, in order and with their own timestamps, all
-  at once when it ends: in send order after other machines' later events;
-- PLC lost (a share `plc_lost_share` of the outages): the gateway sends
-  `unknown` (reason `plc_lost`) when it loses the PLC; when the PLC is back
-  it sends the units made meanwhile (per product), then the state as it is.
-
-Every profile of the same plant carries the same truth: the same units, good
-units and state timeline (`tally` sums it), so a test can check the engine's
-KPIs of each rendering against it.
+A gateway may also have outages (`devtools.simulator_outages`). Every profile
+of the same plant carries the same truth (`devtools.simulator_truth`). This
+module still exports their names, so the simulator has one place to import
+the gateway from.
 """
 
 from __future__ import annotations
@@ -37,7 +30,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, get_args
 
-from streams.timeutil import US, iso
+from devtools.simulator_outages import (  # noqa: F401 (re-exported)
+    Outage,
+    Outages,
+    draw_outages,
+    lose_plc,
+    store_and_forward,
+)
+from devtools.simulator_records import Made, Record, Span  # noqa: F401 (re-exported)
+from devtools.simulator_truth import MachineTruth, tally  # noqa: F401 (re-exported)
+from streams.timeutil import iso
 
 if TYPE_CHECKING:
     from devtools.simulator import Product
@@ -46,65 +48,6 @@ Profile = Literal["periodic", "on-change", "plc-counter"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
 FAILURES = frozenset({"motor_fault", "tool_break"})
 """Down reasons that are breakdowns (a PLC may restart after one)."""
-
-
-@dataclass(frozen=True)
-class Outages:
-    """Gateway outages of every machine: exponential gaps of mean `mean_gap_s`
-    (wall time) between the end of one and the start of the next, each lasting
-    a uniform `duration_s`; a share `plc_lost_share` lose the PLC (sent
-    `unknown`), the others hold events back (store-and-forward)."""
-
-    mean_gap_s: float = 2 * 86_400.0
-    duration_s: tuple[float, float] = (3600.0, 10_800.0)
-    plc_lost_share: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mean_gap_s <= 0 or not 0 < self.duration_s[0] <= self.duration_s[1]:
-            raise ValueError("outages: mean_gap_s and duration_s must be > 0, low <= high")
-        if not 0 <= self.plc_lost_share <= 1:
-            raise ValueError("outages: plc_lost_share must lie in [0, 1]")
-
-
-@dataclass(frozen=True)
-class Outage:
-    """One gateway outage over [start_us, end_us)."""
-
-    machine: str
-    start_us: int
-    end_us: int
-    plc_lost: bool
-
-
-# --- plant records --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Span:
-    """The machine is in `state` over [start_us, end_us), making `product`."""
-
-    start_us: int
-    end_us: int
-    state: str
-    reason: str | None
-    product: Product | None
-
-
-@dataclass(frozen=True)
-class Made:
-    """`total` units of `product` (`good` of them good) made up to `ts_us`."""
-
-    ts_us: int
-    product: Product
-    total: int
-    good: int
-
-
-Record = Span | Made
-
-
-def _at(record: Record) -> int:
-    return record.ts_us if isinstance(record, Made) else record.start_us
 
 
 # --- profiles ---------------------------------------------------------------------
@@ -258,147 +201,3 @@ def plc_counter(
             yield out.state(r.start_us, r.state, r.reason)
             if r.state == "running" and r.product is not None:
                 yield out.units("counter", r.start_us, r.product, *plc.read(r.product))
-
-
-# --- outages ----------------------------------------------------------------------
-
-
-def draw_outages(
-    outages: Outages, machine: str, rng: random.Random, start_us: int, end_us: int
-) -> list[Outage]:
-    """The machine's outages starting before `end_us`, whole seconds (a longer
-    run starts with the outages of a shorter one)."""
-    drawn: list[Outage] = []
-    t = start_us
-    while True:
-        t += max(1, round(rng.expovariate(1 / outages.mean_gap_s))) * US
-        length = max(1, round(rng.uniform(*outages.duration_s))) * US
-        plc_lost = rng.random() < outages.plc_lost_share
-        if t >= end_us:
-            return drawn
-        drawn.append(Outage(machine, t, t + length, plc_lost))
-        t += length
-
-
-def lose_plc(records: Iterable[Record], lost: Sequence[Outage], end_us: int) -> Iterator[Record]:
-    """The plant as seen by a gateway that loses its PLC over each outage:
-    `unknown` from its start; at its end the units made meanwhile (one `Made`
-    per product) and then the state the machine is in, if it started before."""
-    pending = sorted(lost, key=lambda o: o.start_us)
-    hidden: dict[str, Made] = {}
-    current: Span | None = None
-    inside: Outage | None = None
-
-    def clipped(span: Span, start_us: int) -> Span:
-        """The span from `start_us`, ending where the next loss begins (a renderer
-        repeating a state must not repeat it into the loss)."""
-        end_us = span.end_us
-        if pending and start_us < pending[0].start_us < end_us:
-            end_us = pending[0].start_us
-        if (start_us, end_us) == (span.start_us, span.end_us):
-            return span
-        return Span(start_us, end_us, span.state, span.reason, span.product)
-
-    def boundaries(until_us: int) -> Iterator[Record]:
-        nonlocal inside
-        while True:
-            if inside is not None and inside.end_us <= until_us:
-                end = inside.end_us
-                yield from hidden.values()
-                hidden.clear()
-                inside = None
-                if current is not None and current.start_us < end < current.end_us:
-                    yield clipped(current, end)
-            elif inside is None and pending and pending[0].start_us <= until_us:
-                inside = pending.pop(0)
-                product = current.product if current else None
-                yield Span(inside.start_us, inside.end_us, "unknown", "plc_lost", product)
-            else:
-                return
-
-    for r in records:
-        yield from boundaries(_at(r))
-        if isinstance(r, Span):
-            current = r
-        if inside is None:
-            yield clipped(r, r.start_us) if isinstance(r, Span) else r
-        elif isinstance(r, Made):
-            seen = hidden.get(r.product.sku)
-            hidden[r.product.sku] = Made(
-                inside.end_us, r.product, r.total + (seen.total if seen else 0),
-                r.good + (seen.good if seen else 0),
-            )  # fmt: skip
-    yield from boundaries(end_us - 1)
-
-
-def store_and_forward(
-    events: Iterable[tuple[int, dict]], held: Sequence[Outage]
-) -> Iterator[tuple[int, dict]]:
-    """(ts, event) -> (send time, event): an event inside an outage is sent at its end."""
-    pending = sorted(held, key=lambda o: o.start_us)
-    for ts_us, event in events:
-        while pending and pending[0].end_us <= ts_us:
-            pending.pop(0)
-        yield (pending[0].end_us if pending and pending[0].start_us <= ts_us else ts_us), event
-
-
-# --- the truth ----------------------------------------------------------------------
-
-
-@dataclass
-class MachineTruth:
-    """What one machine really did over a run, whatever its gateway sent.
-
-    `seconds_by_state`: the plant's time per state; `hidden_by_state`: the part
-    of it under a PLC-lost outage (the engine can only count it as no data);
-    `total`/`good` units and `ideal_s` = sum(ideal cycle x units) are all sent
-    (units made while the PLC was lost come when it is back).
-    """
-
-    machine: str
-    line: str
-    profile: Profile
-    total: int = 0
-    good: int = 0
-    ideal_s: float = 0.0
-    failures: int = 0
-    seconds_by_state: dict[str, float] = field(default_factory=dict)
-    hidden_by_state: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def running_s(self) -> float:
-        return self.seconds_by_state.get("running", 0.0)
-
-    @property
-    def visible_running_s(self) -> float:
-        """Running time the engine can see: outside every PLC-lost outage."""
-        return self.running_s - self.hidden_by_state.get("running", 0.0)
-
-
-def tally(
-    truth: MachineTruth, records: Iterable[Record], lost: Sequence[Outage], end_us: int
-) -> MachineTruth:
-    """Sum a machine's plant records (up to `end_us`) into `truth`."""
-    ideal_us = 0
-    previous: str | None = None
-    for r in records:
-        if isinstance(r, Made):
-            if r.ts_us < end_us:
-                truth.total += r.total
-                truth.good += r.good
-                ideal_us += round(r.product.ideal_cycle_s * r.total * US)
-            continue
-        span_end = min(r.end_us, end_us)
-        if span_end <= r.start_us:
-            continue
-        seconds = truth.seconds_by_state
-        seconds[r.state] = seconds.get(r.state, 0.0) + (span_end - r.start_us) / US
-        truth.failures += r.state == "down" and previous != "down"
-        previous = r.state
-        for outage in lost:
-            overlap = min(span_end, outage.end_us) - max(r.start_us, outage.start_us)
-            if overlap > 0:
-                hidden = truth.hidden_by_state
-                hidden[r.state] = hidden.get(r.state, 0.0) + overlap / US
-    truth.ideal_s = ideal_us / US
-    return truth
