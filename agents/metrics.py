@@ -37,6 +37,9 @@ Labels (every value set is bounded by configuration or the plant):
   partitions), `source` (`machine-state`, `orders`, `shipments`), `reason`
   (a dead-letter reason), `output` (`records`, `alerts`), `stage`
   (`ingest`, `engine`).
+- safety stock: `sku` (a SKU with demand or lead times in the horizon,
+  bounded by the catalogue), `window`; `kind` names the samples
+  (`demand_days`, `lead_times`). Only the latest closed window of a SKU.
 - targets (from the configuration, exported whether or not there are
   data): `kpi` (`oee`, `availability`, `performance`, `quality`, `mttr`;
   `perfect_order`, `otif`, `order_fill_rate`) with `site`/`line`/`machine`
@@ -64,6 +67,8 @@ from agents.metrics_families import (
     ORDER_COUNTS,
     ORDER_VALUES,
     PCHART_VALUES,
+    SAFETY_STOCK_DAYS,
+    SAFETY_STOCK_VALUES,
     Families,
 )
 from agents.metrics_pipeline import (
@@ -93,6 +98,8 @@ __all__ = [
     "ORDER_VALUES",
     "PCHART_VALUES",
     "RECORD_FAMILIES",
+    "SAFETY_STOCK_DAYS",
+    "SAFETY_STOCK_VALUES",
     "TARGET_LABELS",
     "Families",
     "Highwater",

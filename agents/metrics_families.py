@@ -69,6 +69,43 @@ CHAIN_VALUES = {
         "Overall customer-service efficiency: OPE x OEE x OLE.",
     ),
 }
+SAFETY_STOCK_VALUES = {
+    "safety_stock": (
+        "kpimon_safety_stock_units",
+        "Safety stock SS = z x sqrt(mean lead time x demand variance + mean demand^2 x lead "
+        "time variance), units; no sample while the data are insufficient.",
+    ),
+    "reorder_point": (
+        "kpimon_reorder_point_units",
+        "Reorder point = mean daily demand x mean lead time + safety stock, units.",
+    ),
+    "service_level": (
+        "kpimon_safety_stock_service_level_ratio",
+        "Cycle service level the stock is for: the highest of the SKU's segments.",
+    ),
+    "z": ("kpimon_safety_stock_z", "z = inverse standard normal CDF of the service level."),
+    "mean_daily_demand": (
+        "kpimon_safety_stock_daily_demand_mean_units",
+        "Mean daily demand over the horizon (from the SKU's first demand day), units per day.",
+    ),
+    "sd_daily_demand": (
+        "kpimon_safety_stock_daily_demand_sd_units",
+        "Sample standard deviation of daily demand over the horizon, units per day.",
+    ),
+}
+SAFETY_STOCK_DAYS = {
+    "mean_lead_time_days": (
+        "kpimon_safety_stock_lead_time_mean_seconds",
+        "Mean supplier lead time (purchase order creation to completing delivery).",
+    ),
+    "sd_lead_time_days": (
+        "kpimon_safety_stock_lead_time_sd_seconds",
+        "Sample standard deviation of the supplier lead time.",
+    ),
+}
+"""Record fields in days, exported in seconds."""
+SAFETY_STOCK_SAMPLES = {"demand_days": "demand_days", "lead_times": "lead_time_samples"}
+"""`kind` label -> the record field counting the samples behind the statistics."""
 
 
 class Families:

@@ -1,7 +1,7 @@
 """KPI metric families: output records, machine states and configured targets.
 
-Every sample is a record's value as is (or in base units: microseconds as
-seconds, RFC 3339 times as Unix seconds): no KPI arithmetic here.
+Every sample is a record's value as is (or in base units: microseconds and
+days as seconds, RFC 3339 times as Unix seconds): no KPI arithmetic here.
 `RECORD_FAMILIES` is the one table from a record's kind (`record["kpi"]`)
 to the function exporting it; `export_record` says when a kind has none,
 so the collector can log it (`agents.record_kinds`) instead of dropping it
@@ -19,6 +19,9 @@ from agents.metrics_families import (
     ORDER_COUNTS,
     ORDER_VALUES,
     PCHART_VALUES,
+    SAFETY_STOCK_DAYS,
+    SAFETY_STOCK_SAMPLES,
+    SAFETY_STOCK_VALUES,
     Families,
     iso_seconds,
     seconds,
@@ -27,6 +30,8 @@ from streams.engine import Engine
 from streams.metrics_view import WE_RULES, machine_status
 from streams.oee import STATE_BUCKETS
 from streams.policies import OEE_FIELDS, POLICY_FIELDS, Targets
+from streams.safety_stock import DAY_US
+from streams.timeutil import US
 
 TARGET_LABELS = ("kpi", "site", "line", "machine", "direction", "segment")
 
@@ -148,11 +153,42 @@ def _chain(out: Families, r: dict[str, Any], state: str) -> None:
         )
 
 
+def _safety_stock(out: Families, r: dict[str, Any], state: str) -> None:
+    """The latest closed window of each SKU (`streams.safety_stock`): no `state` label."""
+    labels = {"sku": r["sku"], "window": r["window"]}
+    for field, (name, help_text) in SAFETY_STOCK_VALUES.items():
+        out.gauge(name, help_text, labels, r[field])
+    for field, (name, help_text) in SAFETY_STOCK_DAYS.items():
+        days = r[field]
+        out.gauge(name, help_text, labels, None if days is None else days * (DAY_US / US))
+    for kind, field in SAFETY_STOCK_SAMPLES.items():
+        out.gauge(
+            "kpimon_safety_stock_samples",
+            "Samples behind the statistics in the horizon: kind=demand_days (days of "
+            "demand, from the SKU's first) or lead_times (complete purchase orders).",
+            {**labels, "kind": kind},
+            r[field],
+        )
+    out.gauge(
+        "kpimon_safety_stock_insufficient_data",
+        "1 when there are too few demand days or lead times for a safety stock, else 0.",
+        labels,
+        1 if r["status"] == "insufficient_data" else 0,
+    )
+    out.gauge(
+        "kpimon_safety_stock_window_end_timestamp_seconds",
+        "End of the window the SKU's latest record closed with, Unix seconds.",
+        labels,
+        iso_seconds(r["end"]),
+    )
+
+
 RECORD_FAMILIES: dict[str, RecordExport] = {
     "oee": _oee,
     "perfect_order": _orders,
     "pchart": _pchart,
     "chain": _chain,
+    "safety_stock": _safety_stock,
 }
 """Record kind (`record["kpi"]`) -> the function exporting its families."""
 
