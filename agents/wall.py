@@ -30,7 +30,14 @@ The view, version 1 (ratios 0..1; times RFC 3339 UTC; `null` where undefined):
 
 `status` is `good` (at or above target), `warn` (short by less than
 `engine.target_critical_shortfall`), `bad` (short by more), or `none` (no
-target, or no value).
+target, or no value): `streams.policies.attained` and `shortfall`, as the
+engine judges targets. Order component shares are `streams.oee.ratio` of
+the record's counts (the record carries counts, not shares).
+
+The alerts standing now are built in `agents.wall_alerts`. Which record
+kind feeds which part of the view is one table, `WALL_KINDS`;
+a kind not in it is logged once (`agents.record_kinds`), not dropped in
+silence.
 """
 
 from __future__ import annotations
@@ -40,10 +47,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agents.record_kinds import UnknownKinds
+from agents.wall_alerts import standing_alerts
 from streams.engine import Engine
 from streams.live import live_view
 from streams.machine import HEARTBEAT
 from streams.metrics_view import machine_status
+from streams.oee import ratio
+from streams.policies import attained, shortfall
 from streams.revisions import ChartHistory
 from streams.timeutil import US, iso
 
@@ -55,24 +66,47 @@ POINTS = 24
 TOP_REASONS = 6
 OEE_PARTS = ("oee", "availability", "performance", "quality")
 COMPONENTS = ("on_time", "in_full", "damage_free", "documents_ok")
-KPI_NAMES = {"oee": "OEE", "otif_rate": "OTIF"}
 CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
+WALL_KINDS: dict[str, str | None] = {
+    "oee": "lines (line 1h windows), day and downtime (site 1d window)",
+    "perfect_order": "orders (outbound 1d windows)",
+    "pchart": "pcharts",
+    "chain": None,  # on /kpi and /metrics, not on the wall
+    "safety_stock": None,
+}
+"""Record kind -> the part of the view it feeds (None: known, not shown)."""
+UNKNOWN = UnknownKinds("wall")
 
 
-def status(value: float | None, target: float | None, critical: float) -> str:
-    """`good`, `warn`, `bad` or `none` for a ratio against its target (higher is better).
+def status(value: float | None, target: float | None, critical: float, field: str = "oee") -> str:
+    """`good`, `warn`, `bad` or `none` for a record field against its target.
+
+    Attained (`good`) and the relative shortfall as `streams.policies` judges
+    them: higher is better, but for MTTR (`field="mttr_s"`).
 
     >>> status(0.70, 0.65, 0.1), status(0.60, 0.65, 0.1), status(0.50, 0.65, 0.1)
     ('good', 'warn', 'bad')
     >>> status(None, 0.65, 0.1), status(0.5, None, 0.1)
     ('none', 'none')
+    >>> status(600.0, 600.0, 0.1, "mttr_s"), status(700.0, 600.0, 0.1, "mttr_s")
+    ('good', 'bad')
     """
     if value is None or target is None:
         return "none"
-    if value >= target:
+    if attained(field, value, target):
         return "good"
-    short = (target - value) / target if target else float("inf")
-    return "warn" if short < critical else "bad"
+    return "warn" if shortfall(field, value, target) < critical else "bad"
+
+
+def _by_kind(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by kind (`WALL_KINDS`); an unknown kind is logged once."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        kind = record["kpi"]
+        if kind not in WALL_KINDS:
+            UNKNOWN.note(kind)
+        found[kind].append(record)
+    return found
 
 
 def wall_view(engines: Iterable[Engine]) -> dict[str, Any]:
@@ -94,18 +128,17 @@ def wall_view(engines: Iterable[Engine]) -> dict[str, Any]:
     }
     reasons: dict[str, float] = defaultdict(float)
     for engine, view in zip(engines, views, strict=True):
-        current = view["current"]
-        closed = view["last_closed"]
-        out["lines"] += _lines(engine, current, closed, critical)
-        out["orders"] += _orders(engine, current, closed, critical)
-        for r in current:
-            if r["kpi"] == "oee" and r["scope"] == "site" and r["window"] == "1d":
-                out["day"] = {"start": r["start"], "end": r["end"]}
-                for reason, seconds in (r.get("downtime_by_reason_s") or {}).items():
-                    reasons[reason] += seconds
+        current, closed = _by_kind(view["current"]), _by_kind(view["last_closed"])
+        out["lines"] += _lines(engine, current["oee"], closed["oee"], critical)
+        out["orders"] += _orders(
+            engine, current["perfect_order"], closed["perfect_order"], critical
+        )
+        out["day"] = _today(current["oee"], reasons) or out["day"]
         out["machines"] += _machines(engine)
-        out["pcharts"] += _pcharts(engine, closed)
-        out["alerts"] += _alerts(closed, out["machines"], out["pcharts"], critical)
+        out["pcharts"] += _pcharts(engine, closed["pchart"])
+        out["alerts"] += standing_alerts(
+            view["last_closed"], out["machines"], out["pcharts"], critical
+        )
     top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
     out["downtime"] = [{"reason": k, "seconds": round(v, 1)} for k, v in top if v > 0]
     order = {"critical": 0, "warning": 1}
@@ -113,23 +146,36 @@ def wall_view(engines: Iterable[Engine]) -> dict[str, Any]:
     return out
 
 
+def _today(oee: list[dict[str, Any]], reasons: dict[str, float]) -> dict[str, str] | None:
+    """The current day of the site 1d windows; their loss time added to `reasons`."""
+    day = None
+    for r in oee:
+        if r["scope"] == "site" and r["window"] == "1d":
+            day = {"start": r["start"], "end": r["end"]}
+            for reason, seconds in (r.get("downtime_by_reason_s") or {}).items():
+                reasons[reason] += seconds
+    return day
+
+
 def _part(record: dict[str, Any] | None, target: dict[str, float], critical: float) -> Any:
     if record is None:
         return None
     part = {"start": record["start"], "end": record["end"]}
     part |= {k: record.get(k) for k in OEE_PARTS}
-    part["status"] = status(record.get("oee"), target.get("oee"), critical)
+    part["status"] = status(record.get("oee"), target.get("oee"), critical, "oee")
     return part
 
 
 def _lines(
     engine: Engine, current: list[dict[str, Any]], closed: list[dict[str, Any]], critical: float
 ) -> list[dict[str, Any]]:
+    """Each line's current and last closed hour from its `oee` records."""
+
     def hour_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         return {
             (r["site"], r["line"]): r
             for r in records
-            if r["kpi"] == "oee" and r["scope"] == "line" and r["window"] == "1h"
+            if r["scope"] == "line" and r["window"] == "1h"
         }
 
     now, last = hour_lines(current), hour_lines(closed)
@@ -160,20 +206,18 @@ def _order_part(record: dict[str, Any] | None, target: float | None, critical: f
         "perfect_order_rate": record["perfect_order_rate"],
     }
     for c in COMPONENTS:
-        part[c] = record[c] / decided if decided else None
-    part["status"] = status(record["perfect_order_rate"], target, critical)
+        part[c] = ratio(record[c], decided)
+    part["status"] = status(record["perfect_order_rate"], target, critical, "perfect_order_rate")
     return part
 
 
 def _orders(
     engine: Engine, current: list[dict[str, Any]], closed: list[dict[str, Any]], critical: float
 ) -> list[dict[str, Any]]:
+    """Each outbound segment's today and yesterday from its `perfect_order` records."""
+
     def daily(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-        return {
-            (r["direction"], r["segment"]): r
-            for r in records
-            if r["kpi"] == "perfect_order" and r["window"] == "1d"
-        }
+        return {(r["direction"], r["segment"]): r for r in records if r["window"] == "1d"}
 
     today, yesterday = daily(current), daily(closed)
     found = []
@@ -259,8 +303,9 @@ def _point(window: Any, p: Any) -> dict[str, Any]:
 
 def _pcharts(engine: Engine, closed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each chart's last `POINTS` subgroups: the kept history (the revision
-    horizon) where there is one, else the latest closed point alone."""
-    latest = {r["chart"]: r for r in closed if r["kpi"] == "pchart"}
+    horizon) where there is one, else the latest closed point alone.
+    `closed`: the latest closed `pchart` records."""
+    latest = {r["chart"]: r for r in closed}
     config = engine.config.pchart.build()
     charts = []
     for name in sorted(latest):
@@ -277,69 +322,6 @@ def _pcharts(engine: Engine, closed: list[dict[str, Any]]) -> list[dict[str, Any
             points.append({k: record[k] for k in keys})
         charts.append({"chart": name, "window": record["window"], "points": points[-POINTS:]})
     return charts
-
-
-def _alerts(
-    closed: list[dict[str, Any]],
-    machines: list[dict[str, Any]],
-    pcharts: list[dict[str, Any]],
-    critical: float,
-) -> list[dict[str, Any]]:
-    """Alerts standing now: p-charts whose newest subgroup broke a rule, newest
-    closed windows that missed a target, machines silent while running."""
-    alerts = []
-    for chart in pcharts:
-        last = chart["points"][-1]
-        if last["violations"]:
-            rules = ",".join(last["violations"])
-            alerts.append(
-                {
-                    "kind": "pchart_rule",
-                    "severity": "critical" if "WE1" in last["violations"] else "warning",
-                    "what": chart["chart"],
-                    "text": f"{chart['chart']} out of control ({rules}), p {_pct(last['p'])}",
-                    "start": last["start"],
-                }
-            )
-    for r in closed:
-        for field, ok in (r.get("attained") or {}).items():
-            if ok is not False:
-                continue
-            target = r["targets"][field]
-            what = r.get("machine") or r.get("line") or r.get("segment") or "?"
-            value = r[field]
-            if field == "mttr_s":
-                shown = f"MTTR {value / 60:.0f} min > {target / 60:.0f} min"
-            else:
-                name = KPI_NAMES.get(field, field.removesuffix("_rate").replace("_", " "))
-                shown = f"{name} {_pct(value)} < {_pct(target)}"
-            short = abs(value - target) / target if target else 1.0
-            alerts.append(
-                {
-                    "kind": "target_miss",
-                    "severity": "critical" if short >= critical else "warning",
-                    "what": what,
-                    "text": f"{what} {r['window']}: {shown}",
-                    "start": r["start"],
-                }
-            )
-    for m in machines:
-        if m["silent"]:
-            minutes = (m["silence_s"] or 0) / 60
-            alerts.append(
-                {
-                    "kind": "silent",
-                    "severity": "warning",
-                    "what": m["machine"],
-                    "text": f"{m['machine']} silent for {minutes:.0f} min while running",
-                    "start": None,
-                }
-            )
-    return alerts
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def asset(name: str) -> tuple[bytes, str] | None:

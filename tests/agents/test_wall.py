@@ -5,6 +5,7 @@ Chromium) on a live demo worker, its values equal to `/kpi`."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import urllib.request
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from agents.wall import WALL_VERSION, page, status, wall_view
+import agents.wall
+from agents.record_kinds import UnknownKinds
+from agents.wall import WALL_KINDS, WALL_VERSION, page, status, wall_view
 from agents.worker import SUMMARY_WIDTH, summary_line
 from devtools.demo_feed import live_start_us
 from devtools.simulator import SimConfig, simulate
@@ -23,6 +26,7 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.live import live_view
 from tests.agents.harness import ROOT
+from tests.streams.helpers import run_events
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DAY_US = 86_400_000_000
@@ -38,7 +42,7 @@ def engine() -> Engine:
         EngineConfig(targets=targets, policies={"A": ServicePolicy(perfect_order=0.95)})
     )
     start = end - DAY_US - 10 * 3_600_000_000
-    engine.run(parse_event(e) for e in simulate(config, 7, start, (end - start) / 1e6))
+    run_events(engine, (parse_event(e) for e in simulate(config, 7, start, (end - start) / 1e6)))
     return engine
 
 
@@ -100,6 +104,30 @@ def test_status_against_targets() -> None:
     assert status(0.6, 0.65, 0.1) == "warn"
     assert status(0.5, 0.65, 0.1) == "bad"
     assert status(None, 0.65, 0.1) == status(0.9, None, 0.1) == "none"
+    # MTTR: at or below its target is attained, as the engine judges it.
+    assert status(600.0, 600.0, 0.1, "mttr_s") == "good"
+    assert status(650.0, 600.0, 0.1, "mttr_s") == "warn"
+    assert status(700.0, 600.0, 0.1, "mttr_s") == "bad"
+
+
+def test_every_record_kind_is_in_the_wall_table(engine: Engine) -> None:
+    live = live_view(engine)
+    kinds = {r["kpi"] for r in live["current"] + live["last_closed"]}
+    assert kinds == {"oee", "perfect_order", "pchart", "chain", "safety_stock"}
+    assert kinds <= set(WALL_KINDS)
+
+
+def test_an_unknown_record_kind_is_logged_once_and_left_out(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(agents.wall, "UNKNOWN", UnknownKinds("wall"))
+    before = wall_view([engine])
+    unknown = {"kpi": "future_kind", "window": "1h", "start": "", "end": ""}
+    monkeypatch.setitem(engine.last_closed, "x", unknown)
+    with caplog.at_level(logging.WARNING, logger="kpimon"):
+        assert wall_view([engine]) == wall_view([engine]) == before
+    said = [r.getMessage() for r in caplog.records if "future_kind" in r.getMessage()]
+    assert said == ["wall: records of kind 'future_kind' are not handled here (left out)"]
 
 
 def test_the_page_fetches_nothing_from_the_internet() -> None:
