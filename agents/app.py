@@ -29,7 +29,12 @@ from agents.pipeline import (
     snapshot_due,
     tick_message,
 )
-from agents.private_api import committed_offset, limit_fetch_wait, set_table_row
+from agents.private_api import (
+    committed_offset,
+    limit_fetch_wait,
+    mark_read_back,
+    set_table_row,
+)
 from agents.progress import EndOffsetWatcher, watch
 from agents.refill import RangeUnavailable, read_range
 from agents.resume import Tail, engine_lettered, floor_of, input_sent_before
@@ -168,11 +173,13 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         for m in (event.message for event in events):
             tp = (m.topic, m.partition)
             written[tp] = min(written.get(tp, m.timestamp), m.timestamp)
+        holes: list[tuple[str, int, int, int]] = []  # read back: (topic, partition, start, stop)
         messages = await contiguous(
             [
                 Incoming(m.topic, m.partition, m.offset, m.key, m.value)
                 for m in (event.message for event in events)
-            ]
+            ],
+            holes,
         )
         if runtime.resumed_at:
             await look_back(written)
@@ -206,6 +213,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         # forward is out, and a crash then would lose it. An output that
         # cannot be delivered holds the batch back (`agents.outbox`).
         runtime.published["resent"] += await box.deliver()
+        for hole in holes:  # delivered: committable like the batch's own offsets
+            await mark_read_back(app, *hole)
         count(batch)
         if batch.routed:
             runtime.ingest_processed = time.monotonic()
@@ -249,10 +258,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             time.monotonic() - began,
         )
 
-    async def contiguous(messages: list[Incoming]) -> list[Incoming]:
+    async def contiguous(
+        messages: list[Incoming], holes: list[tuple[str, int, int, int]]
+    ) -> list[Incoming]:
         """The batch with every input partition's offsets following on: a hole
-        (offsets the consumer skipped) is read back from the topic, and an
-        offset already forwarded is left out (see `agents.refill`)."""
+        (offsets the consumer skipped) is read back from the topic and added to
+        `holes`, and an offset already forwarded is left out (see `agents.refill`)."""
         out: list[Incoming] = []
         for msg in messages:
             tp = (msg.topic, msg.partition)
@@ -267,6 +278,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
             if expected is not None and msg.offset > expected:
                 found = await read_back("ingest", msg.topic, msg.partition, expected, msg.offset)
                 out += [Incoming(msg.topic, msg.partition, *item) for item in found]
+                holes.append((msg.topic, msg.partition, expected, msg.offset))
             out.append(msg)
             runtime.next_input[tp] = msg.offset + 1
         return out
@@ -379,10 +391,13 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         """Apply the engine messages from the shard's next offset up to `upto`,
         which the consumer handed over instead: a restored snapshot older than
         the committed offset, or messages it skipped."""
+        start = shard.next_offset
         for offset, _, value in await read_back(
             "engine", s.engine, partition, shard.next_offset, upto
         ):
             await publish(partition, shard.apply(offset, value or b"{}"))
+        # Committable once a snapshot covers them, like the offsets handed over.
+        runtime.read_back.setdefault(partition, []).append((start, upto))
         shard.next_offset = upto  # what could not be read back is lost (counted)
 
     @app.agent(engine_topic, concurrency=1)
@@ -419,6 +434,8 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 pending, runtime.unacked[msg.partition] = runtime.unacked[msg.partition], []
                 for done in pending:
                     await manual.ack(done)
+                for start, stop in runtime.read_back.pop(msg.partition, ()):
+                    await mark_read_back(app, s.engine, msg.partition, start, stop)
 
     def assigned_inputs() -> list[tuple[str, int]]:
         return sorted(
@@ -482,6 +499,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
                 runtime.engine_letters.pop(tp.partition, None)
                 runtime.shards.pop(tp.partition, None)
                 runtime.unacked.pop(tp.partition, None)
+                runtime.read_back.pop(tp.partition, None)
                 box = runtime.outboxes.pop(tp.partition, None)  # the next owner sends the rest
                 if box is not None:
                     # Sent ones on the topic first: the next owner (maybe this worker

@@ -33,6 +33,7 @@ __all__ = [
     "consumer_client",
     "fetch_committed_offsets",
     "limit_fetch_wait",
+    "mark_read_back",
     "reads_committed",
     "replace_recovery_highwaters",
     "restore_recovery_highwaters",
@@ -128,6 +129,27 @@ def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
     from faust.types import TP
 
     return app.consumer._committed_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
+
+
+async def mark_read_back(app: faust.App, topic: str, partition: int, start: int, stop: int) -> None:
+    """Let the Faust consumer commit past offsets start..stop-1 of `topic:partition`,
+    which it read from the broker but never handed to the agent; kpimon read
+    them back with a client of its own (`agents.refill`) and applied them.
+
+    Faust commits a partition up to its first offset not acknowledged, and
+    only an event handed over can be acknowledged: one offset lost between
+    Faust's fetcher and the stream (faust-streaming #216, #606) stopped the
+    group's committed offset there for good, however far the worker read
+    (seen: 20,000 messages read, committed offset stuck at 157). Faust marks
+    offsets the broker itself skipped as a gap (`Consumer._add_gap`, which
+    `Consumer._new_offset` counts as acknowledged); this records the range read
+    back the same way. The caller does so once the range's outputs are
+    delivered, as it acknowledges any other offset.
+    """
+    from faust.types import TP
+
+    if start < stop:
+        await app.consumer._add_gap(TP(topic, partition), start, stop - 1)  # type: ignore[attr-defined]
 
 
 def limit_fetch_wait(app: faust.App, seconds: float) -> None:

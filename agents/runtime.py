@@ -28,6 +28,7 @@ class Runtime:
     embedded: bool
     shards: dict[int, Shard] = field(default_factory=dict)
     unacked: dict[int, list[Any]] = field(default_factory=dict)
+    read_back: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # unacked ranges
     snapshot_at: dict[int, float] = field(default_factory=dict)  # monotonic, end of the last
     snapshot_s: dict[int, float] = field(default_factory=dict)  # how long the last one took
     consumed: Counter[str] = field(default_factory=Counter)  # per input topic, each offset once

@@ -116,7 +116,17 @@ def send_to(dep: Deployment, counts: dict[tuple[str, int], int]) -> None:
 
 def wait_caught_up(dep: Deployment, worker: Worker) -> None:
     """The group committed every input partition to its end, and the worker says lag 0."""
-    wait_for(lambda: not any(group_behind(dep).values()), 120, "committed offsets at their ends")
+    behind: dict[tuple[str, int], int] = {}
+
+    def committed_to_the_ends() -> bool:
+        behind.clear()
+        behind.update({tp: n for tp, n in group_behind(dep).items() if n})
+        return not behind
+
+    try:
+        wait_for(committed_to_the_ends, 120, "committed offsets at their ends")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still behind: {behind}\n{worker.log_tail()}") from None
     expected = {(tp.topic, tp.partition): 0.0 for tp in input_partitions(dep)}
     wait_for(lambda: scrape_lag(worker) == expected, 30, f"lag 0 on all of {sorted(expected)}")
 

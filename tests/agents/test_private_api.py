@@ -184,3 +184,26 @@ def test_consumer_attributes_used_exist() -> None:
     assert private_api.consumer_client(consumer) is consumer._client
     assert hasattr(consumer, "_fetch_max_wait_ms")
     assert hasattr(consumer, "_coordinator")  # set when it starts
+
+
+def test_a_range_read_back_lets_the_commit_pass_it() -> None:
+    """Offsets Faust read but never handed over have no event to acknowledge:
+    without `mark_read_back` the partition's commit stops before them for good."""
+    import asyncio
+
+    import faust
+    from faust.types import TP
+
+    async def commit_points() -> tuple[int | None, int | None]:
+        app = faust.App("t-private-api", broker="kafka://127.0.0.1:1")
+        consumer = app.consumer  # never started: no connection is made
+        tp = TP("in", 0)
+        consumer._committed_offset[tp] = 10
+        acked = list(range(20, 26))  # 11..19 were read back, never acknowledged
+        consumer._acked[tp] = list(acked)
+        before = consumer._new_offset(tp)
+        consumer._acked[tp] = list(acked)
+        await private_api.mark_read_back(app, "in", 0, 11, 20)
+        return before, consumer._new_offset(tp)
+
+    assert asyncio.run(commit_points()) == (None, 26)
