@@ -835,3 +835,12 @@ def test_prometheusrule_is_generated_from_the_rule_files_and_current() -> None:
                 }
     assert sources == promtool_rule_files()
     assert "prometheusrule.yaml" in kustomization()["resources"]
+
+
+def test_disruption_budget_takes_one_worker_at_a_time_and_never_waits_on_an_unready_one() -> None:
+    pdb = load_yaml(K8S / "poddisruptionbudget.yaml")
+    statefulset = load_yaml(K8S / "statefulset.yaml")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
