@@ -5,6 +5,8 @@ array of events (a batch), exactly as a Kafka message value would be. Lines
 that fail validation are never dropped silently: each is reported with its
 line number and reason (and written to `--rejects` when given), and so are
 valid events the engine refuses (`too_many_machines`, `too_many_open_orders`).
+
+Event time is `streams.clock.NewestEventClock`: the newest event applied.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import IO, Any
 
 import orjson
 
+from streams.clock import NewestEventClock
 from streams.decode import decode_message
 from streams.engine import Engine, Output
 
@@ -54,8 +57,13 @@ def replay(
     rejects: IO[bytes] | None = None,
     on_output: Any = None,
 ) -> ReplayResult:
-    """Feed every line through the engine; close all windows at the end."""
+    """Feed every line through the engine; close all windows at the end.
+
+    After each event the engine applies, the watermark moves to the newest
+    event time applied (`NewestEventClock`) and what is due closes.
+    """
     result = ReplayResult(Output(), engine)
+    clock = NewestEventClock()
 
     def emit(out: Output) -> None:
         if on_output is not None:
@@ -78,8 +86,11 @@ def replay(
                 text = line.decode("utf-8", "replace")
                 _reject(rejects, number, error.index, error.reason, error.message, text)
         for event in decoded.events:
-            if engine.ingest(event, refused) is None and engine.watermark_us is not None:
-                emit(engine.advance(engine.watermark_us))
+            if engine.ingest(event, refused) is None:
+                clock.observe(event.source, event.ts_us)
+                watermark = clock.watermark()
+                assert watermark is not None  # an event was just observed
+                emit(engine.advance(watermark))
         for refusal in refused.rejected:  # valid, but refused by the engine
             result.rejected[refusal["reason"]] += 1
             result.first_errors.setdefault(refusal["reason"], (number, refusal["error"]))
@@ -109,7 +120,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from streams.summary import Summary
 
     settings = load_settings(args.config)
-    engine = Engine(settings.engine)
+    engine = Engine(settings.engine, auto_watermark=False)  # `replay` moves it
     stdout = sys.stdout.buffer
     files = ExitStack()
     lines = files.enter_context(input_lines(args.file))  # checked before any output is created
