@@ -40,6 +40,7 @@ from tests.agents.prometheus_harness import (
     variable_exprs,
 )
 from tests.agents.test_prometheus import Stack, stack  # noqa: F401 (this module's own stack)
+from tests.streams.helpers import run_events
 
 GRAFANA = ROOT / "grafana"
 UIDS = {
@@ -183,7 +184,7 @@ def exported_names() -> set[str]:
     """Metric names with samples from a collector over a simulated day (no broker)."""
     engine = Engine(EngineConfig(windows=["1h", "1d"], pchart={"baseline_n": 5}))
     events = simulate(SimConfig(id_prefix="d-"), 3, SAMPLE_START_US, 26 * 3600)
-    engine.run(parse_event(e) for e in events)
+    run_events(engine, (parse_event(e) for e in events))
     targets = {"targets": [{"site": "plant-1", "line": "line-1", "oee": 0.6, "mttr": "20m"}]}
     runtime = Runtime(Settings(engine=EngineConfig(**targets)), embedded=True)
     shard = Shard(engine.config, 30_000_000)

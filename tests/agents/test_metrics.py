@@ -46,6 +46,7 @@ from streams.metrics_view import (
 )
 from tests.agents.prometheus_harness import promtool
 from tests.eventfactory import at, count, order, shipment, state
+from tests.streams.helpers import run_events
 
 SETTINGS = Settings()
 
@@ -65,7 +66,7 @@ def registry_of(runtime: Runtime, highwater: dict[Any, Any] | None = None) -> Co
 
 def run(events: list[dict[str, Any]], **config: Any) -> Engine:
     engine = Engine(EngineConfig(**{"windows": ["1h", "1d"], **config}))
-    engine.run(parse_event(e) for e in events)
+    run_events(engine, (parse_event(e) for e in events))
     return engine
 
 
@@ -331,9 +332,11 @@ def test_pipeline_counters_lag_and_config() -> None:
 def test_machines_and_open_orders_held_per_partition_beside_their_limits() -> None:
     limits = EngineConfig(windows=["1h", "1d"], max_machines=2, max_open_orders=1)
     plant = Engine(limits)  # partition 0: press-3 is one machine too many
-    plant.run(parse_event(state(at(6), "running", machine=m)) for m in ("p-1", "p-2", "p-3"))
+    run_events(
+        plant, (parse_event(state(at(6), "running", machine=m)) for m in ("p-1", "p-2", "p-3"))
+    )
     orders = Engine(limits)  # partition 1: O-2 is one open order too many
-    orders.run(parse_event(order(o, at(6), at(30))) for o in ("O-1", "O-2"))
+    run_events(orders, (parse_event(order(o, at(6), at(30))) for o in ("O-1", "O-2")))
     runtime = Runtime(Settings(engine=limits), embedded=True)
     for partition, engine in enumerate((plant, orders)):
         runtime.shards[partition] = Shard(limits, 30_000_000)

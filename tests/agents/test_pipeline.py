@@ -45,6 +45,7 @@ from streams.events import event_to_json
 from streams.records import record_key
 from streams.timeutil import US, iso, to_us
 from tests import eventfactory as ef
+from tests.streams.helpers import run_events
 
 MINUTE_US = 60 * US
 T0_US = to_us(ef.DAY) + 6 * 60 * MINUTE_US  # event time 06:00
@@ -751,7 +752,7 @@ def kafka_inputs(events: list[dict[str, Any]], partitions: int) -> dict[str, lis
 def replay_records(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """`kpimon replay`'s records of the windows a live shard must have closed."""
     engine = Engine(ENGINE)
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     closable = iso(max(parse_event(e).ts_us for e in events) - 5 * MINUTE_US)
     return {record_key(r): r for r in out.records if r["end"] <= closable}

@@ -25,6 +25,7 @@ from streams.engine import Engine
 from streams.records import record_key
 from streams.timeutil import iso
 from tests.agents.harness import Worker, make_deployment, produce, read_topic, records_by_key
+from tests.streams.helpers import run_events
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def expected_records(
     """The offline engine's final records (newest revision) for windows a live
     worker must have closed."""
     engine = Engine(config)
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     newest = max(parse_event(e).ts_us for e in events)
     closable = iso(newest - LATENESS_US)

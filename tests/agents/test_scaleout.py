@@ -46,6 +46,7 @@ from tests.agents.harness import (
 )
 from tests.agents.test_health import health
 from tests.agents.test_reliability import parse_us, reached
+from tests.streams.helpers import run_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,7 +103,7 @@ def expected_records(events: list[dict[str, Any]]) -> dict[str, set[bytes]]:
     for part in by_partition.values():
         engine = Engine(ENGINE)
         parsed = [parse_event(e) for e in part]
-        out = engine.run(parsed)
+        out = run_events(engine, parsed)
         out.extend(engine.flush())
         closable = iso(max(e.ts_us for e in parsed) - lateness_us)
         for record in out.records:

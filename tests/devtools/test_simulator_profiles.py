@@ -33,6 +33,7 @@ from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
 from streams.timeutil import US, to_us
+from tests.streams.helpers import run_events
 
 START = SAMPLE_START_US  # 2026-11-02T00:00:00Z, a Monday
 DAYS = 3
@@ -350,7 +351,7 @@ def engine_totals(events: list[dict], **settings: Any) -> dict[str, Counter[str]
     """Per machine, the sums over its 1d records (the newest revision of each)."""
     config = EngineConfig(windows=["1h", "1d"], counter_modulus=MODULUS, **settings)
     engine = Engine(config)
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     newest: dict[tuple[str, str], dict] = {}
     for r in out.records:

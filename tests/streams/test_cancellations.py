@@ -21,6 +21,7 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, order, shipment, state
+from tests.streams.helpers import run_events
 
 TOTALS = ("decided", "perfect", "on_time", "in_full", "otif", "lines_in_full", "units_delivered")
 
@@ -37,7 +38,7 @@ def run(
     """The perfect-order records of a replay, sorted by event time unless `arrival`."""
     engine = Engine(config(**overrides))
     stream = events if arrival else sorted(events, key=lambda e: e["ts"])
-    out = engine.run(parse_event(e) for e in stream)
+    out = run_events(engine, (parse_event(e) for e in stream))
     out.extend(engine.flush())
     return engine, [r for r in out.records if r["kpi"] == "perfect_order"]
 
@@ -308,9 +309,10 @@ def test_a_pending_cancellation_survives_snapshot_and_restore() -> None:
     events = [order("A", at(8), at(12)), cancelled("A", at(14)), tick(14.5), tick(23)]
     cfg = config(allowed_lateness="1h")
     first = Engine(cfg)
-    first.run(parse_event(e) for e in events[:3])  # frontier 13:30: the cancellation waits
+    # Up to frontier 13:30: the cancellation waits.
+    run_events(first, (parse_event(e) for e in events[:3]))
     assert first.book.open["A"].cancelled_us is not None
     second = restore(cfg, orjson.loads(orjson.dumps(snapshot(first))))
-    out = second.run(parse_event(e) for e in events[3:])
+    out = run_events(second, (parse_event(e) for e in events[3:]))
     out.extend(second.flush())
     assert second.stats["orders_decided.cancelled"] == 1

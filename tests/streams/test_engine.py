@@ -10,13 +10,14 @@ from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
 from tests.eventfactory import at, count, state
+from tests.streams.helpers import run_events
 
 
 def run(
     events: list[dict[str, Any]], **config: Any
 ) -> tuple[Engine, list[dict[str, Any]], list[dict[str, Any]]]:
     engine = Engine(EngineConfig(**{"windows": ["1h", "1d"], "allowed_lateness": "0s", **config}))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     return engine, out.records, out.alerts
 

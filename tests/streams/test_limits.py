@@ -19,6 +19,7 @@ from streams.engine import Engine, Output
 from streams.events import event_to_json
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, count, order, shipment, state
+from tests.streams.helpers import run_events
 
 BASE = {"windows": ["1h", "1d"], "allowed_lateness": "0s", "heartbeat_timeout": "2h"}
 
@@ -29,7 +30,7 @@ def config(**limits: Any) -> EngineConfig:
 
 def replay(events: list[dict[str, Any]], **limits: Any) -> tuple[Engine, Output]:
     engine = Engine(config(**limits))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     return engine, out
 
@@ -82,7 +83,7 @@ def test_a_machine_beyond_the_limit_is_refused_and_the_others_kpis_are_unchanged
 
 def test_the_limit_message_groups_thousands() -> None:
     engine = Engine(config(max_machines=1000))
-    engine.run(parse_event(state(at(6), "idle", machine=f"m-{n}")) for n in range(1000))
+    run_events(engine, (parse_event(state(at(6), "idle", machine=f"m-{n}")) for n in range(1000)))
     out = Output()
     assert engine.ingest(parse_event(state(at(6), "idle", machine="M-123")), out) == (
         "too_many_machines"
@@ -164,7 +165,7 @@ def test_once_an_order_is_decided_or_cancelled_a_new_one_is_accepted(
         shipment("A", at(10.5)),
     ]
     engine = Engine(config(max_open_orders=2))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     assert [r["event"]["order_id"] for r in out.rejected] == ["C"], how
     assert sorted(engine.book.open) == ["B", "C"]
     assert engine.stats["ignored.shipment_after_decision"] == 1
@@ -196,10 +197,10 @@ def test_limits_survive_snapshot_and_restore() -> None:
     assert {r["reason"] for r in whole.rejected} == {"too_many_machines", "too_many_open_orders"}
     for cut in range(1, len(events)):
         first = Engine(config(**limits))
-        out = first.run(parse_event(e) for e in events[:cut])
+        out = run_events(first, (parse_event(e) for e in events[:cut]))
         data = orjson.loads(orjson.dumps(snapshot(first)))  # through JSON, as a table stores it
         second = restore(config(**limits), data)
-        out.extend(second.run(parse_event(e) for e in events[cut:]))
+        out.extend(run_events(second, (parse_event(e) for e in events[cut:])))
         out.extend(second.flush())
         assert out.rejected == whole.rejected, f"cut at {cut}"
         assert out.records == whole.records, f"cut at {cut}"

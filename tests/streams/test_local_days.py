@@ -11,13 +11,14 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import count, order, shipment, state
+from tests.streams.helpers import run_events
 
 BERLIN = {"timezone": "Europe/Berlin", "day_start": "06:00"}
 
 
 def run(events: list[dict[str, Any]], **config: Any) -> list[dict[str, Any]]:
     engine = Engine(EngineConfig(**{"allowed_lateness": "0s", **config}))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     return out.records
 
@@ -107,9 +108,9 @@ def test_dated_windows_survive_a_snapshot() -> None:
     ]
     whole = run(events, sites={"berlin": BERLIN})
     first = Engine(config)
-    out = first.run(parse_event(e) for e in events[:2])
+    out = run_events(first, (parse_event(e) for e in events[:2]))
     second = restore(config, snapshot(first))
-    out.extend(second.run(parse_event(e) for e in events[2:]))
+    out.extend(run_events(second, (parse_event(e) for e in events[2:])))
     out.extend(second.flush())
     assert out.records == whole
 

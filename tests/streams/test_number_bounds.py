@@ -16,6 +16,7 @@ from streams.decode import decode_message, parse_event
 from streams.engine import Engine
 from streams.snapshot import snapshot
 from tests.eventfactory import at, count, counter, order, shipment, state
+from tests.streams.helpers import run_events
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,7 @@ def test_a_counter_jump_no_machine_makes_is_a_new_base_and_the_state_stays_writa
         counter(at(0.4), 5_000_099, ideal_cycle_s=86_400.0),  # 99 units: counted
         state(at(2), "idle"),
     ]
-    out = engine.run(parse_event(e) for e in readings)
+    out = run_events(engine, (parse_event(e) for e in readings))
     out.extend(engine.flush())
     hour = next(r for r in out.records if r.get("scope") == "machine" and r["start"] == at(0))
     assert hour["total"] == 99

@@ -10,11 +10,12 @@ from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
 from tests.eventfactory import at, cancelled, closed, order, shipment, state
+from tests.streams.helpers import run_events
 
 
 def decided(events: list[dict[str, Any]], **config: Any) -> tuple[Engine, dict[str, Any] | None]:
     engine = Engine(EngineConfig(**{"windows": ["1h", "1d"], "allowed_lateness": "0s", **config}))
-    out = engine.run(parse_event(e) for e in sorted(events, key=lambda e: e["ts"]))
+    out = run_events(engine, (parse_event(e) for e in sorted(events, key=lambda e: e["ts"])))
     out.extend(engine.flush())
     days = [r for r in out.records if r["kpi"] == "perfect_order" and r["window"] == "1d"]
     merged: dict[str, Any] | None = None
@@ -132,7 +133,7 @@ def test_expired_decision_lands_in_its_window() -> None:
     # promised day 0 12:00, grace 1d: decided day 1 12:00, in day 1's window.
     engine = Engine(EngineConfig(windows=["1h", "1d"], allowed_lateness="0s", decision_grace="1d"))
     events = [order("A", at(1), at(12)), tick(3)]
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     [r] = [r for r in out.records if r["kpi"] == "perfect_order" and r["window"] == "1d"]
     assert r["start"] == at(0, day=1) and r["decided"] == 1
     assert engine.stats["orders_decided.expired"] == 1
@@ -157,7 +158,7 @@ def test_a_first_frontier_hours_in_moves_no_decision_out_of_its_window() -> None
     [hour] = [r for r in out.records if r["kpi"] == "perfect_order" and r["window"] == "1h"]
     assert (hour["start"], hour["decided"]) == (at(9), 1)
     replayed = Engine(EngineConfig(windows=["1h", "1d"], allowed_lateness="0s"))
-    replayed.run(parse_event(e) for e in sorted(events, key=lambda e: e["ts"]))
+    run_events(replayed, (parse_event(e) for e in sorted(events, key=lambda e: e["ts"])))
     assert engine.book.decided == replayed.book.decided
 
 

@@ -18,6 +18,7 @@ from streams.engine import Engine
 from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.policies import attained, shortfall
 from tests.eventfactory import at, closed, count, order, shipment, state
+from tests.streams.helpers import run_events
 
 LINE_TARGETS = {"site": "plant-1", "line": "line-1", "oee": 0.65, "mttr": "10m"}
 PRESS_1_TARGETS = {"site": "plant-1", "line": "line-1", "machine": "press-1", "availability": 0.9}
@@ -26,7 +27,7 @@ PRESS_1_TARGETS = {"site": "plant-1", "line": "line-1", "machine": "press-1", "a
 def run(events: list[dict[str, Any]], **config: Any) -> tuple[list[dict], list[dict]]:
     cfg = {"windows": ["1m", "1h", "1d"], "allowed_lateness": "0s", "heartbeat_timeout": "1d"}
     engine = Engine(EngineConfig(**{**cfg, **config}))
-    out = engine.run(parse_event(e) for e in sorted(events, key=lambda e: e["ts"]))
+    out = run_events(engine, (parse_event(e) for e in sorted(events, key=lambda e: e["ts"])))
     out.extend(engine.flush())
     return out.records, out.alerts
 

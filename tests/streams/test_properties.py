@@ -26,6 +26,7 @@ from streams.engine import Engine, Output
 from streams.oee import OeeState
 from streams.perfect_order import OrderVerdict, PerfectOrderState
 from streams.windows import Window
+from tests.streams.helpers import run_events
 
 US = 1_000_000
 MINUTE_US = 60 * US
@@ -98,7 +99,7 @@ def run(
 ) -> tuple[list[dict[str, Any]], Engine]:
     """Records of one engine over the events, flushed (at `flush_at` if given)."""
     engine = engine or Engine(cfg)
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     if flush_at is not None:
         out.extend(engine.advance(flush_at))
     out.extend(engine.flush())
@@ -420,7 +421,7 @@ def test_extra_advances_between_events_change_no_record(seed: int, data: st.Data
     engine, out = Engine(cfg), Output()
     previous = 0
     for cut in cuts:
-        out.extend(engine.run(parse_event(e) for e in events[previous:cut]))
+        out.extend(run_events(engine, (parse_event(e) for e in events[previous:cut])))
         watermark = engine.watermark_us
         assert watermark is not None
         nxt = ts_us(events[cut])
@@ -428,7 +429,7 @@ def test_extra_advances_between_events_change_no_record(seed: int, data: st.Data
         for at in sorted({watermark, nxt, rng.randint(watermark, nxt)}):
             out.extend(engine.advance(at))
         previous = cut
-    out.extend(engine.run(parse_event(e) for e in events[previous:]))
+    out.extend(run_events(engine, (parse_event(e) for e in events[previous:])))
     out.extend(engine.flush())
     assert out.records == whole
 

@@ -18,11 +18,12 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, count, counter, state
+from tests.streams.helpers import run_events
 
 
 def run(events: list[dict[str, Any]], **config: Any) -> tuple[Engine, list[dict], list[dict]]:
     engine = Engine(EngineConfig(**config))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     return engine, out.records, out.alerts
 
@@ -202,12 +203,12 @@ def test_counter_deltas_exact_across_a_snapshot() -> None:
     ]
     config = EngineConfig(allowed_lateness="2m", counter_modulus=65_536)
     whole = Engine(config)
-    out = whole.run(parse_event(e) for e in events)
+    out = run_events(whole, (parse_event(e) for e in events))
     out.extend(whole.flush())
     first = Engine(config)
-    split = first.run(parse_event(e) for e in events[:50])
+    split = run_events(first, (parse_event(e) for e in events[:50]))
     second = restore(config, snapshot(first))
-    split.extend(second.run(parse_event(e) for e in events[50:]))
+    split.extend(run_events(second, (parse_event(e) for e in events[50:])))
     split.extend(second.flush())
     assert split.records == out.records
 

@@ -35,6 +35,7 @@ from devtools.simulator_orders import FulfilmentProfile, OrderConfig
 from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
+from tests.streams.helpers import run_events
 
 US = 1_000_000
 HOUR_US = 3_600 * US
@@ -93,7 +94,7 @@ def engine_records(
         on_time_tolerance="2h",
     )
     engine = Engine(config)
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     assert not any(k.startswith(("late.", "duplicates.")) for k in engine.stats)
     return out.records, engine

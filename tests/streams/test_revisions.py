@@ -20,6 +20,7 @@ from streams.engine import Engine
 from streams.records import record_key
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, count, counter, order, shipment, state
+from tests.streams.helpers import run_events
 
 CONFIG = {"windows": ["1m", "1h", "1d"], "allowed_lateness": "0s", "silence_alert": None}
 
@@ -28,7 +29,7 @@ def run(
     events: list[dict[str, Any]], **config: Any
 ) -> tuple[Engine, list[dict[str, Any]], list[dict[str, Any]]]:
     engine = Engine(EngineConfig(**{**CONFIG, **config}))
-    out = engine.run(parse_event(e) for e in events)
+    out = run_events(engine, (parse_event(e) for e in events))
     out.extend(engine.flush())
     return engine, out.records, out.rejected
 
@@ -151,9 +152,9 @@ def test_pending_revisions_survive_a_snapshot() -> None:
     config = EngineConfig(**CONFIG)
     first = Engine(config)
     half = len(stream) * 2 // 3
-    out = first.run(parse_event(e) for e in stream[:half])
+    out = run_events(first, (parse_event(e) for e in stream[:half]))
     second = restore(config, snapshot(first))
-    out.extend(second.run(parse_event(e) for e in stream[half:]))
+    out.extend(run_events(second, (parse_event(e) for e in stream[half:])))
     out.extend(second.flush())
     _, reference, _ = run(events)
     assert final(out.records) == final(reference)
@@ -269,10 +270,10 @@ def test_a_reopened_order_survives_a_snapshot_taken_before_the_next_close() -> N
     late = shipment("A-1", at(0.5))
     config = EngineConfig(**{**CONFIG, "decision_grace": "1h", "windows": ["1h", "1d"]})
     first = Engine(config)
-    out = first.run(parse_event(e) for e in [*decided_then, late])  # reopened, not closed
+    out = run_events(first, (parse_event(e) for e in [*decided_then, late]))  # reopened, not closed
     assert first.stats["orders_reopened"] == 1 and "A-1" in first.book.open
     second = restore(config, orjson.loads(orjson.dumps(snapshot(first))))
-    out.extend(second.run([parse_event(state(at(7), "idle"))]))
+    out.extend(run_events(second, [parse_event(state(at(7), "idle"))]))
     out.extend(second.flush())
     _, straight, _ = run([*decided_then, late, state(at(7), "idle")], **config.model_dump())
     assert final(out.records) == final(straight)
@@ -396,7 +397,7 @@ def test_a_restored_engine_keeps_the_same_history_as_one_never_stopped() -> None
     events = [state(at(0), "running", machine="m9", site="plant-9"), state(at(0), "running")]
     events += [count(at(h / 2), 10, 10, 1.0) for h in range(1, 40)]
     straight = Engine(config)
-    straight.run(parse_event(e) for e in events)
+    run_events(straight, (parse_event(e) for e in events))
     restored = restore(config, orjson.loads(orjson.dumps(snapshot(straight))))
     assert restored._history_floor() == straight._history_floor()
     assert restored.closed.keys() == straight.closed.keys()

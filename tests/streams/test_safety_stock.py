@@ -21,6 +21,7 @@ from streams.engine import Engine
 from streams.safety_stock import DAY_US, reorder_point, safety_stock
 from streams.snapshot import restore, snapshot
 from tests.eventfactory import at, cancelled, closed, count, state
+from tests.streams.helpers import run_events
 
 _ids = itertools.count(1)
 
@@ -71,7 +72,7 @@ def tick(day: int) -> dict[str, Any]:
 def run(events: list[dict[str, Any]], **config: Any) -> tuple[Engine, list[dict[str, Any]]]:
     base = {"windows": ["1h", "1d"], "allowed_lateness": "0s"}
     engine = Engine(EngineConfig(**{**base, **config}))
-    out = engine.run(parse_event(e) for e in sorted(events, key=lambda e: e["ts"]))
+    out = run_events(engine, (parse_event(e) for e in sorted(events, key=lambda e: e["ts"])))
     out.extend(engine.flush())
     return engine, out.records
 
@@ -219,7 +220,7 @@ def test_original_arriving_after_its_amendment_is_the_demand() -> None:
     """Within a 1 h lateness the amendment (08:30, 50 units) overtakes the original (08:00, 10)."""
     amendment, original = po("SO-1", at(8.5), {"SKU-X": 50}), po("SO-1", at(8), {"SKU-X": 10})
     engine = Engine(EngineConfig(windows=["1h", "1d"], allowed_lateness="1h"))
-    out = engine.run(parse_event(e) for e in [amendment, original, tick(1), tick(2)])
+    out = run_events(engine, (parse_event(e) for e in [amendment, original, tick(1), tick(2)]))
     out.extend(engine.flush())
     assert stock(out.records)[at(0)]["mean_daily_demand"] == 10.0
 
@@ -361,7 +362,7 @@ FULL = EngineConfig(
 def test_snapshot_round_trip_mid_stream_with_policies_and_safety_stock() -> None:
     events = [parse_event(e) for e in supply_chain(24, seed=11)]
     whole = Engine(FULL)
-    expected = whole.run(events)
+    expected = run_events(whole, events)
     expected.extend(whole.flush())
     ok = [r for r in expected.records if r["kpi"] == "safety_stock" and r["status"] == "ok"]
     assert len(ok) > 20 and all(r["safety_stock"] > 0 for r in ok)
@@ -371,11 +372,11 @@ def test_snapshot_round_trip_mid_stream_with_policies_and_safety_stock() -> None
 
     for cut in (1, len(events) // 4, len(events) // 2, 3 * len(events) // 4):
         first = Engine(FULL)
-        out = first.run(events[:cut])
+        out = run_events(first, events[:cut])
         data = orjson.loads(orjson.dumps(snapshot(first)))  # through JSON, as a table stores it
         assert orjson.loads(orjson.dumps(snapshot(restore(FULL, data)))) == data
         second = restore(FULL, data)
-        out.extend(second.run(events[cut:]))
+        out.extend(run_events(second, events[cut:]))
         out.extend(second.flush())
         assert out.records == expected.records, f"cut at {cut}"
         assert out.alerts == expected.alerts, f"cut at {cut}"
@@ -383,7 +384,7 @@ def test_snapshot_round_trip_mid_stream_with_policies_and_safety_stock() -> None
 
 def test_state_holds_only_the_horizon() -> None:
     engine = Engine(FULL)
-    engine.run(parse_event(e) for e in supply_chain(24, seed=3))
+    run_events(engine, (parse_event(e) for e in supply_chain(24, seed=3)))
     last_closed_day = (engine.stock.emitted_until_us or 0) // DAY_US - 1
     for history in engine.stock.skus.values():
         days = [*history.demand, *(day for day, _ in history.lead_times)]
@@ -393,7 +394,7 @@ def test_state_holds_only_the_horizon() -> None:
 
 def test_snapshot_without_safety_stock_state_still_restores() -> None:
     engine = Engine(FULL)
-    engine.run(parse_event(e) for e in supply_chain(3, seed=5))
+    run_events(engine, (parse_event(e) for e in supply_chain(3, seed=5)))
     data = orjson.loads(orjson.dumps(snapshot(engine)))
     del data["stock"]  # taken by a version before safety stock
     for order in data["book"]["open"]:

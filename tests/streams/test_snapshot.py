@@ -13,6 +13,7 @@ from streams.decode import parse_event
 from streams.engine import Engine
 from streams.live import live_view
 from streams.snapshot import restore, snapshot
+from tests.streams.helpers import run_events
 
 CONFIG = EngineConfig(windows=["1m", "1h", "1d"], allowed_lateness="2m")
 
@@ -24,15 +25,15 @@ def events() -> list:
 
 def test_restore_mid_stream_continues_exactly(events: list) -> None:
     whole = Engine(CONFIG)
-    expected = whole.run(events)
+    expected = run_events(whole, events)
     expected.extend(whole.flush())
 
     for cut in (1, len(events) // 3, 2 * len(events) // 3):
         first = Engine(CONFIG)
-        out = first.run(events[:cut])
+        out = run_events(first, events[:cut])
         data = orjson.loads(orjson.dumps(snapshot(first)))  # through JSON, as a table stores it
         second = restore(CONFIG, data)
-        out.extend(second.run(events[cut:]))
+        out.extend(run_events(second, events[cut:]))
         out.extend(second.flush())
         assert out.records == expected.records, f"cut at {cut}"
         assert out.alerts == expected.alerts, f"cut at {cut}"
@@ -41,7 +42,7 @@ def test_restore_mid_stream_continues_exactly(events: list) -> None:
 
 def test_snapshot_of_restored_engine_is_identical(events: list) -> None:
     engine = Engine(CONFIG)
-    engine.run(itertools.islice(events, 5000))
+    run_events(engine, itertools.islice(events, 5000))
     data = orjson.loads(orjson.dumps(snapshot(engine)))
     assert orjson.loads(orjson.dumps(snapshot(restore(CONFIG, data)))) == data
 
@@ -53,7 +54,7 @@ def test_snapshot_version_is_checked() -> None:
 
 def test_live_view_shows_open_windows_up_to_the_watermark(events: list) -> None:
     engine = Engine(CONFIG)
-    engine.run(events[:8000])
+    run_events(engine, events[:8000])
     view = live_view(engine)
     assert view["watermark"] is not None and view["machines"] == 11
     current = [
