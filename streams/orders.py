@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.perfect_order import OrderVerdict
@@ -69,6 +69,37 @@ class OpenOrder:
     shipments: list[Shipment] = field(default_factory=list)
     closed_us: int | None = None
     cancelled_us: int | None = None  # the earliest cancellation's ts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The order as JSON-safe data (a snapshot's)."""
+        return {
+            "order_id": self.order_id,
+            "direction": self.direction,
+            "segment": self.segment,
+            "partner": self.partner,
+            "created_us": self.created_us,
+            "amended_us": self.amended_us,
+            "promised_us": self.promised_us,
+            "lines": [[n, q] for n, q in self.lines.items()],
+            "skus": [[n, sku] for n, sku in self.skus.items()],
+            "shipments": [[at, ok, [list(i) for i in items]] for at, ok, items in self.shipments],
+            "closed_us": self.closed_us,
+            "cancelled_us": self.cancelled_us,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpenOrder:
+        """The order `to_dict` gave (one without `skus` predates them)."""
+        return cls(
+            **{
+                **d,
+                "lines": {int(n): float(q) for n, q in d["lines"]},
+                "skus": {int(n): sku for n, sku in d.get("skus", [])},
+                "shipments": [
+                    (at, ok, [tuple(i) for i in items]) for at, ok, items in d["shipments"]
+                ],
+            }
+        )
 
     def completed_us(self) -> int | None:
         """delivered_at of the delivery that completes every line, if any."""
@@ -190,6 +221,29 @@ class OrderBook:
         self.keep_settled = False
         self.ignored: Counter[str] = Counter()
         self._heap: list[tuple[int, str]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        """The book's state as JSON-safe data (a snapshot's); `load` takes it back."""
+        return {
+            "open": [o.to_dict() for o in self.open.values()],
+            "decided": list(self.decided.items()),
+            "ignored": dict(self.ignored),
+            "heap": [list(h) for h in self._heap],
+            "settled": [
+                [o.to_dict(), None if v is None else asdict(v)] for o, v in self.settled.values()
+            ],
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        """Take back the state `to_dict` gave (`settled` is absent before revisions)."""
+        self.open = {o["order_id"]: OpenOrder.from_dict(o) for o in data["open"]}
+        self.decided = dict((k, v) for k, v in data["decided"])
+        self.ignored = Counter(data["ignored"])
+        self._heap = [(at, oid) for at, oid in data["heap"]]
+        for o, v in data.get("settled", []):
+            order = OpenOrder.from_dict(o)
+            verdict = None if v is None else OrderVerdict(**{**v, "skus": tuple(v["skus"])})
+            self.settled[order.order_id] = (order, verdict)
 
     def opens(self, event: Any) -> bool:
         """Whether `apply` would add an open order: an order id neither open nor

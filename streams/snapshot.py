@@ -8,16 +8,14 @@ no event counts twice and none is lost.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict
 from typing import Any
 
 from streams.config import EngineConfig
 from streams.engine import Engine
 from streams.machine import MachineTimeline
 from streams.oee import OeeState
-from streams.orders import OpenOrder
 from streams.pchart import PChart
-from streams.perfect_order import OrderVerdict, PerfectOrderState
+from streams.perfect_order import PerfectOrderState
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.seen import SeenIds
 from streams.windows import Window
@@ -29,37 +27,8 @@ def _window(w: Window) -> list[Any]:
     return window_to_list(w)
 
 
-def _order_to_dict(o: OpenOrder) -> dict[str, Any]:
-    return {
-        "order_id": o.order_id,
-        "direction": o.direction,
-        "segment": o.segment,
-        "partner": o.partner,
-        "created_us": o.created_us,
-        "amended_us": o.amended_us,
-        "promised_us": o.promised_us,
-        "lines": [[n, q] for n, q in o.lines.items()],
-        "skus": [[n, sku] for n, sku in o.skus.items()],
-        "shipments": [[at, ok, [list(i) for i in items]] for at, ok, items in o.shipments],
-        "closed_us": o.closed_us,
-        "cancelled_us": o.cancelled_us,
-    }
-
-
-def _order_from_dict(d: dict[str, Any]) -> OpenOrder:
-    return OpenOrder(
-        **{
-            **d,
-            "lines": {int(n): float(q) for n, q in d["lines"]},
-            "skus": {int(n): sku for n, sku in d.get("skus", [])},
-            "shipments": [(at, ok, [tuple(i) for i in items]) for at, ok, items in d["shipments"]],
-        }
-    )
-
-
 def snapshot(engine: Engine) -> dict[str, Any]:
     """Everything needed to continue exactly where the engine is."""
-    book = engine.book
     return {
         "version": VERSION,
         "watermark_us": engine.watermark_us,
@@ -74,16 +43,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             [_window(w), [[list(k), s.to_dict()] for k, s in states.items()]]
             for w, states in engine.orders.items()
         ],
-        "book": {
-            "open": [_order_to_dict(o) for o in book.open.values()],
-            "decided": list(book.decided.items()),
-            "ignored": dict(book.ignored),
-            "heap": [list(h) for h in book._heap],
-            "settled": [
-                [_order_to_dict(o), None if v is None else asdict(v)]
-                for o, v in book.settled.values()
-            ],
-        },
+        "book": engine.book.to_dict(),
         "charts": {name: chart.to_dict() for name, chart in engine.charts.items()},
         "seen": engine.seen.to_dict(),
         "stats": dict(engine.stats),
@@ -117,15 +77,7 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     engine.orders = defaultdict(dict)
     for w, states in data["orders"]:
         engine.orders[Window(*w)] = {tuple(k): PerfectOrderState.from_dict(s) for k, s in states}  # type: ignore[misc]
-    book = engine.book
-    book.open = {o["order_id"]: _order_from_dict(o) for o in data["book"]["open"]}
-    book.decided = dict((k, v) for k, v in data["book"]["decided"])
-    book.ignored = Counter(data["book"]["ignored"])
-    book._heap = [tuple(h) for h in data["book"]["heap"]]  # type: ignore[misc]
-    for o, v in data["book"].get("settled", []):
-        order = _order_from_dict(o)
-        verdict = None if v is None else OrderVerdict(**{**v, "skus": tuple(v["skus"])})
-        book.settled[order.order_id] = (order, verdict)
+    engine.book.load(data["book"])
     pchart_config = config.pchart.build()
     engine.charts = {n: PChart.from_dict(pchart_config, c) for n, c in data["charts"].items()}
     engine.seen = SeenIds.from_dict(data["seen"])
