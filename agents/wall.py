@@ -134,11 +134,10 @@ def wall_view(engines: Iterable[Engine]) -> dict[str, Any]:
             engine, current["perfect_order"], closed["perfect_order"], critical
         )
         out["day"] = _today(current["oee"], reasons) or out["day"]
-        out["machines"] += _machines(engine)
-        out["pcharts"] += _pcharts(engine, closed["pchart"])
-        out["alerts"] += standing_alerts(
-            view["last_closed"], out["machines"], out["pcharts"], critical
-        )
+        machines, pcharts = _machines(engine), _pcharts(engine, closed["pchart"])
+        out["machines"] += machines
+        out["pcharts"] += pcharts
+        out["alerts"] += standing_alerts(view["last_closed"], machines, pcharts, critical)
     top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
     out["downtime"] = [{"reason": k, "seconds": round(v, 1)} for k, v in top if v > 0]
     order = {"critical": 0, "warning": 1}

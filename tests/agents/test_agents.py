@@ -29,7 +29,7 @@ from faust.topics import Topic
 from faust.types import TP
 
 from agents.app import Runtime, build_app
-from agents.pipeline import SentBefore, Shard, route, tick_message
+from agents.pipeline import Incoming, SentBefore, Shard, route_batch, tick_message
 from agents.progress import InputEnds
 from agents.refill import RangeUnavailable
 from agents.settings import TopicSettings, load_settings
@@ -495,6 +495,19 @@ def test_before_its_first_message_a_partition_is_judged_from_where_reading_resum
 # ---------------------------------------------------------------- run_engine
 
 
+def forward(
+    event: dict[str, Any], partition: int, offset: int, wall_us: int, announce: list[str] | None
+) -> bytes:
+    """The engine-topic message ingest makes of a machine-state message holding `event`."""
+    key, value = event["machine"].encode(), orjson.dumps(event)
+    message = Incoming("machine-state", partition, offset, key, value)
+    batch = route_batch(
+        [message], sources={"machine-state": "machine-state"}, wall_us=wall_us, announce=announce
+    )
+    [(_, forwarded)] = batch.forwards
+    return forwarded
+
+
 def plant_hour() -> list[bytes]:
     """Engine-topic messages: a machine's hour, then a tick an hour later (all quiet)."""
     events = [
@@ -504,20 +517,17 @@ def plant_hour() -> list[bytes]:
         ef.state(ef.at(6.9), "running"),
     ]
     messages = [
-        route(
-            orjson.dumps(event),
-            key=b"press-1",
-            topic="machine-state",
-            source="machine-state",
+        forward(
+            event,
             partition=0,
             offset=n,
             wall_us=WALL_US - 3600 * US + n * US,
             announce=["machine-state:0"] if n == 0 else None,
-        ).forward
+        )
         for n, event in enumerate(events)
     ]
     tick = tick_message(WALL_US, {"machine-state:0": True})
-    return [m for m in messages if m is not None] + [tick]
+    return [*messages, tick]
 
 
 def progress(worker: Worker) -> tuple[int, int]:
@@ -633,16 +643,13 @@ def test_run_engine_dead_letters_and_counts_an_event_the_engine_refuses(
     dead-letter topic naming its input topic, and counts in runtime.dead_letters."""
     held, refused = ef.state(ef.at(7), "running"), ef.state(ef.at(7.1), "idle", machine="press-9")
     messages = [
-        route(
-            orjson.dumps(event),
-            key=event["machine"].encode(),
-            topic="machine-state",
-            source="machine-state",
+        forward(
+            event,
             partition=1,
             offset=n,
             wall_us=WALL_US,
             announce=["machine-state:1"] if n == 0 else None,
-        ).forward
+        )
         for n, event in enumerate((held, refused))
     ]
 

@@ -31,7 +31,6 @@ from agents.pipeline import (
     Shard,
     chunks,
     engine_partition,
-    route,
     route_batch,
     snapshot_due,
     tick_message,
@@ -64,30 +63,55 @@ def wall(seconds: float) -> int:
     return W0_US + round(seconds * US)
 
 
-# ---------------------------------------------------------------- route()
+# ---------------------------------------------------------------- one input message
+
+
+def alone(
+    value: bytes | None,
+    *,
+    key: bytes | None = b"press-1",
+    topic: str = "machine-state",
+    source: str = "machine-state",
+    partition: int = 3,
+    offset: int = 41,
+    wall_us: int | None = None,
+    **kwargs: Any,
+) -> tuple[Routed, bytes | None]:
+    """What `route_batch` makes of one input message: its routing and its
+    engine-topic forward (None when no event of it is valid)."""
+    message = Incoming(topic, partition, offset, key, value)
+    now = wall(0) if wall_us is None else wall_us
+    batch = route_batch([message], sources={topic: source}, wall_us=now, **kwargs)
+    [(_, routed)] = batch.routed
+    if not batch.forwards:
+        return routed, None
+    [(_, forward)] = batch.forwards
+    return routed, forward
 
 
 def _route(value: bytes | None, **kwargs: Any) -> Routed:
-    args: dict[str, Any] = {
-        "key": b"press-1",
-        "topic": "machine-state",
-        "source": "machine-state",
-        "partition": 3,
-        "offset": 41,
-        "wall_us": wall(0),
-    }
-    return route(value, **{**args, **kwargs})
+    return alone(value, **kwargs)[0]
+
+
+def _forward(value: bytes | None, **kwargs: Any) -> dict[str, Any]:
+    forward = alone(value, **kwargs)[1]
+    assert forward is not None
+    return orjson.loads(forward)  # type: ignore[no-any-return]
+
+
+def events_of(forward: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for run in forward["runs"] for e in run["events"]]
 
 
 def test_a_valid_event_is_forwarded_with_wall_time_and_source() -> None:
     event = ef.state(ef.at(6), "running")
-    routed = _route(orjson.dumps(event))
+    routed, forward = alone(orjson.dumps(event))
     assert routed.dead_letter is None and routed.reasons == []
     assert routed.events == 1
-    assert orjson.loads(routed.forward) == {
+    assert forward is not None
+    assert orjson.loads(forward) == {
         "wall_us": wall(0),
-        "source": "machine-state:3",
-        "events": [event],
+        "runs": [{"source": "machine-state:3", "upto": 41, "events": [event]}],
     }
 
 
@@ -97,29 +121,32 @@ def test_a_valid_batch_is_forwarded_whole_in_order() -> None:
         ef.count(ef.at(6.5), 100, 98, 1.5),
         ef.state(ef.at(7), "down", reason="jam"),
     ]
-    routed = _route(orjson.dumps(batch))
+    routed, forward = alone(orjson.dumps(batch))
     assert routed.dead_letter is None and routed.events == 3
-    assert orjson.loads(routed.forward)["events"] == batch
+    assert forward is not None
+    assert orjson.loads(forward)["runs"] == [
+        {"source": "machine-state:3", "upto": 41, "events": batch}
+    ]
 
 
 def test_forwarded_events_are_the_contract_json_of_the_validated_events() -> None:
     event = ef.state("2026-11-22T08:00:00.5+02:00", "running")
-    forwarded = orjson.loads(_route(orjson.dumps(event)).forward)["events"][0]
+    [forwarded] = events_of(_forward(orjson.dumps(event)))
     assert forwarded == event_to_json(parse_event(event))
     assert forwarded["ts"] == "2026-11-22T08:00:00.500000+02:00"  # the same instant, µs
 
 
 def test_the_forward_names_the_topic_not_the_topic_kind() -> None:
-    routed = _route(orjson.dumps(ef.state(ef.at(6), "running")), topic="acme.machines")
-    assert orjson.loads(routed.forward)["source"] == "acme.machines:3"
+    forward = _forward(orjson.dumps(ef.state(ef.at(6), "running")), topic="acme.machines")
+    assert [run["source"] for run in forward["runs"]] == ["acme.machines:3"]
 
 
 def test_announce_adds_the_input_partitions_read() -> None:
     value = orjson.dumps(ef.state(ef.at(6), "running"))
     reading = ["machine-state:3", "orders:0", "shipments:1"]
-    assert orjson.loads(_route(value, announce=reading).forward)["sources"] == reading
-    assert "sources" not in orjson.loads(_route(value).forward)
-    assert "sources" not in orjson.loads(_route(value, announce=[]).forward)
+    assert _forward(value, announce=reading)["sources"] == reading
+    assert "sources" not in _forward(value)
+    assert "sources" not in _forward(value, announce=[])
 
 
 @pytest.mark.parametrize(
@@ -136,8 +163,8 @@ def test_announce_adds_the_input_partitions_read() -> None:
 def test_shard_key_is_the_site_for_machine_events_else_orders(
     event: dict[str, Any], key: str, source: str, shard: str
 ) -> None:
-    routed = _route(orjson.dumps(event), key=key.encode(), topic=source, source=source)
-    assert routed.forward is not None
+    routed, forward = alone(orjson.dumps(event), key=key.encode(), topic=source, source=source)
+    assert forward is not None
     assert routed.shard == shard
 
 
@@ -150,7 +177,7 @@ def _without(event: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 BAD_MESSAGES = [
-    # id, value, route() overrides, reason, index, error starts with
+    # id, value, alone() overrides, reason, index, error starts with
     (
         "truncated-json",
         b'{"type": "state", "event_id": ',
@@ -244,8 +271,8 @@ BAD_MESSAGES = [
 def test_a_bad_message_becomes_one_dead_letter_with_the_original_bytes(
     value: bytes, overrides: dict[str, Any], reason: str, index: int | None, error: str
 ) -> None:
-    routed = _route(value, **overrides)
-    assert routed.forward is None and routed.events == 0
+    routed, forward = alone(value, **overrides)
+    assert forward is None and routed.events == 0
     assert routed.reasons == [reason]
     letter = orjson.loads(routed.dead_letter)
     assert letter["reason"] == reason
@@ -281,9 +308,9 @@ def test_a_mixed_batch_forwards_the_good_and_dead_letters_the_rest_in_one_envelo
         "oops",
     ]
     value = orjson.dumps(batch)
-    routed = _route(value)
+    routed, forward = alone(value)
     assert routed.events == 2
-    assert orjson.loads(routed.forward)["events"] == [good_1, good_2]
+    assert forward is not None and events_of(orjson.loads(forward)) == [good_1, good_2]
     assert routed.reasons == ["schema", "key_mismatch", "not_an_object"]
     letter = orjson.loads(routed.dead_letter)
     assert letter["reason"] == "schema"  # the first error's
@@ -306,8 +333,8 @@ def test_a_future_event_in_a_batch_is_dead_lettered_with_its_index() -> None:
 
 
 def test_a_tombstone_has_its_own_dead_letter_reason() -> None:
-    routed = _route(None, key=None)
-    assert routed.forward is None
+    routed, forward = alone(None, key=None)
+    assert forward is None
     letter = orjson.loads(routed.dead_letter)
     assert letter["reason"] == "tombstone"
     assert "null" in letter["errors"][0]["error"]
@@ -391,21 +418,20 @@ def test_a_bad_message_of_a_batch_is_its_own_dead_letter_and_the_rest_go_on() ->
     assert "sources" not in orjson.loads(value)
     letters = [(m.offset, r.reasons) for m, r in batch.routed if r.dead_letter is not None]
     assert letters == [(1, ["undecodable"]), (2, ["schema"])]
-    # Each dead letter is what route() makes of that message alone.
+    # Each dead letter is what routing makes of that message alone.
     for message, routed in batch.routed:
-        alone = route(
+        single = _route(
             message.value,
             key=message.key,
             topic=message.topic,
             source=message.topic,
             partition=message.partition,
             offset=message.offset,
-            wall_us=wall(0),
         )
         assert (routed.dead_letter, routed.reasons, routed.events) == (
-            alone.dead_letter,
-            alone.reasons,
-            alone.events,
+            single.dead_letter,
+            single.reasons,
+            single.events,
         )
 
 
@@ -512,9 +538,9 @@ class Feed:
     def send(
         self, source: str, at_s: float, *events: dict[str, Any], announce: list[str] | None = None
     ) -> Output | None:
-        """Input partition `source` delivers `events` at wall(at_s), through route()."""
+        """Input partition `source` delivers `events` at wall(at_s), routed alone."""
         topic, partition = source.split(":")
-        routed = route(
+        routed, forward = alone(
             orjson.dumps(list(events)),
             key=None,
             topic=topic,
@@ -524,8 +550,8 @@ class Feed:
             wall_us=wall(at_s),
             announce=announce,
         )
-        assert routed.forward is not None and routed.dead_letter is None
-        return self.apply(routed.forward)
+        assert forward is not None and routed.dead_letter is None
+        return self.apply(forward)
 
     def tick(self, at_s: float, caught_up: dict[str, bool]) -> Output | None:
         """A tick at wall(at_s): each input partition read to its end or not."""
@@ -550,17 +576,16 @@ def test_messages_below_next_offset_are_skipped_on_replay() -> None:
     feed.tick(2, {MACHINES: True})
     state = feed.shard.to_bytes()
     assert feed.shard.next_offset == 3
-    again = route(
+    _, again = alone(
         orjson.dumps(ef.count(iso(ts(1)), 60, 59, 1.0)),
         key=None,
-        topic="machine-state",
-        source="machine-state",
         partition=0,
         offset=0,
         wall_us=wall(1),
     )
+    assert again is not None
     for offset in (0, 1, 2):
-        assert feed.shard.apply(offset, again.forward) is None
+        assert feed.shard.apply(offset, again) is None
     assert feed.shard.stats["skipped_replayed"] == 3
     assert feed.shard.to_bytes() == state
 
@@ -582,7 +607,7 @@ def plant_messages(hours: float, seed: int = 11) -> Iterator[bytes]:
     now = T0_US
     for n, (topic, key, batch) in enumerate(batched(events, max_batch=5)):
         now = max(parse_event(e).ts_us for e in batch) + 2 * US
-        routed = route(
+        routed, forward = alone(
             orjson.dumps(batch),
             key=key.encode(),
             topic=topic,
@@ -592,8 +617,8 @@ def plant_messages(hours: float, seed: int = 11) -> Iterator[bytes]:
             wall_us=now,
             announce=sources if n == 0 else None,
         )
-        assert routed.forward is not None and routed.dead_letter is None
-        yield routed.forward
+        assert forward is not None and routed.dead_letter is None
+        yield forward
         if n % 10 == 9:
             yield tick_message(now, dict.fromkeys(sources, True))
     for minute in range(1, 121):
@@ -641,12 +666,35 @@ def test_a_snapshot_restores_a_shard_that_has_seen_nothing() -> None:
     empty = Shard(ENGINE, IDLE_S * US)
     restored = Shard.from_bytes(ENGINE, IDLE_S * US, empty.to_bytes())
     assert restored.to_bytes() == empty.to_bytes()
-    assert restored.next_offset == 0 and restored.first_data is None
+    assert restored.next_offset == 0 and restored.clock.first_data is None
+
+
+def test_a_snapshot_keeps_the_layout_older_workers_wrote_and_read() -> None:
+    #   wall (s)         0 (announces both)   40 (tick)           50
+    #   machine-state:0  06:00                caught up
+    #   orders:0                              not caught up       06:06
+    feed = new_feed()
+    feed.send(MACHINES, 0, ef.state(iso(ts(0)), "running"), announce=[MACHINES, ORDERS])
+    feed.tick(40, {MACHINES: True, ORDERS: False})
+    feed.send(ORDERS, 50, ef.order("O-1", iso(ts(6)), iso(ts(180))))
+    data = feed.shard.to_bytes()
+    # Byte for byte what the shard wrote before its clock was `streams.clock`'s.
+    assert data[: data.index(b',"engine":')] == (
+        b'{"next_offset":3,'
+        b'"sources":{"machine-state:0":[%d,%d],"orders:0":[%d,%d]},'
+        b'"caught_up":{"machine-state:0":true,"orders:0":false},'
+        b'"first_data":[%d,%d],"last_event_wall_us":%d'
+        % (ts(0), wall(0), ts(6), wall(50), ts(0), wall(0), wall(50))
+    )
+    restored = Shard.from_bytes(ENGINE, IDLE_S * US, data)
+    assert restored.to_bytes() == data
 
 
 def test_a_forward_of_runs_gives_what_one_forward_per_run_gives() -> None:
     #   runs:  machine-state:0 [06:00 running, 06:20 count] | orders:0 [order] | machine-state:0 [07:10 down]
     #   as one message, or as three messages at the same wall time: the same
+    #   (those three in the one-message format ingest wrote before it sent runs,
+    #   which an engine topic written by an older worker still holds)
     sources = [MACHINES, ORDERS]
     runs = [
         (MACHINES, [ef.state(iso(ts(0)), "running"), ef.count(iso(ts(20)), 60, 59, 1.0)]),
@@ -710,18 +758,11 @@ def test_forwarding_input_in_batches_closes_the_same_windows_as_one_by_one(size:
         for _, value in batch.forwards:
             together.apply(value)
         for n, m in enumerate(group):
-            routed = route(
-                m.value,
-                key=m.key,
-                topic=m.topic,
-                source=m.topic,
-                partition=m.partition,
-                offset=m.offset,
-                wall_us=now,
-                announce=announce if n == 0 else None,
+            one = route_batch(
+                [m], sources=SOURCES, wall_us=now, announce=announce if n == 0 else None
             )
-            assert routed.forward is not None
-            apart.apply(routed.forward)
+            [(_, forward)] = one.forwards
+            apart.apply(forward)
         if start // size % 3 == 2:
             together.apply(tick_message(now, dict.fromkeys(sources, True)))
             apart.apply(tick_message(now, dict.fromkeys(sources, True)))
@@ -769,7 +810,7 @@ def test_any_interleaving_of_the_input_partitions_closes_what_replay_closes(seed
     logs = kafka_inputs(events, partitions=4)
     read = dict.fromkeys(logs, 0)
     feed = new_feed(EngineConfig(windows=["1h", "1d"], allowed_lateness="5m"))
-    feed.shard.idle_us = 10 * US
+    feed.shard.clock.idle_us = 10 * US
     now, next_tick, announce = W0_US, W0_US, sorted(logs)
     while unread := [s for s in logs if read[s] < len(logs[s])]:
         batch: list[Incoming] = []
@@ -1092,7 +1133,7 @@ def test_each_refused_event_of_a_forward_names_its_own_run() -> None:
     assert feed.shard.engine.stats["events.machine-state"] == 3
     assert feed.shard.engine.stats["refused.too_many_machines"] == 1
     # A refused event still shows how far its input has got (the watermark's rule).
-    assert feed.shard.sources[other][0] == ts(2)
+    assert feed.shard.clock.sources[other][0] == ts(2)
 
 
 @pytest.mark.parametrize(

@@ -279,3 +279,21 @@ def test_wall_in_headless_chromium_shows_the_kpi_values(tmp_path: Path) -> None:
     finally:
         demo.kill()
     assert demo.lines[0] == f"kpimon: wall http://127.0.0.1:{demo.port}/"
+
+
+def test_each_partitions_alerts_are_listed_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with several engine partitions lists each one's alerts once
+    (each partition's silent machines and charts, not every partition's so far)."""
+    machines = iter(["m-1", "m-2", "m-3"])
+
+    def one_silent_machine(_: Engine) -> list[dict[str, Any]]:
+        return [{"machine": next(machines), "silent": True, "silence_s": 600.0}]
+
+    monkeypatch.setattr(agents.wall, "_machines", one_silent_machine)
+    one = wall_view([engine])["alerts"]
+    two = wall_view([engine, engine])["alerts"]
+    silent = sorted(a["what"] for a in two if a["kind"] == "silent")
+    assert silent == ["m-2", "m-3"]
+    assert len(two) == 2 * len(one)
