@@ -23,24 +23,20 @@ from streams.windows import Window
 VERSION = 1
 
 
-def _window(w: Window) -> list[Any]:
-    return window_to_list(w)
-
-
 def snapshot(engine: Engine) -> dict[str, Any]:
     """Everything needed to continue exactly where the engine is."""
     return {
         "version": VERSION,
         "watermark_us": engine.watermark_us,
         "closed_until_us": engine.closed_until_us,
-        "next_close_us": engine._next_close_us,
+        "next_close_us": engine.next_close_us,
         "machines": [t.to_dict() for t in engine.machines.values()],
         "oee": [
-            [_window(w), [[list(k), s.to_dict()] for k, s in states.items()]]
+            [window_to_list(w), [[list(k), s.to_dict()] for k, s in states.items()]]
             for w, states in engine.oee.items()
         ],
         "orders": [
-            [_window(w), [[list(k), s.to_dict()] for k, s in states.items()]]
+            [window_to_list(w), [[list(k), s.to_dict()] for k, s in states.items()]]
             for w, states in engine.orders.items()
         ],
         "book": engine.book.to_dict(),
@@ -50,13 +46,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "last_closed": engine.last_closed,
         "stock": engine.stock.to_dict(),
         "history": {m: h.to_dict() for m, h in engine.history.items()},
-        "closed": [[_window(w), c.to_dict()] for w, c in engine.closed.items()],
-        "late": sorted(engine._late),
+        "closed": [[window_to_list(w), c.to_dict()] for w, c in engine.closed.items()],
+        "late": engine.machine_side.to_list(),
         "chart_history": {n: h.to_dict() for n, h in engine.chart_history.items()},
-        "orders_revised": [
-            [_window(w), [list(k) for k in sorted(keys)]]
-            for w, keys in engine._orders_revised.items()
-        ],
+        "orders_revised": engine.order_side.to_list(),
     }
 
 
@@ -67,7 +60,7 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     engine = Engine(config, auto_watermark=auto_watermark)
     engine.watermark_us = data["watermark_us"]
     engine.closed_until_us = data["closed_until_us"]
-    engine._next_close_us = data["next_close_us"]
+    engine.next_close_us = data["next_close_us"]
     for t in data["machines"]:
         timeline = MachineTimeline.from_dict(t)
         engine.machines[timeline.machine] = timeline
@@ -93,9 +86,8 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
                 base = MachineTimeline.from_dict({**t.to_dict(), "pending": []})
                 engine.history[machine] = MachineHistory(base)
     engine.closed = {Window(*w): ClosedWindow.from_dict(c) for w, c in data.get("closed", [])}
-    engine._late = set(data.get("late", []))
-    for w, keys in data.get("orders_revised", []):
-        engine._orders_revised[Window(*w)] = {(k[0], k[1]) for k in keys}
+    engine.machine_side.load(data.get("late", []))
+    engine.order_side.load(data.get("orders_revised", []))
     engine.chart_history = {
         n: ChartHistory.from_dict(h) for n, h in data.get("chart_history", {}).items()
     }

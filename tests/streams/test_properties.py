@@ -25,6 +25,7 @@ from streams.decode import parse_event
 from streams.engine import Engine, Output
 from streams.oee import OeeState
 from streams.perfect_order import OrderVerdict, PerfectOrderState
+from streams.publishing import Publisher
 from streams.windows import Window
 from tests.streams.helpers import run_events
 
@@ -78,16 +79,24 @@ class RecordingEngine(Engine):
         super().__init__(cfg)
         self.closed_oee: dict[Window, dict[tuple[str, str, str], OeeState]] = {}
         self.closed_orders: dict[Window, dict[tuple[str, str], PerfectOrderState]] = {}
+        self.publisher = RecordingPublisher(self)
 
-    def _close_window(self, window: Window) -> Output:
-        self.closed_oee[window] = {
-            k: OeeState.from_dict(s.to_dict()) for k, s in self.oee.get(window, {}).items()
+
+class RecordingPublisher(Publisher):
+    """Copies a closing window's states into its `RecordingEngine`."""
+
+    engine: RecordingEngine
+
+    def close_window(self, window: Window) -> Output:
+        engine = self.engine
+        engine.closed_oee[window] = {
+            k: OeeState.from_dict(s.to_dict()) for k, s in engine.oee.get(window, {}).items()
         }
-        self.closed_orders[window] = {
+        engine.closed_orders[window] = {
             k: PerfectOrderState.from_dict(s.to_dict())
-            for k, s in self.orders.get(window, {}).items()
+            for k, s in engine.orders.get(window, {}).items()
         }
-        return super()._close_window(window)
+        return super().close_window(window)
 
 
 def run(

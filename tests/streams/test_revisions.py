@@ -399,7 +399,7 @@ def test_a_restored_engine_keeps_the_same_history_as_one_never_stopped() -> None
     straight = Engine(config)
     run_events(straight, (parse_event(e) for e in events))
     restored = restore(config, orjson.loads(orjson.dumps(snapshot(straight))))
-    assert restored._history_floor() == straight._history_floor()
+    assert restored.history_floor() == straight.history_floor()
     assert restored.closed.keys() == straight.closed.keys()
 
 
