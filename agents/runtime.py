@@ -1,8 +1,9 @@
 """What a worker process knows besides its tables: the engine shards it
 holds, counters, and the state of ingest and of its outputs.
 
-`agents.app` fills it in; the HTTP views (`/kpi`, `/healthz`, the wall), the
-metrics collector (`agents.metrics`) and the console summary read it.
+Ingest (`agents.ingest`), the engine partitions (`agents.engine_runner`) and
+the clock ticks (`agents.ticks`) fill it in; the HTTP views (`agents.web`, the
+wall), the metrics collector (`agents.metrics`) and the console summary read it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,221 @@
+"""The engine partitions a worker holds: apply, publish, snapshot, acknowledge.
+
+The run_engine agent of `agents.app` hands every engine-topic event to
+`EngineRunner.step`. An engine partition's `Shard` is loaded from the
+snapshot table rows the first time one of its messages arrives; after a
+resume, the refusals an earlier owner sent are read back (so none is sent
+twice), and offsets the consumer did not hand over are refilled from the
+topic. Each message's outputs go to an outbox; once a snapshot is due it is
+written to the table, and only after the snapshot and the outputs so far are
+delivered are the covered offsets acknowledged and the refilled ranges marked
+committable. The collaborators (the table, its row writes, the send, the
+read-back, the refusals' look-back, the range marking) are passed in, so all
+of it is testable with fakes, without Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from agents.letters import letter_id
+from agents.outbox import Outbox, Send
+from agents.pipeline import Shard, chunks, snapshot_due
+from agents.read_back import ReadBack
+from agents.resume import floor_of
+from agents.runtime import Runtime
+from agents.settings import Settings
+from streams.engine import Output
+from streams.records import record_key
+
+log = logging.getLogger("kpimon")
+
+
+class EngineRunner:
+    """Runs the engine partitions this worker holds; keeps their state in `runtime`.
+
+    `table` holds the snapshot rows (`get`, `[]`); `set_row(partition, key,
+    value)` writes one and returns its changelog delivery; `lettered(engine=,
+    resumed=, floor_ms=)` gives the (offset, index) of the refusals sent
+    before (`agents.resume`); `mark_read_back(topic, partition, start, stop)`
+    lets the consumer commit past a range read back.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        *,
+        table: Mapping[str, str],
+        set_row: Callable[[int, str, str], Awaitable[Any]],
+        send: Send,
+        windows_topic: Any,
+        alerts_topic: Any,
+        dead_topic: Any,
+        read_back: ReadBack,
+        lettered: Callable[..., Awaitable[set[tuple[int, int]]]],
+        mark_read_back: Callable[[str, int, int, int], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.table = table
+        self.set_row = set_row
+        self.send = send
+        self.windows_topic = windows_topic
+        self.alerts_topic = alerts_topic
+        self.dead_topic = dead_topic
+        self.read_back = read_back
+        self.lettered = lettered
+        self.mark_read_back = mark_read_back
+        self.engine_topic = settings.topics.engine
+
+    async def step(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
+        """Apply one engine-topic event (its `message`), publish what it gives,
+        and snapshot when due; `ack(event)` acknowledges what a snapshot covers."""
+        rt, msg = self.runtime, event.message
+        shard = self.load_shard(msg.partition)
+        if msg.partition not in rt.engine_letters:
+            await self.resumed(msg.partition, shard, msg)
+        if msg.offset > shard.next_offset:
+            await self.refill(msg.partition, shard, msg.offset)
+        await self.publish(msg.partition, shard.apply(msg.offset, msg.value))
+        rt.engine_applied = time.monotonic()
+        if msg.key == b"tick":
+            rt.last_tick_seen = rt.engine_applied
+        rt.unacked[msg.partition].append(event)
+        if snapshot_due(
+            time.monotonic() - rt.snapshot_at[msg.partition],
+            rt.snapshot_s[msg.partition],
+            self.settings.worker.snapshot_interval,
+        ):
+            await self.snapshot_and_ack(msg.partition, shard, ack)
+
+    async def snapshot_and_ack(
+        self, partition: int, shard: Shard, ack: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        rt = self.runtime
+        began = time.monotonic()
+        delivered = self.save_shard(partition, shard)
+        rt.snapshot_at[partition] = time.monotonic()
+        rt.snapshot_s[partition] = rt.snapshot_at[partition] - began
+        # The snapshot, and the outputs sent so far, are delivered before
+        # the offsets they cover are acknowledged: a crash in between
+        # would restore an older snapshot past a committed offset, or
+        # never send an output again.
+        await asyncio.gather(*delivered)
+        if partition in rt.outboxes:
+            rt.published["resent"] += await rt.outboxes[partition].deliver()
+        pending, rt.unacked[partition] = rt.unacked[partition], []
+        for done in pending:
+            await ack(done)
+        for start, stop in rt.read_back.pop(partition, ()):
+            await self.mark_read_back(self.engine_topic, partition, start, stop)
+
+    def load_shard(self, partition: int) -> Shard:
+        rt = self.runtime
+        shard = rt.shards.get(partition)
+        if shard is not None:
+            return shard
+        idle_us = round(self.settings.worker.idle_advance_after * 1e6)
+        manifest = self.table.get(f"{partition}/manifest")
+        name = f"{self.engine_topic}:{partition}"
+        if manifest is None:
+            shard = Shard(self.settings.engine, idle_us, name)
+        else:
+            slot, count = manifest.split(":")
+            data = "".join(self.table[f"{partition}/{slot}/{i}"] for i in range(int(count)))
+            shard = Shard.from_bytes(self.settings.engine, idle_us, data.encode(), name)
+            log.info("partition %s restored at offset %s", partition, shard.next_offset)
+        rt.shards[partition] = shard
+        rt.unacked[partition] = []
+        rt.snapshot_at[partition] = time.monotonic()
+        rt.snapshot_s[partition] = 0.0
+        return shard
+
+    def save_shard(self, partition: int, shard: Shard) -> list[Awaitable[Any]]:
+        """Write chunks to the slot not in use, then switch the manifest (one row).
+
+        Returns the rows' changelog deliveries. A table assignment only puts
+        its changelog record in Faust's producer buffer, and neither an offset
+        commit nor `producer.flush()` (which gives up on the buffer after
+        0.1 s without a send) waits for it: the deliveries are awaited instead.
+        """
+        manifest = self.table.get(f"{partition}/manifest")
+        slot = "b" if manifest is not None and manifest.startswith("a") else "a"
+        parts = chunks(shard.to_bytes().decode())
+        rows = [(f"{partition}/{slot}/{i}", part) for i, part in enumerate(parts)]
+        rows.append((f"{partition}/manifest", f"{slot}:{len(parts)}"))
+        # `snapshots[key] = value`, keeping each row's changelog delivery.
+        return [self.set_row(partition, key, value) for key, value in rows]
+
+    async def publish(self, partition: int, out: Output | None) -> None:
+        if out is None:
+            return
+        rt = self.runtime
+        box = rt.outboxes.setdefault(partition, Outbox(self.send))
+        for record in out.records:
+            await box.put(self.windows_topic, record_key(record).encode(), orjson.dumps(record))
+        rt.published["records"] += len(out.records)
+        for alert in out.alerts:
+            await box.put(self.alerts_topic, alert["alert_id"].encode(), orjson.dumps(alert))
+        rt.published["alerts"] += len(out.alerts)
+        sent_before = rt.engine_letters.get(partition)
+        for topic, reason, value in out.dead_letters:  # events the engine refused
+            where = letter_id(value) if sent_before else None
+            if where is not None and (where[3], where[4]) in sent_before:  # type: ignore[operator]
+                continue  # sent, and counted, before a restart or rebalance
+            await box.put(self.dead_topic, None, value)
+            rt.dead_letters[topic, reason] += 1
+
+    async def resumed(self, partition: int, shard: Shard, msg: Any) -> None:
+        """The refusals an earlier owner of the engine partition sent for the
+        offsets it is restored at and beyond (`agents.resume`)."""
+        resumed = shard.next_offset
+        # Refilled messages before this one were written earlier: no floor then.
+        floor_ms = floor_of(msg.timestamp) if msg.offset <= resumed else 0
+        try:
+            found = await self.lettered(
+                engine=(self.engine_topic, partition), resumed=resumed, floor_ms=floor_ms
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("could not read back the refusals sent before (%r): sent twice maybe", exc)
+            found = set()
+        self.runtime.engine_letters[partition] = found
+        log.info(
+            "engine partition %s resumed at offset %s: %s refusals sent before",
+            partition,
+            resumed,
+            len(found),
+        )
+
+    async def refill(self, partition: int, shard: Shard, upto: int) -> None:
+        """Apply the engine messages from the shard's next offset up to `upto`,
+        which the consumer handed over instead: a restored snapshot older than
+        the committed offset, or messages it skipped."""
+        start = shard.next_offset
+        for offset, _, value in await self.read_back(
+            "engine", self.engine_topic, partition, shard.next_offset, upto
+        ):
+            await self.publish(partition, shard.apply(offset, value or b"{}"))
+        # Committable once a snapshot covers them, like the offsets handed over.
+        self.runtime.read_back.setdefault(partition, []).append((start, upto))
+        shard.next_offset = upto  # what could not be read back is lost (counted)
+
+    async def forget(self, partition: int, settle_s: float) -> None:
+        """Drop a revoked engine partition's state; the next owner sends the rest."""
+        rt = self.runtime
+        rt.engine_letters.pop(partition, None)
+        rt.shards.pop(partition, None)
+        rt.unacked.pop(partition, None)
+        rt.read_back.pop(partition, None)
+        box = rt.outboxes.pop(partition, None)
+        if box is not None:
+            # Sent ones on the topic first: the next owner (maybe this worker
+            # again) reads back the refusals there and sends them once.
+            await box.settle(settle_s)
