@@ -1,0 +1,193 @@
+"""`agents.engine_runner.EngineRunner` with fakes for its collaborators: no Faust,
+no broker. The snapshot table is a dict; `Wire` (tests.agents.fakes) records
+row writes, sends, deliveries, acknowledgements and ranges marked, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaError
+
+from agents.engine_runner import EngineRunner
+from agents.pipeline import Incoming, route_batch, tick_message
+from agents.read_back import ReadBack
+from agents.runtime import Runtime
+from agents.settings import TopicSettings, load_settings
+from streams.timeutil import US, to_us
+from tests import eventfactory as ef
+from tests.agents.fakes import Event, Message, Wire, settle, topic_holding
+
+WALL_US = to_us(ef.DAY) + 8 * 3600 * US
+TOPICS = TopicSettings()
+ENGINE, WINDOWS, ALERTS, DEAD = TOPICS.engine, TOPICS.windows, TOPICS.alerts, TOPICS.dead_letter
+
+
+def forward(event: dict[str, Any], offset: int) -> bytes:
+    """The engine-topic message ingest makes of a machine-state message holding `event`."""
+    incoming = Incoming("machine-state", 0, offset, event["machine"].encode(), orjson.dumps(event))
+    batch = route_batch(
+        [incoming],
+        sources={"machine-state": "machine-state"},
+        wall_us=WALL_US,
+        announce=["machine-state:0"] if offset == 0 else None,
+    )
+    [(_, value)] = batch.forwards
+    return value
+
+
+MESSAGES = [
+    forward(ef.state(ef.at(7 + n / 10), "running" if n % 2 else "down"), n) for n in range(4)
+]
+
+
+def event(offset: int, value: bytes | None = None, key: bytes = b"events") -> Event:
+    return Event(Message(ENGINE, 0, offset, key, value or MESSAGES[offset], 1.0))
+
+
+def make(
+    wire: Wire,
+    *,
+    table: dict[str, str] | None = None,
+    snapshot_interval: float = 3600.0,
+    read: Any = None,
+    lettered: Any = None,
+) -> EngineRunner:
+    settings = load_settings(None, worker={"snapshot_interval": snapshot_interval})
+    runtime = Runtime(settings, embedded=False)
+    rows = {} if table is None else table
+
+    async def nothing_sent_before(**_: Any) -> set[tuple[int, int]]:
+        return set()
+
+    return EngineRunner(
+        settings,
+        runtime,
+        table=rows,
+        set_row=lambda partition, key, value: wire.set_row(rows, partition, key, value),
+        send=wire.send,
+        windows_topic=WINDOWS,
+        alerts_topic=ALERTS,
+        dead_topic=DEAD,
+        read_back=ReadBack(read or topic_holding(dict(enumerate(MESSAGES))), runtime.skipped),
+        lettered=lettered or nothing_sent_before,
+        mark_read_back=wire.mark_read_back,
+    )
+
+
+@pytest.fixture
+def snapshot_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A snapshot waits SNAPSHOT_SPACING times as long as the last took: not here.
+    monkeypatch.setattr("agents.pipeline.SNAPSHOT_SPACING", 0)
+
+
+@pytest.mark.usefixtures("snapshot_every_message")
+def test_it_acknowledges_only_once_the_snapshot_is_delivered() -> None:
+    wire = Wire(held=True)
+    runner = make(wire, snapshot_interval=1e-9)
+
+    async def main() -> None:
+        step = asyncio.create_task(runner.step(event(0), wire.ack))
+        await settle(lambda: any(kind == "row" for kind in wire.kinds()), "the snapshot rows")
+        await asyncio.sleep(0)
+        assert "acked" not in wire.kinds()  # the snapshot is not delivered yet
+        wire.release()
+        await step
+
+    asyncio.run(main())
+    kinds = wire.kinds()
+    assert kinds.index("acked") > max(i for i, kind in enumerate(kinds) if kind == "delivered")
+    assert runner.runtime.unacked == {0: []}
+
+
+def test_without_a_snapshot_nothing_is_acknowledged() -> None:
+    wire = Wire()
+    runner = make(wire)
+    asyncio.run(runner.step(event(0), wire.ack))
+    assert "acked" not in wire.kinds() and "row" not in wire.kinds()
+    assert runner.runtime.unacked == {0: [event(0)]}
+
+
+def test_a_refilled_range_is_marked_committable_once_a_snapshot_covers_it() -> None:
+    """Offsets 1 and 2 not handed over: read back, applied, and marked after the
+    snapshot that covers them is delivered, with the offsets acknowledged.
+
+        handed over   0 . . 3
+        read back       1 2
+        marked          [1, 3)  after the snapshot
+    """
+    wire = Wire()
+    read = topic_holding(dict(enumerate(MESSAGES)), b"events")
+    runner = make(wire, read=read)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.step(event(3), wire.ack)
+        assert "marked" not in wire.kinds()  # no snapshot yet
+        assert rt.read_back == {0: [(1, 3)]}
+        wire.held = True
+        snapshot = asyncio.create_task(runner.snapshot_and_ack(0, rt.shards[0], wire.ack))
+        await settle(lambda: wire.waiting, "the snapshot rows")
+        assert "marked" not in wire.kinds()
+        wire.release()
+        await snapshot
+
+    asyncio.run(main())
+    assert read.asked == [(ENGINE, 0, 1, 3)]
+    assert rt.skipped == {("engine", "refilled"): 2}
+    assert rt.shards[0].next_offset == 4
+    assert wire.journal[-3:] == [("acked", 0), ("acked", 3), ("marked", ENGINE, 0, 1, 3)]
+    assert rt.read_back == {}
+
+
+def test_a_shard_saved_to_the_table_is_loaded_from_it() -> None:
+    table: dict[str, str] = {}
+    first = make(Wire(), table=table)
+
+    async def main() -> None:
+        for offset in range(3):
+            await first.step(event(offset), Wire().ack)
+        await asyncio.gather(*first.save_shard(0, first.runtime.shards[0]))
+
+    asyncio.run(main())
+    assert table["0/manifest"] == "a:1"
+    restored = make(Wire(), table=table).load_shard(0)
+    assert restored.next_offset == 3
+    assert restored.to_bytes() == first.runtime.shards[0].to_bytes()
+
+
+def test_refusals_that_cannot_be_looked_back_at_count_as_none_sent() -> None:
+    async def unreachable(**_: Any) -> set[tuple[int, int]]:
+        raise KafkaError("no broker")
+
+    wire = Wire()
+    runner = make(wire, lettered=unreachable)
+    tick = tick_message(WALL_US, {"machine-state:0": True})
+    asyncio.run(runner.step(event(0, tick, key=b"tick"), wire.ack))
+    assert runner.runtime.engine_letters == {0: set()}
+    assert runner.runtime.last_tick_seen is not None
+
+
+def test_forget_on_revoke_drops_the_partitions_state() -> None:
+    wire = Wire()
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        rt.read_back[0] = [(1, 3)]
+        assert 0 in rt.outboxes and 0 in rt.engine_letters
+        await runner.forget(0, settle_s=1.0)
+
+    asyncio.run(main())
+    assert (rt.shards, rt.unacked, rt.read_back, rt.engine_letters, rt.outboxes) == (
+        {},
+        {},
+        {},
+        {},
+        {},
+    )
