@@ -1,11 +1,8 @@
-"""The Faust app: topics, agents, the snapshot table, timers and web views.
+"""The Faust app's wiring: topics, the snapshot table, agents, timer, signal handlers.
 
-Only the wiring is here. What the agents do is in `agents.ingest` (forward
-input batches) and `agents.engine_runner` (the engine partitions), the clock
-ticks in `agents.ticks`, the pages in `agents.web`, `agents.wall` and
-`agents.metrics`, the app's settings in `agents.faust_settings`; decoding,
-validation and the dead-letter envelope are in `agents.pipeline`, KPI
-arithmetic in `streams`. Agent concurrency is 1 everywhere (Faust tables and
+The agents hand their events to `agents.ingest` and `agents.engine_runner`,
+the timer to `agents.ticks`; pages are in `agents.web`, `agents.wall` and
+`agents.metrics`. Agent concurrency is 1 everywhere (Faust tables and
 ordering need it).
 """
 
@@ -51,52 +48,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     limit_fetch_wait(app, k.fetch_max_wait)
     bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     engine_topic = app.topic(s.engine, partitions=s.engine_partitions, **RAW)
-    dead_topic = app.topic(s.dead_letter, **RAW)
-    snapshots = app.Table(
-        "snapshots", default=None, partitions=s.engine_partitions, key_type=str, value_type=str
-    )
-
-    def assignment() -> set[TP]:  # looked up each time: the consumer is made on first use
-        return app.consumer.assignment()
-
-    tail = Tail(bootstrap, k, embedded)
-    read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)
-    marked = functools.partial(mark_read_back, app)
-    ingestion = Ingest(
-        settings,
-        runtime,
-        send=_send_now,
-        engine_topic=engine_topic,
-        dead_topic=dead_topic,
-        assignment=assignment,
-        committed=functools.partial(committed_offset, app),
-        read_back=read_back,
-        sent_before=functools.partial(
-            input_sent_before, tail, engine_topic=s.engine, dead_topic=s.dead_letter
-        ),
-        mark_read_back=marked,
-        clock_us=wall_us,
-    )
-    engine = EngineRunner(
-        settings,
-        runtime,
-        table=snapshots,
-        set_row=functools.partial(set_table_row, snapshots),
-        send=_send,
-        windows_topic=app.topic(s.windows, **RAW),
-        alerts_topic=app.topic(s.alerts, **RAW),
-        dead_topic=dead_topic,
-        read_back=read_back,
-        lettered=functools.partial(engine_lettered, tail, dead_topic=s.dead_letter),
-        mark_read_back=marked,
-    )
-    ticks = Ticks(
-        runtime,
-        engine_topic=engine_topic,
-        assignment=assignment,
-        highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
-        clock_us=wall_us,
-    )
+    ingestion, engine, ticks = _parts(app, runtime, bootstrap, engine_topic)
 
     @app.agent(app.topic(*s.sources(), **RAW), concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
@@ -136,6 +88,62 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     install_wall(app, runtime)  # `/`, `/wall.json` (agents.wall)
     install_metrics(app, runtime)
     return app, runtime
+
+
+def _parts(
+    app: faust.App, runtime: Runtime, bootstrap: str, engine_topic: Any
+) -> tuple[Ingest, EngineRunner, Ticks]:
+    """Ingest, the engine runner and the ticks, with the app's topics, table and
+    consumer as their collaborators."""
+    settings = runtime.settings
+    s, k = settings.topics, settings.kafka
+    dead_topic = app.topic(s.dead_letter, **RAW)
+    snapshots = app.Table(
+        "snapshots", default=None, partitions=s.engine_partitions, key_type=str, value_type=str
+    )
+
+    def assignment() -> set[TP]:  # looked up each time: the consumer is made on first use
+        return app.consumer.assignment()
+
+    tail = Tail(bootstrap, k, runtime.embedded)
+    read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)
+    marked = functools.partial(mark_read_back, app)
+    ingestion = Ingest(
+        settings,
+        runtime,
+        send=_send_now,
+        engine_topic=engine_topic,
+        dead_topic=dead_topic,
+        assignment=assignment,
+        committed=functools.partial(committed_offset, app),
+        read_back=read_back,
+        sent_before=functools.partial(
+            input_sent_before, tail, engine_topic=s.engine, dead_topic=s.dead_letter
+        ),
+        mark_read_back=marked,
+        clock_us=wall_us,
+    )
+    engine = EngineRunner(
+        settings,
+        runtime,
+        table=snapshots,
+        set_row=functools.partial(set_table_row, snapshots),
+        send=_send,
+        windows_topic=app.topic(s.windows, **RAW),
+        alerts_topic=app.topic(s.alerts, **RAW),
+        dead_topic=dead_topic,
+        read_back=read_back,
+        lettered=functools.partial(engine_lettered, tail, dead_topic=s.dead_letter),
+        mark_read_back=marked,
+    )
+    ticks = Ticks(
+        runtime,
+        engine_topic=engine_topic,
+        assignment=assignment,
+        highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
+        clock_us=wall_us,
+    )
+    return ingestion, engine, ticks
 
 
 async def _send_now(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
