@@ -30,7 +30,7 @@ from typing import Any
 from streams.config import EngineConfig
 from streams.events import event_to_json
 from streams.machine import MachineTimeline
-from streams.machine_side import MachineKey, MachineSide, add_marker, segment_pieces
+from streams.machine_side import MachineKey, MachineSide
 from streams.oee import OeeState
 from streams.order_side import OrderSide, SegmentKey
 from streams.orders import OrderBook
@@ -44,7 +44,7 @@ from streams.seen import SeenIds, digest
 from streams.timeutil import US, iso
 from streams.windows import Window, WindowSet
 
-__all__ = ["REFUSALS", "Engine", "Output", "add_marker", "segment_pieces"]
+__all__ = ["REFUSALS", "Engine", "Output"]
 
 REFUSALS = {
     "too_many_machines": ("machine-state",),

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from streams.engine import Engine, add_marker, segment_pieces
+from streams.engine import Engine
 from streams.machine import Segment
+from streams.machine_side import segment_pieces
 from streams.oee import OeeState
 from streams.records import oee_rollup, perfect_order_record
 from streams.timeutil import iso
@@ -45,7 +46,7 @@ def current_windows(engine: Engine) -> list[dict[str, Any]]:
             for window in wanted:
                 if seg.start_us == seg.end_us:  # a marker
                     if window.start_us <= seg.start_us < window.end_us:
-                        add_marker(oee[window].setdefault(key, OeeState()), seg)
+                        oee[window].setdefault(key, OeeState()).add(seg)
                     continue
                 clipped = Segment(
                     max(seg.start_us, window.start_us),

@@ -30,15 +30,6 @@ if TYPE_CHECKING:
 MachineKey = tuple[str, str, str]  # site, line, machine
 
 
-def add_marker(state: OeeState, seg: Segment) -> None:
-    """Count a zero-length segment: units made, or a failure (a silence start adds nothing)."""
-    if seg.units is not None:
-        u = seg.units
-        state.add_units(u.total, u.good, u.ideal_us, outside_running=u.outside_running)
-    elif seg.failure_at_start:
-        state.failures += 1
-
-
 def segment_pieces(
     seg: Segment, calendar: ShiftCalendar | None
 ) -> Iterator[tuple[int, int, str, str | None]]:
@@ -57,7 +48,7 @@ def spread(seg: Segment, windows: WindowSet, state_of: Callable[[Window], OeeSta
     if seg.start_us == seg.end_us:  # a marker: only units and failures count
         if seg.units is not None or seg.failure_at_start:
             for window in windows.containing(seg.start_us):
-                add_marker(state_of(window), seg)
+                state_of(window).add(seg)
         return
     for start, end, bucket, reason in segment_pieces(seg, windows.calendar):
         for window in windows.overlapping(start, end):

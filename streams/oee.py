@@ -22,11 +22,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams.timeutil import US
+
+if TYPE_CHECKING:
+    from streams.machine import Segment
 
 STATE_BUCKETS = ("running", "idle", "down", "setup", "planned_stop", "no_data")
 """Time buckets: the five machine states of the contract plus no-data."""
@@ -58,6 +61,19 @@ class OeeState:
     downtime_by_reason_us: dict[str, int] = field(default_factory=dict)
 
     # -- updates -----------------------------------------------------------
+    def add(self, piece: Segment) -> None:
+        """Count one observation already clipped to the window (`streams.kpi`):
+        a stretch of time in a state bucket, or a marker at an instant: units
+        made or a failure (a silence start adds nothing). `add_time` and
+        `add_units` are the same for callers that hold the parts."""
+        if piece.start_us != piece.end_us:
+            self.add_time(piece.bucket, piece.end_us - piece.start_us, piece.reason)
+        elif piece.units is not None:
+            u = piece.units
+            self.add_units(u.total, u.good, u.ideal_us, outside_running=u.outside_running)
+        elif piece.failure_at_start:
+            self.failures += 1
+
     def add_time(self, bucket: str, duration_us: int, reason: str | None = None) -> None:
         """Add time to a state bucket; losses also count by reason."""
         attr = f"{bucket}_us"
