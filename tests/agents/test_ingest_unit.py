@@ -64,8 +64,16 @@ def make(
     )
 
 
-def forwarded(wire: Wire) -> list[Any]:
-    return [e for f in wire.values(ENGINE) for run in f.get("runs", []) for e in run["events"]]
+def forwarded(wire: Wire) -> list[int]:
+    """The input offsets whose events were forwarded, in order: found by event id,
+    whatever form the engine topic gives an event."""
+    found = [
+        orjson.dumps(e).decode()
+        for f in wire.values(ENGINE)
+        for run in f.get("runs", [])
+        for e in run["events"]
+    ]
+    return [next(n for n, e in enumerate(EVENTS) if f'"{e["event_id"]}"' in f) for f in found]
 
 
 def test_a_hole_is_read_back_delivered_and_only_then_marked_committable() -> None:
@@ -91,7 +99,7 @@ def test_a_hole_is_read_back_delivered_and_only_then_marked_committable() -> Non
 
     asyncio.run(main())
     assert read.asked == [(MACHINES, 0, 1, 3)]
-    assert forwarded(wire) == EVENTS[:4]
+    assert forwarded(wire) == [0, 1, 2, 3]
     assert wire.journal[-2:] == [("delivered", ENGINE, b"events"), ("marked", MACHINES, 0, 1, 3)]
     rt = ingest.runtime
     assert rt.skipped == {("ingest", "refilled"): 2}
@@ -109,7 +117,7 @@ def test_a_redelivered_offset_is_skipped_and_counted() -> None:
         await ingest.forward([message(1)])  # handed over again
 
     asyncio.run(main())
-    assert forwarded(wire) == EVENTS[:2]  # each once
+    assert forwarded(wire) == [0, 1]  # each once
     rt = ingest.runtime
     assert rt.skipped == {("ingest", "again"): 1}
     assert rt.redelivered == {MACHINES: 1}
@@ -130,7 +138,7 @@ def test_a_range_that_cannot_be_read_back_is_counted_lost() -> None:
         await ingest.forward([message(2)])
 
     asyncio.run(main())
-    assert forwarded(wire) == [EVENTS[0], EVENTS[2]]
+    assert forwarded(wire) == [0, 2]
     assert ingest.runtime.skipped == {("ingest", "lost"): 1}
     # Past it anyway, as past a gap the broker left: nothing more can be read.
     assert wire.journal[-1] == ("marked", MACHINES, 0, 1, 2)
@@ -147,7 +155,7 @@ def test_after_a_resume_what_was_forwarded_before_is_not_forwarded_again() -> No
 
     asyncio.run(main())
     assert looked == [{(MACHINES, 0): 2}]
-    assert forwarded(wire) == [EVENTS[4]]
+    assert forwarded(wire) == [4]
     rt = ingest.runtime
     assert rt.redelivered == {MACHINES: 2} and rt.consumed == {MACHINES: 1}
     assert rt.resumed_at == {}  # looked back once
