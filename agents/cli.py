@@ -314,35 +314,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure throughput, latency and memory on this machine")
 
     p.add_argument(
-        "--events", type=positive_int, default=1_000_000, help="events per message shape"
+        "--quick",
+        action="store_true",
+        help="small sizes for CI (about two minutes); the same figures and JSON keys",
+    )
+    p.add_argument("--events", type=positive_int, help="events per message shape (default 1000000)")
+    p.add_argument(
+        "--machines", type=positive_int, help="machines of the memory test (default 10000)"
     )
     p.add_argument(
-        "--machines", type=positive_int, default=10_000, help="machines of the memory test"
+        "--open-orders", type=positive_int, help="open orders, memory test (default 100000)"
     )
     p.add_argument(
-        "--open-orders", type=positive_int, default=100_000, help="open orders, memory test"
+        "--mix-machines", type=positive_int, help="machines of the event mix (default 1000)"
     )
     p.add_argument(
-        "--mix-machines", type=positive_int, default=1000, help="machines of the event mix"
+        "--replay-days",
+        metavar="SHORT,LONG",
+        help="simulated days of the two replays (default 10,100)",
     )
     p.add_argument("--broker", help="kafka://host:port (default: start the embedded broker)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: none)")
     p.add_argument(
         "--latency-seconds",
         type=positive,
-        help="length of the paced part of (d) (default: events / rate, within 5-30 s)",
+        help="length of the paced part of the latency test (default: events / rate, 5-30 s)",
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the generated events")
-    p.add_argument("--skip-rss", action="store_true", help="leave out (e), the memory test")
+    p.add_argument("--skip-rss", action="store_true", help="leave out the memory test")
+    p.add_argument(
+        "--horizon",
+        action="store_true",
+        help="also measure the revision horizon's memory (about 30 min at 10000 machines)",
+    )
     p.add_argument(
         "--horizon-machines",
         type=positive_int,
-        default=10_000,
-        help="machines of (f), the revision-horizon memory (default 10000)",
+        help="machines of the revision-horizon memory (default 10000)",
     )
-    p.add_argument("--skip-horizon", action="store_true", help="leave out (f)")
-    p.add_argument("--horizon-only", action="store_true", help="run only (f); needs no broker")
-    p.add_argument("--profile", metavar="DIR", help="cProfile the (c) workers into DIR")
+    p.add_argument("--skip-horizon", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--horizon-only", action="store_true", help="run only the horizon; needs no broker"
+    )
+    p.add_argument("--profile", metavar="DIR", help="cProfile the kpimon workers into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 

@@ -4,7 +4,8 @@
 orders and shipments, in rounds of 60 s of event time; the proportions are
 in `devtools.bench`'s docstring), `restamp` makes its events live for the
 latency test, `state_load` is the standing state of the memory test (e),
-and `singles` turns batched messages into one event per message. Seeded:
+`singles` turns batched messages into one event per message and `gateway`
+into a line gateway's batches of 100 events of several machines. Seeded:
 a `Mix` built with the same arguments yields the same messages. Sending
 them is `devtools.bench_produce`.
 """
@@ -232,3 +233,26 @@ def singles(messages: Iterable[Message]) -> Iterator[Message]:
     for kind, key, events in messages:
         for event in events:
             yield kind, key, [event]
+
+
+def gateway(messages: Iterable[Message], size: int = 100) -> Iterator[Message]:
+    """A line gateway's batches: the machine events of one line, `size` to a message
+    (events of several machines, each machine's in order), keyed by the line.
+
+    Order-side messages (an ERP's, not a gateway's) pass through as they are.
+    A line's last batch may be shorter.
+    """
+    held: dict[str, list[dict[str, Any]]] = {}
+    for kind, key, events in messages:
+        if kind != "machine-state":
+            yield kind, key, events
+            continue
+        for event in events:
+            batch = held.setdefault(event["line"], [])
+            batch.append(event)
+            if len(batch) >= size:
+                yield kind, event["line"], batch
+                held[event["line"]] = []
+    for line, batch in held.items():
+        if batch:
+            yield "machine-state", line, batch

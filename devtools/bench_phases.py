@@ -1,10 +1,11 @@
-"""The measurements of `kpimon bench`, (a) to (f), each a function of the run.
+"""The measurements of `kpimon bench` through the broker, each a function of the run.
 
 Each phase takes the run (`devtools.bench_run.Bench`), starts what it
 measures, waits for it with the progress line, and returns its figures; the
 order of the phases and the summary are `devtools.bench.measure_all`. What
-each phase measures, and how, is in `devtools.bench`'s docstring. At the end
-are the reductions of the worker probe's samples to rates and latencies.
+each phase measures, and how, is in `devtools.bench`'s docstring; the phases
+without a broker are `devtools.bench_local`. At the end are the reductions
+of the worker probe's samples to rates and latencies.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import asyncio
 import bisect
 import contextlib
 import math
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import orjson
 
 from devtools.bench_mix import Message, Mix, state_load
-from devtools.bench_processes import BenchError, http_get
+from devtools.bench_processes import BenchError, DeadLetters, Worker, http_get
 from devtools.bench_produce import create_topics, paced, produce
 from devtools.bench_run import Bench
 
@@ -121,6 +119,97 @@ def kpimon_phase(bench: Bench, shape: str) -> dict[str, Any]:
     }
 
 
+def group_phase(
+    bench: Bench, tag: str, messages: Iterable[Message], members: int, engine_partitions: int
+) -> dict[str, Any]:
+    """kpimon workers in one consumer group on topics of their own: they join
+    first, then the messages are produced (so no rebalance falls inside the
+    measurement; the producer runs beside them). events/s = N / (the last
+    worker's last event applied - the first message either consumed).
+
+    A message the workers dead-letter ends the phase with `events_per_s` None
+    and the first letter's reason (a worker that rejects gateway batches)."""
+    name = f"{tag}, {members} worker{'s' * (members > 1)}"
+    bench.bar.phase(name)
+    topics = bench.topics(tag)
+    asyncio.run(create_topics(bench.bootstrap, dict.fromkeys(topics.values(), 4)))
+    workers = bench.start_group(tag, topics, members, engine_partitions)
+    try:
+        began = time.monotonic()
+        sent, events = asyncio.run(produce(bench.bootstrap, topics, messages))
+        produce_s = time.monotonic() - began
+        try:
+            _wait_group(bench, workers, events)
+        except DeadLetters as exc:
+            reason = asyncio.run(_first_letter(bench.bootstrap, f"{bench.run}-{tag}-dead-letter"))
+            bench.bar.done(f"not measured: {exc.count} dead letters ({reason})")
+            return {
+                "events_per_s": None,
+                "reason": f"the worker dead-lettered the batches: {reason}",
+                "dead_letters": exc.count,
+                "messages": sent,
+            }
+        ends, per_worker = [], []
+        for worker in workers:
+            series = worker.series(0)
+            final = series[-1][3] if series else 0
+            ends.append(_first_at(series, 3, final) if final else 0.0)
+            per_worker.append(final)
+        vm = [w.child.memory() for w in workers]
+    finally:
+        for worker in workers:
+            worker.child.stop()
+    first = min(w.first_consumed for w in workers if w.first_consumed is not None)
+    seconds = max(ends) - first
+    rate = events / seconds
+    bench.bar.done(f"{rate:,.0f} ev/s in {sent:,} messages")
+    return {
+        "events_per_s": rate,
+        "seconds": seconds,
+        "messages": sent,
+        "produce_s": produce_s,
+        "engine_partitions": engine_partitions,
+        "applied_by_worker": per_worker,
+        "worker_vm": vm,
+    }
+
+
+def _wait_group(bench: Bench, workers: list[Worker], expect: int) -> None:
+    deadline = time.monotonic() + bench.timeout(expect)
+    while True:
+        probes = []
+        for worker in workers:
+            worker.child.check()
+            probes.append(worker.probe())
+        letters = sum(p["dead_letters"] for p in probes if p is not None)
+        if letters:
+            raise DeadLetters(letters, workers[0].child.log)
+        applied = sum(p["applied"] for p in probes if p is not None)
+        bench.bar.update(applied, expect)
+        if None not in probes and applied >= expect:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {expect} events; log {workers[0].child.log}")
+        time.sleep(0.2)
+
+
+async def _first_letter(bootstrap: str, topic: str) -> str:
+    """The reason and error of the first dead letter on `topic`."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=5000, max_records=1)
+        for records in batches.values():
+            letter = orjson.loads(records[0].value)
+            errors = letter.get("errors") or [{}]
+            return f"{letter.get('reason')}: {errors[0].get('error', '')}"
+    finally:
+        await consumer.stop()
+    return "unknown (no letter read back)"
+
+
 def latency_phase(bench: Bench, rate: float) -> dict[str, Any]:
     bench.bar.phase("latency")
     topics = bench.topics("latency")
@@ -191,26 +280,6 @@ def rss_phase(bench: Bench) -> dict[str, Any]:
     peak = vm["VmHWM"]
     bench.bar.done(f"peak RSS {peak / 2**20:,.0f} MiB")
     return {"peak_rss_bytes": peak, "before_views": before_views, "after_views": vm}
-
-
-def horizon_phase(bench: Bench) -> dict[str, Any]:
-    """(f): `devtools.bench_horizon` in a process of its own."""
-    from devtools.bench_horizon import describe
-
-    machines = bench.args.horizon_machines
-    bench.bar.phase(f"revision horizon, {machines:,} machines")
-    out = bench.dir / "horizon.json"
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
-    env = {**os.environ, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "devtools.bench_horizon", "--machines", str(machines)]
-    proc = subprocess.run([*command, "--json", str(out)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError(f"revision horizon: exited {proc.returncode}\n{proc.stderr[-3000:]}")
-    result = orjson.loads(out.read_bytes())
-    bench.bar.done(f"{result['engine_bytes'] / 2**20:,.0f} MiB")
-    result["text"] = describe(result)
-    return result
 
 
 def _first_at(series: list[list[float]], column: int, count: int) -> float:

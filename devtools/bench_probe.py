@@ -45,6 +45,13 @@ def assigned_inputs(app: Any, sources: dict[str, str]) -> int:
     return 0
 
 
+def assigned_engine(app: Any, engine_topic: str) -> int:
+    """Engine-topic partitions assigned to this worker."""
+    with contextlib.suppress(Exception):
+        return sum(1 for tp in app.consumer.assignment() if tp.topic == engine_topic)
+    return 0
+
+
 def install_probe(running: Any) -> None:
     """Counters of a running worker, sampled every 10 ms, served at /bench."""
     app, runtime = running.app, running.runtime
@@ -72,6 +79,7 @@ def install_probe(running: Any) -> None:
         body = {
             "now": time.time(),
             "assigned": assigned_inputs(app, sources),
+            "engine_assigned": assigned_engine(app, runtime.settings.topics.engine),
             "first_consumed": state["first_consumed"],
             "consumed": consumed,
             "forwarded": forwarded,

@@ -33,6 +33,14 @@ class BenchError(RuntimeError):
     """A phase failed: a child exited, or something did not happen in time."""
 
 
+class DeadLetters(BenchError):
+    """A measured worker dead-lettered some of the bench's messages."""
+
+    def __init__(self, count: int, log: Path) -> None:
+        super().__init__(f"{count} dead letters; log {log}")
+        self.count = count
+
+
 class Child:
     """A measured subprocess: `python -m devtools.bench_workers ...`."""
 

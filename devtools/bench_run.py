@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devtools.bench_processes import BenchError, Child, Worker, free_port
+from devtools.bench_processes import BenchError, Child, DeadLetters, Worker, free_port
 from devtools.bench_produce import create_topics
 
 KINDS = ("machine-state", "orders", "shipments")
@@ -72,7 +72,7 @@ class Bench:
         self.n = args.events
         self.run = f"kb{os.getpid()}x{int(time.time()) % 100_000}"
         self.dir = Path(tempfile.mkdtemp(prefix="kpimon-bench-"))
-        phases = 10 - args.skip_rss + (not args.skip_horizon)
+        phases = 15 - args.skip_rss + bool(args.horizon)
         self.bar = Bar(1 if args.horizon_only else phases, args.quiet)
         self.broker: Any = None
         self.bootstrap = ""
@@ -90,9 +90,13 @@ class Bench:
         self.children.append(child)
         return child
 
-    def write_config(self, tag: str, inputs: dict[str, str]) -> tuple[Path, int]:
-        """A worker config of its own for `tag` (topics, app id, web port, data
-        dir), reading the `inputs` topics; returns its path and the web port."""
+    def write_config(
+        self, tag: str, inputs: dict[str, str], member: str = "", engine_partitions: int = 1
+    ) -> tuple[Path, int]:
+        """A worker config for `tag` (topics, app id, web port, data dir), reading
+        the `inputs` topics; returns its path and the web port. Workers of one
+        `tag` with distinct `member`s are one consumer group (the same app id and
+        topics), each with its own web port and data dir."""
         port = free_port()
         names = {
             "machine_state": inputs["machine-state"],
@@ -104,7 +108,7 @@ class Bench:
             "engine": f"{self.run}-{tag}-engine",
         }
         topics = "\n".join(f'{k} = "{v}"' for k, v in names.items())
-        config = self.dir / f"kpimon-{tag}.toml"
+        config = self.dir / f"kpimon-{tag}{member}.toml"
         config.write_text(
             f"""[kafka]
 broker = "kafka://{self.bootstrap}"
@@ -115,11 +119,12 @@ rebalance_timeout = 6.0
 [topics]
 {topics}
 input_partitions = 4
+engine_partitions = {engine_partitions}
 
 [worker]
 app_id = "{self.run}-{tag}"
 web_port = {port}
-data_dir = "{self.dir / f"data-{tag}"}"
+data_dir = "{self.dir / f"data-{tag}{member}"}"
 """
         )
         return config, port
@@ -144,6 +149,43 @@ data_dir = "{self.dir / f"data-{tag}"}"
             time.sleep(0.2)
         return worker
 
+    def start_group(
+        self, tag: str, inputs: dict[str, str], members: int, engine_partitions: int
+    ) -> list[Worker]:
+        """`members` kpimon workers in one consumer group on the `inputs` topics,
+        once every input partition is assigned and each worker holds some."""
+        from agents.settings import load_settings
+        from agents.worker import topic_plan
+
+        workers = []
+        for i in range(members):
+            config, port = self.write_config(tag, inputs, f"-w{i}", engine_partitions)
+            if i == 0:
+                asyncio.run(create_topics(self.bootstrap, topic_plan(load_settings(config))))
+            child = self.spawn(["kpimon", "--config", str(config)], f"kpimon-{tag}-w{i}.log")
+            workers.append(Worker(child, f"http://127.0.0.1:{port}"))
+        deadline = time.monotonic() + 180
+        stable_since = None
+        while True:
+            probes = [w.probe() for w in workers]
+            for w in workers:
+                w.child.check()
+            ready = all(p is not None for p in probes)
+            held = [p["assigned"] for p in probes if p is not None]
+            engines = [p.get("engine_assigned", 1) for p in probes if p is not None]
+            spread = ready and min(held) > 0 and sum(held) == 4 * len(KINDS)
+            spread = spread and sum(engines) == engine_partitions and min(engines) > 0
+            if spread:
+                # Settled: the same assignment for 2 s (no rebalance under way).
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since > 2:
+                    return workers
+            else:
+                stable_since = None
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers {tag} did not share the partitions: {probes}")
+            time.sleep(0.2)
+
     def wait_applied(self, worker: Worker, expect: int, base: int = 0) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout(expect)
         while True:
@@ -151,9 +193,7 @@ data_dir = "{self.dir / f"data-{tag}"}"
             probe = worker.probe()
             if probe is not None:
                 if probe["dead_letters"]:
-                    raise BenchError(
-                        f"{probe['dead_letters']} dead letters; log {worker.child.log}"
-                    )
+                    raise DeadLetters(probe["dead_letters"], worker.child.log)
                 self.bar.update(probe["applied"] - base, expect)
                 if probe["applied"] >= base + expect:
                     return probe
