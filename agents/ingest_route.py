@@ -8,6 +8,10 @@ one engine-topic message per engine partition carries their valid events in
 input order, with the wall-clock time they were received, as runs of
 consecutive events from one input partition (`source`). The engine partition
 that applies them is `agents.pipeline.Shard`.
+
+Events cross the engine topic validated: in the trusted wire form of
+`streams.decode.to_wire`, which the engine turns back into the same events
+without validating them again (`streams.decode.trusted_event`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from agents.letters import envelope
-from streams.decode import DecodeResult, EventError, decode_message
-from streams.events import event_to_json
+from streams.decode import DecodeResult, EventError, decode_message, to_wire
 from streams.timeutil import iso
 
 US = 1_000_000
@@ -50,7 +53,7 @@ def _check(
     max_batch: int,
     max_future_us: int | None,
 ) -> tuple[Routed, list[dict[str, Any]]]:
-    """One input message's routing, and its valid events' contract JSON."""
+    """One input message's routing, and its valid events in the engine topic's form."""
     raw = value if value is not None else b""
     key_text = key.decode("utf-8", "replace") if key is not None else None
     decoded = decode_message(
@@ -74,7 +77,7 @@ def _check(
             received_us=wall_us,
             valid_events_forwarded=len(decoded.events),
         )
-    return routed, [event_to_json(e) for e in decoded.events]
+    return routed, [to_wire(e) for e in decoded.events]
 
 
 @dataclass(frozen=True)

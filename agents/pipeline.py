@@ -43,7 +43,7 @@ from agents.ingest_route import (
 from agents.letters import refusal_letter
 from streams.clock import IdleAdvanceClock
 from streams.config import EngineConfig
-from streams.decode import parse_event
+from streams.decode import trusted_event
 from streams.engine import REFUSALS, Engine, Output
 from streams.snapshot import restore, snapshot
 
@@ -119,7 +119,7 @@ class Shard:
         self.engine.wall_us = wall  # the past horizon's reference before any event
         offset = self.next_offset - 1  # of the message being applied
         for data in events:
-            event = parse_event(data)
+            event = trusted_event(data)
             if ingest(event, out) in REFUSALS:
                 where = (self.engine_source, offset, len(out.dead_letters))
                 letter = refusal_letter(source, out.rejected[-1], event.key, wall, engine=where)

@@ -9,8 +9,9 @@ words rather than pydantic's. The models themselves are in `streams.events`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -18,9 +19,12 @@ from pydantic import ValidationError
 
 from streams.events import (
     EVENT_ADAPTER,
+    EVENT_MODELS,
     EVENT_TYPES,
     TOPIC_MODELS,
     Event,
+    OrderLine,
+    ShipmentLine,
     _json_type,
     _num,
     _short,
@@ -229,3 +233,99 @@ def decode_message(
 
 def _rejected(reason: ErrorReason, message: str) -> DecodeResult:
     return DecodeResult(errors=[EventError(reason, message)])
+
+
+# ---------------------------------------------------------------- the engine topic's wire form
+
+WIRE_VERSION = 1
+"""Version of `to_wire`'s form; bump it whenever a model's fields change."""
+
+_TIMESTAMPS = frozenset({"ts", "promised_at", "delivered_at"})
+_LINE_MODELS: dict[str, type[OrderLine | ShipmentLine]] = {
+    "order": OrderLine,
+    "shipment": ShipmentLine,
+}
+WIRE_FIELDS: dict[str, tuple[str, ...]] = {
+    event_type(m): tuple(n for n in m.model_fields if n != "type") for m in EVENT_MODELS
+}
+"""Event type -> the fields `to_wire` writes after the version and the type, in order."""
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _trusted(model: type[Any], values: dict[str, Any]) -> Any:
+    """A model instance of already-validated values, as `model_construct` makes it but
+    without its per-field work (0.6 µs instead of 3.3 for a count)."""
+    obj = _new(model)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _line_decoder(model: type[OrderLine | ShipmentLine]) -> Callable[[list[Any]], Any]:
+    names = tuple(model.model_fields)
+
+    def decode(lines: list[Any]) -> tuple[Any, ...]:
+        return tuple(_trusted(model, dict(zip(names, line, strict=True))) for line in lines)
+
+    return decode
+
+
+def _field_decoder(event_kind: str, name: str) -> Callable[[Any], Any] | None:
+    if name in _TIMESTAMPS:
+        return datetime.fromisoformat
+    if name == "lines":
+        return _line_decoder(_LINE_MODELS[event_kind])
+    return None
+
+
+_DECODERS: dict[str, tuple[type[Any], tuple[tuple[str, Callable[[Any], Any] | None], ...]]] = {
+    event_type(m): (
+        m,
+        tuple((n, _field_decoder(event_type(m), n)) for n in WIRE_FIELDS[event_type(m)]),
+    )
+    for m in EVENT_MODELS
+}
+
+
+def to_wire(event: Event) -> list[Any]:
+    """An event validated here -> its engine-topic form, for `trusted_event`.
+
+    `[WIRE_VERSION, type, *values]`: the values of `WIRE_FIELDS[type]` in
+    order, timestamps as RFC 3339 text with their offset (orjson writes
+    datetimes so), order and shipment lines as arrays of their values. Only
+    for events validated by this code: the engine side trusts it.
+    """
+    values = event.__dict__
+    out: list[Any] = [WIRE_VERSION, event.type]
+    for name in WIRE_FIELDS[event.type]:
+        value = values[name]
+        if name == "lines":
+            value = [list(line.__dict__.values()) for line in value]
+        out.append(value)
+    return out
+
+
+def trusted_event(data: list[Any] | dict[str, Any]) -> Event:
+    """An engine-topic event -> the event ingest validated, without validating again.
+
+    The `to_wire` form is trusted: ingest validated it and wrote it. A
+    contract object (a dict, as ingest forwarded events before `to_wire`,
+    still on the topic from an older worker) is validated as `parse_event`
+    does. Raises ValueError on a wire version this code does not know (a
+    newer worker's), which must not be guessed at.
+    """
+    if isinstance(data, dict):
+        return parse_event(data)
+    if data[0] != WIRE_VERSION:
+        raise ValueError(
+            f"engine-topic event of wire version {data[0]!r}; this worker reads {WIRE_VERSION}"
+        )
+    model, decoders = _DECODERS[data[1]]
+    values: dict[str, Any] = {"type": data[1]}
+    for (name, decode), value in zip(decoders, data[2:], strict=True):
+        values[name] = value if decode is None else decode(value)
+    return _trusted(model, values)

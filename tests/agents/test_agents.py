@@ -36,6 +36,7 @@ from agents.settings import TopicSettings, load_settings
 from streams.records import record_key
 from streams.timeutil import US, iso, to_us
 from tests import eventfactory as ef
+from tests.agents.wire import read_forward
 
 WALL_US = to_us(ef.DAY) + 8 * 3600 * US  # the worker's clock: 08:00 on the events' day
 TOPICS = TopicSettings()  # the default topic names
@@ -247,7 +248,7 @@ def test_ingest_forwards_a_batch_as_one_message_with_a_run_per_input_partition(
     )
     [forward] = worker.sent(ENGINE_TOPIC)
     assert (forward.key, forward.partition) == (b"events", 0)
-    assert forward.json == {
+    assert read_forward(forward.value) == {
         "wall_us": WALL_US,
         "runs": [
             {"source": "machine-state:2", "upto": 1, "events": [first, second]},
@@ -301,7 +302,7 @@ def test_ingest_reads_back_a_hole_the_consumer_left_and_drops_offsets_forwarded(
     forwarded = [
         e
         for f in worker.sent(ENGINE_TOPIC)
-        for run in f.json.get("runs", [])
+        for run in read_forward(f.value).get("runs", [])
         for e in run["events"]
     ]
     assert forwarded == events  # each once, in offset order
@@ -348,7 +349,9 @@ def test_ingest_splits_a_mixed_batch_and_counts_the_first_reason(send: mock.Magi
 
     worker = run(send, FakeConsumer(inputs("machine-state:0")), scenario)
     [forward] = worker.sent(ENGINE_TOPIC)
-    assert forward.json["runs"] == [{"source": "machine-state:0", "upto": 0, "events": [good]}]
+    assert read_forward(forward.value)["runs"] == [
+        {"source": "machine-state:0", "upto": 0, "events": [good]}
+    ]
     [letter] = worker.sent(DEAD)
     # 09:00 is an hour ahead of the 08:00 clock, beyond the default 15-minute skew.
     assert [e["reason"] for e in letter.json["errors"]] == ["schema", "future_timestamp"]

@@ -33,6 +33,7 @@ from agents.pipeline import Incoming, SentBefore, route_batch
 from agents.settings import Settings
 from tests.agents.harness import Deployment, Worker, make_deployment, read_topic, wait_for
 from tests.agents.test_reliability import as_messages, plant
+from tests.agents.wire import read_forward
 
 MB = 1_000_000
 REFUSALS = {"too_many_machines", "too_many_open_orders", "too_late"}
@@ -341,7 +342,7 @@ def test_a_message_read_again_sends_nothing_twice_and_is_counted_apart() -> None
         (10, False, False),
     ]
     [(_, value)] = batch.forwards
-    [run] = orjson.loads(value)["runs"]
+    [run] = read_forward(value)["runs"]
     assert (run["upto"], [e["event_id"] for e in run["events"]]) == (10, ["e2"])
 
 

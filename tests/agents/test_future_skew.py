@@ -8,6 +8,7 @@ import orjson
 
 from agents.pipeline import Incoming, Routed, route_batch
 from streams.timeutil import to_us
+from tests.agents.wire import read_forward
 from tests.eventfactory import at, state
 
 WALL_US = to_us(datetime.fromisoformat(at(10.75)))  # the receiving clock: 10:45
@@ -27,7 +28,7 @@ def route(value: bytes, max_future_us: int | None = None) -> tuple[Routed, list[
     forwarded = [
         e["event_id"]
         for _, forward in batch.forwards
-        for run in orjson.loads(forward)["runs"]
+        for run in read_forward(forward)["runs"]
         for e in run["events"]
     ]
     return routed, forwarded
