@@ -23,6 +23,7 @@ from agents.app import build_app
 from agents.private_api import stop_worker
 from agents.runtime import Runtime, pipeline_stats
 from agents.settings import Settings, redact, secrets_of
+from streams.records import OeeRecord, PChartRecord, PerfectOrderRecord, typed
 
 log = logging.getLogger("kpimon")
 
@@ -247,15 +248,20 @@ def summary_line(runtime: Runtime, rate: float) -> str:
     orders: dict[str, float] = {}
     out: dict[str, list[str]] = {}
     for view in views:
-        for r in view["last_closed"]:
-            kind = r["kpi"]
-            if kind == "oee" and r["scope"] == "line" and r["window"] == "1h":
+        for r in map(typed, view["last_closed"]):
+            if isinstance(r, OeeRecord) and r["scope"] == "line" and r["window"] == "1h":
                 if r["oee"] is not None:
                     oee[r["line"]] = r["oee"]
-            elif kind == "perfect_order" and r["window"] == "1d" and r["direction"] == "outbound":
+            elif (
+                isinstance(r, PerfectOrderRecord)
+                and r["window"] == "1d"
+                and r["direction"] == "outbound"
+            ):
                 if r["perfect_order_rate"] is not None:
                     orders[r["segment"]] = r["perfect_order_rate"]
-            elif kind == "pchart" and r["chart"].startswith("scrap/") and r["violations"]:
+            elif (
+                isinstance(r, PChartRecord) and r["chart"].startswith("scrap/") and r["violations"]
+            ):
                 out[r["chart"].rsplit("/", 1)[-1]] = r["violations"]
     parts = [f"kpimon {rate:6.0f} ev/s {clock}"]
     if oee:

@@ -27,7 +27,7 @@ from typing import Any
 
 from streams.config import EngineConfig
 from streams.orders import OrderRule
-from streams.records import target_miss_alert
+from streams.records import OeeRecord, PerfectOrderRecord, Record, target_miss_alert
 from streams.timeutil import US, parse_duration_us
 from streams.windows import Window
 
@@ -110,28 +110,29 @@ class Targets:
             if found:
                 self.segments[segment] = found
 
-    def of(self, record: dict[str, Any]) -> dict[str, float]:
+    def of(self, record: Record) -> dict[str, float]:
         """The targets that apply to one closed-window record (empty: none)."""
-        kpi = record["kpi"]
-        if kpi == "oee" and record["scope"] == "machine":
+        if isinstance(record, OeeRecord) and record["scope"] == "machine":
             return self.machines.get((record["site"], record["line"], record["machine"]), {})
-        if kpi == "oee" and record["scope"] == "line":
+        if isinstance(record, OeeRecord) and record["scope"] == "line":
             return self.lines.get((record["site"], record["line"]), {})
-        if kpi == "perfect_order" and record["direction"] == "outbound":
+        if isinstance(record, PerfectOrderRecord) and record["direction"] == "outbound":
             return self.segments.get(record["segment"], {})
         return {}
 
-    def judge(self, window: Window, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def judge(self, window: Window, records: list[Record]) -> list[dict[str, Any]]:
         """Add `targets` and `attained` to the targeted records; the misses' alerts."""
         if window.label not in self.labels:
             return []
         alerts = []
-        for record in records:
+        for i, record in enumerate(records):
             targets = self.of(record)
             if not targets:
                 continue
-            record["targets"] = dict(targets)
-            record["attained"] = {f: attained(f, record[f], t) for f, t in targets.items()}
+            record = records[i] = record.with_fields(
+                targets=dict(targets),
+                attained={f: attained(f, record[f], t) for f, t in targets.items()},
+            )
             for field, target in targets.items():
                 if record["attained"][field] is not False:
                     continue

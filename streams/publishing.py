@@ -22,12 +22,14 @@ from streams.oee import OeeState
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.records import (
+    Record,
     chain_record,
     oee_rollup,
     pchart_alert,
     pchart_record,
     perfect_order_record,
     series_key,
+    typed,
 )
 from streams.revisions import ChartHistory, ClosedWindow
 from streams.windows import Window
@@ -45,7 +47,7 @@ class Output:
     the worker's envelopes of them, `(input topic, reason, value)`.
     """
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[tuple[str, str, bytes]] = field(default_factory=list)
@@ -106,11 +108,12 @@ class Publisher:
         self.published(out.records, 0)
         return out
 
-    def published(self, records: list[dict[str, Any]], revision: int) -> None:
-        """Stamp records with their window's revision; keep each series' newest window."""
+    def published(self, records: list[Record], revision: int) -> None:
+        """Stamp records with their window's revision (in the list: a new record
+        each); keep each series' newest window."""
         last_closed = self.engine.last_closed
-        for record in records:
-            record["revision"] = revision
+        for i, old in enumerate(records):
+            record = records[i] = typed(old).with_fields(revision=revision)
             series = series_key(record)
             latest = last_closed.get(series)
             if latest is None or latest["start"] <= record["start"]:
@@ -148,9 +151,9 @@ class Publisher:
                 if w != window:
                     kept.revision += 1
                 revision = kept.revision
-            record = pchart_record(name, w, new)
-            self.published([record], revision)
-            out.records.append(record)
+            records = [pchart_record(name, w, new)]
+            self.published(records, revision)
+            out.records += records
             if new.violations:
                 out.alerts.append(pchart_alert(name, w, new))
 

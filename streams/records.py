@@ -6,9 +6,11 @@ so the live pipeline and `kpimon replay` print the very same bytes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, NoReturn, Self
 
 from streams.oee import OeeState
 from streams.orders import OrderRule
@@ -16,6 +18,80 @@ from streams.pchart import PChartPoint
 from streams.perfect_order import PerfectOrderState
 from streams.timeutil import iso
 from streams.windows import Window
+
+
+class Record(dict[str, Any]):
+    """One output record: the contract's JSON object (a dict, so orjson and the
+    consumers read it as one), typed by its kind and read-only.
+
+    Each kind is a subclass (`OeeRecord`, ...) with its `kind` (the `kpi`
+    field); consumers pick records by class, never by comparing strings.
+    A step that adds fields (targets, the revision) makes a new record with
+    `with_fields`: a record already handed out never changes under a reader.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        KINDS[cls.kind] = cls
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(f"{type(self).__name__} is read-only: build another with with_fields()")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only  # type: ignore[assignment]
+
+    def with_fields(self, **fields: Any) -> Self:
+        """A copy with `fields` set (a new field goes last, as in the contract)."""
+        return type(self)({**self, **fields})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (dict(self),)
+
+    def __copy__(self) -> Self:
+        return self  # read-only: a copy is itself
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return type(self)(copy.deepcopy(dict(self), memo))
+
+
+KINDS: dict[str, type[Record]] = {}
+"""Record kind (the `kpi` field) -> its class."""
+
+
+class OeeRecord(Record):
+    __slots__ = ()
+    kind = "oee"
+
+
+class PerfectOrderRecord(Record):
+    __slots__ = ()
+    kind = "perfect_order"
+
+
+class PChartRecord(Record):
+    __slots__ = ()
+    kind = "pchart"
+
+
+class ChainRecord(Record):
+    __slots__ = ()
+    kind = "chain"
+
+
+class SafetyStockRecord(Record):
+    __slots__ = ()
+    kind = "safety_stock"
+
+
+def typed(record: Mapping[str, Any]) -> Record:
+    """The record as its kind's class (records read back from JSON or a
+    snapshot are plain dicts). Raises `KeyError` for a kind no class has."""
+    if isinstance(record, Record):
+        return record
+    return KINDS[record["kpi"]](record)
 
 
 def window_fields(window: Window) -> dict[str, Any]:
@@ -26,15 +102,17 @@ def window_fields(window: Window) -> dict[str, Any]:
     return fields
 
 
-def oee_record(scope: str, keys: dict[str, str], window: Window, state: OeeState) -> dict[str, Any]:
-    return {"kpi": "oee", "scope": scope, **keys, **window_fields(window), **state.result()}
+def oee_record(scope: str, keys: dict[str, str], window: Window, state: OeeState) -> OeeRecord:
+    return OeeRecord(
+        {"kpi": "oee", "scope": scope, **keys, **window_fields(window), **state.result()}
+    )
 
 
 def oee_rollup(
     window: Window, machines: dict[tuple[str, str, str], OeeState]
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str], OeeState], dict[str, OeeState]]:
+) -> tuple[list[Record], dict[tuple[str, str], OeeState], dict[str, OeeState]]:
     """Machine, line and site records of one window; lines and sites summed."""
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     lines: dict[tuple[str, str], OeeState] = defaultdict(OeeState)
     sites: dict[str, OeeState] = defaultdict(OeeState)
     for (site, line, machine), state in sorted(machines.items()):
@@ -85,7 +163,7 @@ def perfect_order_record(
     window: Window,
     state: PerfectOrderState,
     rule: OrderRule | None = None,
-) -> dict[str, Any]:
+) -> PerfectOrderRecord:
     """`rule`: the segment's per-order policy; each count it judges is added."""
     record = {
         "kpi": "perfect_order",
@@ -98,29 +176,31 @@ def perfect_order_record(
         record["below_moq"] = state.below_moq
     if rule is not None and rule.response_time_us is not None:
         record["response_time_missed"] = state.response_time_missed
-    return record
+    return PerfectOrderRecord(record)
 
 
-def pchart_record(chart: str, window: Window, point: PChartPoint) -> dict[str, Any]:
-    return {
-        "kpi": "pchart",
-        "chart": chart,
-        **window_fields(window),
-        "d": point.d,
-        "n": point.n,
-        "p": point.p,
-        "center": point.center,
-        "ucl": point.ucl,
-        "lcl": point.lcl,
-        "sigma": point.sigma,
-        "z": point.z,
-        "phase": point.phase,
-        "method": point.method,
-        "sigma_z": point.sigma_z,
-        "violations": list(point.violations),
-        "low_count": point.low_count,
-        "limits": point.limits,
-    }
+def pchart_record(chart: str, window: Window, point: PChartPoint) -> PChartRecord:
+    return PChartRecord(
+        {
+            "kpi": "pchart",
+            "chart": chart,
+            **window_fields(window),
+            "d": point.d,
+            "n": point.n,
+            "p": point.p,
+            "center": point.center,
+            "ucl": point.ucl,
+            "lcl": point.lcl,
+            "sigma": point.sigma,
+            "z": point.z,
+            "phase": point.phase,
+            "method": point.method,
+            "sigma_z": point.sigma_z,
+            "violations": list(point.violations),
+            "low_count": point.low_count,
+            "limits": point.limits,
+        }
+    )
 
 
 def chain_record(
@@ -128,27 +208,29 @@ def chain_record(
     inbound: PerfectOrderState,
     outbound: PerfectOrderState,
     oee: float | None,
-) -> dict[str, Any]:
+) -> ChainRecord:
     """OPE x OEE x OLE; each factor None when its data are missing."""
     iq, idl = inbound.quality_rate, inbound.delivery_rate
     oq, odl = outbound.quality_rate, outbound.delivery_rate
     ope = None if iq is None or idl is None else iq * idl
     ole = None if oq is None or odl is None else oq * odl
     overall = None if None in (ope, oee, ole) else ope * oee * ole  # type: ignore[operator]
-    return {
-        "kpi": "chain",
-        **window_fields(window),
-        "ope": ope,
-        "oee": oee,
-        "ole": ole,
-        "overall": overall,
-        "inbound_quality": iq,
-        "inbound_delivery": idl,
-        "outbound_quality": oq,
-        "outbound_delivery": odl,
-        "inbound_decided": inbound.decided,
-        "outbound_decided": outbound.decided,
-    }
+    return ChainRecord(
+        {
+            "kpi": "chain",
+            **window_fields(window),
+            "ope": ope,
+            "oee": oee,
+            "ole": ole,
+            "overall": overall,
+            "inbound_quality": iq,
+            "inbound_delivery": idl,
+            "outbound_quality": oq,
+            "outbound_delivery": odl,
+            "inbound_decided": inbound.decided,
+            "outbound_decided": outbound.decided,
+        }
+    )
 
 
 def alert_id(*parts: object) -> str:

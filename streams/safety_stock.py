@@ -44,7 +44,7 @@ from typing import Any
 
 from streams.config import EngineConfig
 from streams.perfect_order import OrderVerdict
-from streams.records import window_fields
+from streams.records import SafetyStockRecord, window_fields
 from streams.timeutil import US, parse_duration_us
 from streams.windows import TumblingWindows, Window
 
@@ -268,7 +268,7 @@ class SafetyStock:
 
     def _record(
         self, sku: str, history: SkuHistory, window: Window, low: int, last: int
-    ) -> dict[str, Any]:
+    ) -> SafetyStockRecord:
         first = history.first_day
         days = range(max(first, low), last + 1) if first is not None and first <= last else ()
         daily = [sum(history.demand.get(d, {}).values()) / MICRO for d in days]
@@ -292,25 +292,27 @@ class SafetyStock:
             assert None not in (mean_d, sd_d, mean_l, sd_l)
             ss = safety_stock(z, mean_d, sd_d, mean_l, sd_l)  # type: ignore[arg-type]
             rop = reorder_point(mean_d, mean_l, ss)  # type: ignore[arg-type]
-        return {
-            "kpi": "safety_stock",
-            "sku": sku,
-            **window_fields(window),
-            "horizon_days": self.horizon_days,
-            "demand_days": len(daily),
-            "mean_daily_demand": mean_d,
-            "sd_daily_demand": sd_d,
-            "lead_time_samples": len(leads),
-            "mean_lead_time_days": mean_l,
-            "sd_lead_time_days": sd_l,
-            "segments": segments,
-            "service_level": level,
-            "z": z,
-            "safety_stock": ss,
-            "reorder_point": rop,
-            "status": "insufficient_data" if reasons else "ok",
-            "reason": "; ".join(reasons) or None,
-        }
+        return SafetyStockRecord(
+            {
+                "kpi": "safety_stock",
+                "sku": sku,
+                **window_fields(window),
+                "horizon_days": self.horizon_days,
+                "demand_days": len(daily),
+                "mean_daily_demand": mean_d,
+                "sd_daily_demand": sd_d,
+                "lead_time_samples": len(leads),
+                "mean_lead_time_days": mean_l,
+                "sd_lead_time_days": sd_l,
+                "segments": segments,
+                "service_level": level,
+                "z": z,
+                "safety_stock": ss,
+                "reorder_point": rop,
+                "status": "insufficient_data" if reasons else "ok",
+                "reason": "; ".join(reasons) or None,
+            }
+        )
 
     # -- storage -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from streams.machine import MachineTimeline
 from streams.oee import OeeState
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
+from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.seen import SeenIds
 from streams.windows import Window
@@ -75,7 +76,7 @@ def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool 
     engine.charts = {n: PChart.from_dict(pchart_config, c) for n, c in data["charts"].items()}
     engine.seen = SeenIds.from_dict(data["seen"])
     engine.stats = Counter(data["stats"])
-    engine.last_closed = dict(data["last_closed"])
+    engine.last_closed = {series: typed(r) for series, r in data["last_closed"].items()}
     if "stock" in data:  # absent in a snapshot taken before safety stock existed
         engine.stock.load(data["stock"])
     # Absent in a snapshot taken before revisions: history starts afresh.

@@ -13,7 +13,7 @@ from typing import Any
 
 from streams.oee import OeeState, ratio
 from streams.perfect_order import PerfectOrderState
-from streams.records import record_key
+from streams.records import OeeRecord, PChartRecord, PerfectOrderRecord, record_key, typed
 from streams.timeutil import US, to_us
 
 _OEE_TIME = ("running", "idle", "down", "setup", "planned_stop", "no_data")
@@ -71,13 +71,14 @@ class Summary:
         return _text(self.window, lines, segments, charts)  # type: ignore[arg-type]
 
 
-def _part(r: Mapping[str, Any], window: str) -> tuple[tuple[str, ...], Counter[str]] | None:
+def _part(record: Mapping[str, Any], window: str) -> tuple[tuple[str, ...], Counter[str]] | None:
     """Where a record counts in the summary, and what it adds there."""
-    if r["kpi"] == "pchart":
+    r = typed(record)
+    if isinstance(r, PChartRecord):
         return ("pchart", r["chart"]), Counter(points=1, violations=bool(r["violations"]))
     if r.get("window") != window:
         return None
-    if r["kpi"] == "oee" and r["scope"] == "line":
+    if isinstance(r, OeeRecord) and r["scope"] == "line":
         values = Counter({f"{name}_us": round(r[f"{name}_s"] * US) for name in _OEE_TIME})
         values.update(
             total=r["total"],
@@ -86,7 +87,7 @@ def _part(r: Mapping[str, Any], window: str) -> tuple[tuple[str, ...], Counter[s
             ideal_us=round(r["ideal_s"] * US),
         )
         return ("line", r["site"], r["line"]), values
-    if r["kpi"] == "perfect_order":
+    if isinstance(r, PerfectOrderRecord):
         return ("orders", r["direction"], r["segment"]), Counter({k: r[k] for k in _PO_FIELDS})
     return None
 
