@@ -36,7 +36,7 @@ class Routed:
     dead_letter: bytes | None = None  # dead-letter value, when anything is bad
     reasons: list[str] = field(default_factory=list)
     events: int = 0
-    shard: str = "orders"  # engine-topic key: the site for machine events
+    shard: str = "orders"  # its first event's shard: the site for machine events
     again: bool = False  # read before: what was sent for it then is not sent again
 
 
@@ -52,8 +52,10 @@ def _check(
     max_bytes: int,
     max_batch: int,
     max_future_us: int | None,
-) -> tuple[Routed, list[dict[str, Any]]]:
-    """One input message's routing, and its valid events in the engine topic's form."""
+) -> tuple[Routed, list[tuple[str, list[Any]]]]:
+    """One input message's routing, and its valid events in the engine topic's
+    form, each with its shard: its site (a gateway batch holds several
+    machines), "orders" for orders and shipments."""
     raw = value if value is not None else b""
     key_text = key.decode("utf-8", "replace") if key is not None else None
     decoded = decode_message(
@@ -63,8 +65,10 @@ def _check(
         is_batch = raw.lstrip()[:1] == b"["
         decoded = _reject_future(decoded, wall_us + max_future_us, max_future_us, batch=is_batch)
     routed = Routed(events=len(decoded.events))
-    if decoded.events and source == "machine-state":
-        routed.shard = decoded.events[0].site  # type: ignore[union-attr]
+    machines = source == "machine-state"
+    shards = [e.site if machines else "orders" for e in decoded.events]  # type: ignore[union-attr]
+    if shards:
+        routed.shard = shards[0]
     if decoded.errors:
         routed.reasons = [e.reason for e in decoded.errors]
         routed.dead_letter = envelope(
@@ -77,7 +81,7 @@ def _check(
             received_us=wall_us,
             valid_events_forwarded=len(decoded.events),
         )
-    return routed, [to_wire(e) for e in decoded.events]
+    return routed, [(shard, to_wire(e)) for shard, e in zip(shards, decoded.events, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,11 @@ def route_batch(
 ) -> Batch:
     """Route every message of a batch; forward their valid events together.
 
-    `sources`: input topic -> the contract's topic kind. Each engine
-    partition gets one message holding its events in input order, as runs
-    of consecutive events from one input partition:
+    `sources`: input topic -> the contract's topic kind. Each event goes
+    to its shard's engine partition: a machine event to its site's (events
+    of a gateway batch too), orders and shipments to that of "orders".
+    Each engine partition gets one message holding its events in input
+    order, as runs of consecutive events from one input partition:
 
         {"wall_us": ..., "runs": [{"source": "machine-state:2", "upto": 1841, "events": [...]}]}
 
@@ -166,7 +172,7 @@ def route_batch(
     """
     batch = Batch()
     before = sent_before or SentBefore()
-    by_partition: dict[int, list[tuple[str, int, int, list[dict[str, Any]]]]] = {}
+    by_partition: dict[int, list[tuple[str, int, int, list[list[Any]]]]] = {}
     for message in messages:
         routed, events = _check(
             message.value,
@@ -184,14 +190,16 @@ def route_batch(
         tp = (message.topic, message.partition)
         if routed.dead_letter is not None and (*tp, message.offset) in before.lettered:
             routed.dead_letter, routed.again = None, True
-        if events:
-            target = engine_partition(routed.shard, engine_partitions)
+        targets: dict[int, list[list[Any]]] = {}
+        for shard, event in events:
+            targets.setdefault(engine_partition(shard, engine_partitions), []).append(event)
+        for target, wired in targets.items():
             if message.offset <= before.forwarded.get((*tp, target), -1):
                 routed.again = True
                 continue
-            size = len(message.value or b"")
+            size = len(message.value or b"") * len(wired) // len(events)
             source = f"{message.topic}:{message.partition}"
-            by_partition.setdefault(target, []).append((source, size, message.offset, events))
+            by_partition.setdefault(target, []).append((source, size, message.offset, wired))
     for target, items in by_partition.items():
         for value in _forwards(items, wall_us, announce, max_bytes):
             batch.forwards.append((target, value))
@@ -200,7 +208,7 @@ def route_batch(
 
 
 def _forwards(
-    items: list[tuple[str, int, int, list[dict[str, Any]]]],
+    items: list[tuple[str, int, int, list[list[Any]]]],
     wall_us: int,
     announce: list[str] | None,
     max_bytes: int,
@@ -208,7 +216,7 @@ def _forwards(
     """Engine-topic values for (source, input bytes, input offset, events) items,
     each about `max_bytes` at most unless a single item is larger."""
     # Pack by input size (forwarded JSON is of the same order), then check the result.
-    groups: list[list[tuple[str, int, int, list[dict[str, Any]]]]] = [[]]
+    groups: list[list[tuple[str, int, int, list[list[Any]]]]] = [[]]
     size = 0
     for item in items:
         if groups[-1] and size + item[1] > max_bytes // 2:

@@ -1,6 +1,8 @@
 """Kafka message values -> validated events and readable errors; never raises on input.
 
-A message value is one event object or a JSON array of them (a batch).
+A message value is one event object or a JSON array of them (a batch) of
+the message's key: one machine's or one order's events, or on machine-state
+a gateway's events of several machines of one line, keyed `<site>/<line>`.
 `decode_message` turns raw bytes into the valid events plus one `EventError`
 per rejected message or batch element; the good elements of a batch survive
 their bad neighbours. Every error reads '<field path>: <problem>', in our
@@ -169,9 +171,14 @@ def _check_one(
         message = f"type: {event.type!r} does not belong on topic {source!r} (allowed: {allowed})"
         return EventError("wrong_topic", message, index)
     if key is not None and event.key != key:
+        line_key = getattr(event, "line_key", None)  # machine events only
+        if line_key == key:  # a gateway batch: the line's machines in one message
+            return event
         message = (
             f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
         )
+        if line_key is not None and "/" in key:
+            message += f", nor does its line {_short(line_key)}"
         return EventError("key_mismatch", message, index)
     return event
 
@@ -186,8 +193,10 @@ def decode_message(
 ) -> DecodeResult:
     """One Kafka message value (an event object or a JSON array of them) -> events and errors.
 
-    `key`, if given, must equal every event's `key`; `source` ("machine-state",
-    "orders", "shipments"), if given, must be every event's topic kind.
+    `key`, if given, must equal every event's `key`, or for a machine event its
+    `line_key` (`<site>/<line>`: a gateway batch of that line's machines);
+    `source` ("machine-state", "orders", "shipments"), if given, must be every
+    event's topic kind.
     `max_bytes` is the largest accepted value in bytes, `max_batch` the longest
     accepted batch in events. Never raises on any value; raises ValueError only
     for an unknown `source`, which is a caller bug.

@@ -182,7 +182,14 @@ class _MachineEvent(_EventBase):
 
     site: Id
     line: Id
-    machine: Id = Field(description="Machine id; the message key.")
+    machine: Id = Field(
+        description="Machine id; the message key, unless a gateway batch is keyed by its line."
+    )
+
+    @property
+    def line_key(self) -> str:
+        """The message key of a gateway batch holding this event: `<site>/<line>`."""
+        return f"{self.site}/{self.line}"
 
 
 class StateEvent(_MachineEvent):

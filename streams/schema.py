@@ -22,7 +22,8 @@ from streams.events import TOPIC_MODELS, event_type
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 _TOPIC_DESCRIPTIONS = {
-    "machine-state": "Machine state changes and production counts; key: machine id.",
+    "machine-state": "Machine state changes and production counts; key: machine id, or "
+    "<site>/<line> for a gateway batch of that line's machines.",
     "orders": "Customer and purchase orders, their amendments, cancellations and closings; "
     "key: order id.",
     "shipments": "Deliveries against orders; key: order id.",
@@ -39,7 +40,9 @@ def topic_schema(topic: str) -> dict[str, Any]:
     single, batch = body["anyOf"]
     types = ", ".join(event_type(m) for m in models)
     single.update(title="Event", description=f"One event: {types}.")
-    batch.update(title="Batch", description="Events of one key, in order.")
+    batch.update(
+        title="Batch", description="Events of the message key, in order (per machine, if several)."
+    )
     return {
         "$schema": DRAFT,
         "title": f"kpimon {topic} message",
