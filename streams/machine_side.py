@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from streams.columnar import plain_sizes, spread_columns
 from streams.machine import MachineTimeline, Segment
 from streams.oee import OeeState
 from streams.pointlog import PointLog
@@ -63,6 +64,10 @@ class MachineSide:
     configuration) and the machines with late events waiting (`to_list` /
     `load` for a snapshot).
     """
+
+    columnar_min = 256
+    """A close with this many segments or more spreads them in columns: below,
+    numpy's fixed cost per close is more than it saves."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -115,24 +120,54 @@ class MachineSide:
         self, timeline: MachineTimeline, until_us: int, out: Output, *, inclusive: bool = False
     ) -> None:
         """Spread a machine's time up to `until_us` over its open windows."""
-        engine = self.engine
         mkey = (timeline.site, timeline.line, timeline.machine)
+        windows = self.engine.site_windows(mkey[0])
+        for segment in self._segments(timeline, until_us, out, inclusive):
+            spread(segment, windows, lambda window: self._oee_state(window, mkey))
+
+    def attribute_all(self, until_us: int, out: Output, *, inclusive: bool = False) -> None:
+        """`attribute` every machine; a close with `columnar_min` segments or more
+        is spread in numpy columns (`streams.columnar`), with the same result."""
+        engine = self.engine
+        mkeys: list[MachineKey] = []
+        segments: list[tuple[int, Segment]] = []
+        plain = plain_sizes(engine.windows)
+        for m, timeline in enumerate(engine.machines.values()):
+            mkeys.append((timeline.site, timeline.line, timeline.machine))
+            if engine.site_windows(timeline.site) is not engine.windows:
+                plain = None
+            segments += ((m, seg) for seg in self._segments(timeline, until_us, out, inclusive))
+        big = len(segments) >= self.columnar_min
+        if plain is not None and big and spread_columns(segments, mkeys, plain, self._oee_state):
+            return
+        for m, segment in segments:
+            mkey = mkeys[m]
+            windows = engine.site_windows(mkey[0])
+            spread(segment, windows, lambda window, mkey=mkey: self._oee_state(window, mkey))
+
+    def _segments(
+        self, timeline: MachineTimeline, until_us: int, out: Output, inclusive: bool
+    ) -> list[Segment]:
+        """A machine's segments up to `until_us`, kept in its history; silence alerts to `out`."""
+        engine = self.engine
         history = engine.history.get(timeline.machine)
         if history is not None:
             history.points.extend(timeline.due(until_us, inclusive=inclusive))
-        segments = timeline.attribute(
-            until_us,
-            self.heartbeat_us(timeline),
-            engine.silence_us,
-            inclusive=inclusive,
-            modulus=engine.modulus,
-            hold_us=engine.hold_us,
+        segments = list(
+            timeline.attribute(
+                until_us,
+                self.heartbeat_us(timeline),
+                engine.silence_us,
+                inclusive=inclusive,
+                modulus=engine.modulus,
+                hold_us=engine.hold_us,
+            )
         )
-        windows = engine.site_windows(mkey[0])
+        mkey = (timeline.site, timeline.line, timeline.machine)
         for segment in segments:
-            spread(segment, windows, lambda window: self._oee_state(window, mkey))
             if segment.silence_starts and self._in_shift(segment.start_us):
                 out.alerts.append(silence_alert(*mkey, segment.start_us, timeline.last_seen_us))
+        return segments
 
     def _in_shift(self, ts_us: int) -> bool:
         calendar = self.engine.windows.calendar

@@ -1,0 +1,224 @@
+"""The machine path's spreading, a close at a time, in numpy columns.
+
+At a close every machine's time up to the frontier becomes segments
+(`MachineTimeline.attribute`); `streams.machine_side.spread` then adds each
+segment to every window it overlaps, one Python step per (segment, window).
+Here the segments of all machines go in as columns and each window kind
+splits them at its edges at once:
+
+    segment     [--------- running ---------)         start 30 s, end 150 s
+    1m edges    |0         |60        |120       |180
+    pieces         [  30 s  )[  60 s  )[  30 s )       k = start // size ... (end - 1) // size
+
+The pieces are summed per (window, machine, bucket) and per (window,
+machine, loss reason), the units and failures of markers per (window,
+machine), and only then added to the engine's `OeeState`s, one Python step
+per state touched instead of one per piece.
+
+Exact by construction: every sum is an integer sum (int64, with the values
+bounded so no sum can overflow), and states, windows and loss reasons are
+created in the order the per-segment path first touches them, so the
+engine's dicts (and so its snapshot and records) come out the same. A close
+it cannot do exactly (a shift calendar, a site's local clock, a bucket or a
+number out of range) returns False and the caller spreads segment by
+segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from streams.machine import Segment
+from streams.oee import LOSS_STATES, STATE_BUCKETS, OeeState
+from streams.tumbling import TumblingWindows, Window
+from streams.windows import WindowSet
+
+MachineKey = tuple[str, str, str]
+_BUCKET_CODE = {bucket: i for i, bucket in enumerate(STATE_BUCKETS)}
+_ATTRS = tuple(f"{bucket}_us" for bucket in STATE_BUCKETS)
+_SAFE = 1 << 62  # a sum of values below _SAFE / n over n values fits int64
+
+
+def plain_sizes(windows: WindowSet) -> tuple[tuple[int, str], ...] | None:
+    """(size, label) of each window kind when all are epoch-aligned tumbling
+    windows and there are no shifts; None otherwise (no columnar path)."""
+    if windows.calendar is not None or not all(
+        type(t) is TumblingWindows for t in windows.tumbling
+    ):
+        return None
+    return tuple((t.size_us, t.label) for t in windows.tumbling)
+
+
+def spread_columns(
+    segments: Sequence[tuple[int, Segment]],
+    mkeys: Sequence[MachineKey],
+    sizes: tuple[tuple[int, str], ...],
+    state_of: Callable[[Window, MachineKey], OeeState],
+) -> bool:
+    """Add `segments` ((machine index into `mkeys`, segment), in the order the
+    per-segment path spreads them) to their windows' states. False, having
+    changed nothing, when the segments are out of the columnar path's range."""
+    time_rows: list[tuple[int, int, int, int, int, int]] = []  # g, m, start, end, bucket, reason
+    marks: list[tuple[int, int, int, int, int, int, int, int]] = []  # g, m, ts, units..., failure
+    reasons: dict[str, int] = {}
+    for g, (m, seg) in enumerate(segments):
+        if seg.start_us == seg.end_us:
+            units = seg.units
+            if units is not None:
+                outside = units.total if units.outside_running else 0
+                marks.append(
+                    (g, m, seg.start_us, units.total, units.good, units.ideal_us, outside, 0)
+                )
+            elif seg.failure_at_start:
+                marks.append((g, m, seg.start_us, 0, 0, 0, 0, 1))
+            continue
+        code = _BUCKET_CODE.get(seg.bucket)
+        if code is None:
+            return False
+        reason = -1  # not a loss: no reason kept
+        if seg.bucket in LOSS_STATES:
+            key = seg.reason or seg.bucket
+            reason = reasons.setdefault(key, len(reasons))
+        time_rows.append((g, m, seg.start_us, seg.end_us, code, reason))
+    n = len(time_rows) + len(marks)
+    if n == 0:
+        return True
+    try:
+        times = np.array(time_rows, dtype=np.int64).reshape(-1, 6)
+        markers = np.array(marks, dtype=np.int64).reshape(-1, 8)
+    except OverflowError:
+        return False
+    bound = _SAFE // (3 * n * len(sizes) + 1)
+    if markers.size and np.abs(markers[:, 3:7]).max() >= bound:
+        return False
+    if times.size and (np.abs(times[:, 2:4]).max() >= _SAFE // 4):
+        return False
+    pieces = [_split(times, size, z) for z, (size, _) in enumerate(sizes)]
+    if not _codes_fit(pieces, markers, sizes, n_machines=len(mkeys)):
+        return False
+    points = [_mark(markers, size, z) for z, (size, _) in enumerate(sizes)]
+    _apply(pieces, points, sizes, mkeys, list(reasons), state_of)
+    return True
+
+
+def _split(times: np.ndarray, size: int, z: int) -> np.ndarray:
+    """Rows (g, z, k, m, bucket, reason, piece_us) of the segments cut at one kind's edges."""
+    start, end = times[:, 2], times[:, 3]
+    k0, k1 = start // size, (end - 1) // size
+    count = k1 - k0 + 1
+    seg = np.repeat(np.arange(len(times)), count)
+    offsets = np.cumsum(count) - count
+    k = k0[seg] + (np.arange(len(seg)) - offsets[seg])
+    window_start = k * size
+    piece = np.minimum(end[seg], window_start + size) - np.maximum(start[seg], window_start)
+    rows = times[seg]
+    z_col = np.full(len(seg), z, dtype=np.int64)
+    return np.column_stack((rows[:, 0], z_col, k, rows[:, 1], rows[:, 4], rows[:, 5], piece))
+
+
+def _mark(markers: np.ndarray, size: int, z: int) -> np.ndarray:
+    """Rows (g, z, k, m, total, good, ideal_us, outside, failures) of the markers' windows."""
+    z_col = np.full(len(markers), z, dtype=np.int64)
+    k = markers[:, 2] // size
+    return np.column_stack((markers[:, 0], z_col, k, markers[:, 1], markers[:, 3:8]))
+
+
+def _apply(
+    pieces: list[np.ndarray],
+    points: list[np.ndarray],
+    sizes: tuple[tuple[int, str], ...],
+    mkeys: Sequence[MachineKey],
+    reason_names: list[str],
+    state_of: Callable[[Window, MachineKey], OeeState],
+) -> None:
+    """Sum per state and add to the engine's states in first-touch order."""
+    piece = np.concatenate(pieces)
+    point = np.concatenate(points)
+    # Touch order: segment, then window kind, then window (what `spread` does).
+    head = np.concatenate((piece[:, :4], point[:, :4]))
+    touch = np.lexsort((head[:, 2], head[:, 1], head[:, 0]))
+    rank = np.empty(len(head), dtype=np.int64)
+    rank[touch] = np.arange(len(head))
+    # States: (z, k, m) as one number, numbered in first-touch order.
+    k_min = int(head[:, 2].min())
+    z_n, m_n = len(sizes), len(mkeys)
+    code = ((head[:, 2] - k_min) * z_n + head[:, 1]) * m_n + head[:, 3]
+    codes, group = np.unique(code, return_inverse=True)
+    order = np.argsort(_first(group, rank, len(codes)), kind="stable")
+    renumber = np.empty(len(order), dtype=np.int64)
+    renumber[order] = np.arange(len(order))
+    group, codes = renumber[group], codes[order]
+    m_col = codes % m_n
+    z_col = codes // m_n % z_n
+    keys = np.column_stack((z_col, codes // m_n // z_n + k_min, m_col)).tolist()
+    n_states, n_pieces = len(keys), len(piece)
+    piece_group, point_group = group[:n_pieces], group[n_pieces:]
+    buckets = np.zeros((n_states, len(STATE_BUCKETS)), dtype=np.int64)
+    np.add.at(buckets, (piece_group, piece[:, 4]), piece[:, 6])
+    units = np.zeros((n_states, 5), dtype=np.int64)
+    np.add.at(units, point_group, point[:, 4:9])
+    lossy = piece[:, 5] >= 0
+    by_reason = _reason_sums(
+        piece_group[lossy], piece[lossy, 5], piece[lossy, 6], rank[:n_pieces][lossy]
+    )
+
+    windows: dict[tuple[int, int], Window] = {}
+    states = []
+    for z, k, m in keys:
+        window = windows.get((z, k))
+        if window is None:
+            size, label = sizes[z]
+            window = windows[z, k] = Window(k * size, k * size + size, label)
+        states.append(state_of(window, mkeys[m]))
+    nonzero = np.nonzero(buckets)
+    for i, b, value in zip(*(a.tolist() for a in nonzero), buckets[nonzero].tolist(), strict=True):
+        attr, state = _ATTRS[b], states[i]
+        setattr(state, attr, getattr(state, attr) + value)
+    for i in np.flatnonzero(units.any(axis=1)).tolist():
+        total, good, ideal_us, outside, failures = units[i].tolist()
+        state = states[i]
+        state.total += total
+        state.good += good
+        state.ideal_us += ideal_us
+        state.outside_running += outside
+        state.failures += failures
+    for i, reason, value in by_reason:
+        held = states[i].downtime_by_reason_us
+        name = reason_names[reason]
+        held[name] = held.get(name, 0) + value
+
+
+def _reason_sums(
+    group: np.ndarray, reason: np.ndarray, value: np.ndarray, rank: np.ndarray
+) -> list[tuple[int, int, int]]:
+    """(state, reason, sum) per state and reason, each state's in first-touch order."""
+    if not len(group):
+        return []
+    pairs, inverse = np.unique(np.column_stack((group, reason)), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros(len(pairs), dtype=np.int64)
+    np.add.at(sums, inverse, value)
+    order = np.lexsort((_first(inverse, rank, len(pairs)), pairs[:, 0]))
+    return [(int(pairs[i, 0]), int(pairs[i, 1]), int(sums[i])) for i in order]
+
+
+def _codes_fit(
+    pieces: list[np.ndarray],
+    markers: np.ndarray,
+    sizes: tuple[tuple[int, str], ...],
+    n_machines: int,
+) -> bool:
+    """Whether (window, kind, machine) numbers as one int64 (`_apply`)."""
+    ks = [p[:, 2] for p in pieces] + [markers[:, 2] // size for size, _ in sizes]
+    k = np.concatenate(ks)
+    span = int(k.max()) - int(k.min()) + 1
+    return span * len(sizes) * n_machines < _SAFE
+
+
+def _first(group: np.ndarray, rank: np.ndarray, n: int) -> np.ndarray:
+    """Per group, the smallest rank of its rows (when it is first touched)."""
+    firsts = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(firsts, group, rank)
+    return firsts
