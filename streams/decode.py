@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from streams.events import (
     EVENT_ADAPTER,
@@ -217,6 +217,11 @@ def decode_message(
         return _rejected(
             "message_too_large", f"message is {size} bytes, over the limit of {max_bytes}"
         )
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    events = _all_valid(value, key, source, max_batch)
+    if events is not None:
+        return DecodeResult(events)
     try:
         doc = orjson.loads(value)
     except Exception as exc:  # JSONDecodeError, including depth limit, bad UTF-8 and NaN
@@ -225,8 +230,6 @@ def decode_message(
         return _rejected(
             "batch_too_long", f"batch has {len(doc)} events, over the limit of {max_batch}"
         )
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
     items: Iterable[tuple[int | None, object]] = (
         enumerate(doc) if isinstance(doc, list) else [(None, doc)]
     )
@@ -238,6 +241,40 @@ def decode_message(
         else:
             result.events.append(outcome)
     return result
+
+
+_BATCH_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_MAX_LINE_NO = 2**64 - 1
+"""orjson reads a larger integer as a float, which the slow path rejects as a line_no."""
+
+
+def _all_valid(
+    value: str | bytes | bytearray | memoryview, key: str | None, source: str | None, max_batch: int
+) -> list[Event] | None:
+    """The events of a message whose every event is valid, in one pydantic pass
+    over its JSON (about a third of the time of orjson then event by event);
+    None on any problem at all, for the slow path to find and word it."""
+    if isinstance(value, memoryview):
+        return None
+    try:
+        first = value.lstrip()[:1]
+        if first in (b"[", "["):
+            events = _BATCH_ADAPTER.validate_json(value)
+        else:
+            events = [EVENT_ADAPTER.validate_json(value)]
+    except Exception:  # invalid, or anything pydantic's JSON parser takes amiss
+        return None
+    if len(events) > max_batch:
+        return None
+    for event in events:
+        if source is not None and event.source != source:
+            return None
+        if key is not None and event.key != key and getattr(event, "line_key", None) != key:
+            return None
+        lines = event.lines if event.type in _LINE_MODELS else ()  # type: ignore[union-attr]
+        if any(line.line_no > _MAX_LINE_NO for line in lines):
+            return None
+    return events
 
 
 def _rejected(reason: ErrorReason, message: str) -> DecodeResult:

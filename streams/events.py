@@ -8,6 +8,7 @@ offset; every `*_us` property is integer microseconds since the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
@@ -61,14 +62,15 @@ def _parse_rfc3339(value: object) -> object:
     date, time, fraction, offset = match.groups()
     if offset is None:
         raise _error("timestamp has no timezone offset")
+    if offset != "z" and (fraction is None or len(fraction) == 6):
+        with contextlib.suppress(ValueError):  # the usual form, as Python reads it
+            return datetime.fromisoformat(value)
     micros = (fraction or "")[:6].ljust(6, "0")  # RFC 3339 allows any precision; keep µs
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
-        to_us(parsed)  # far-off years overflow here rather than in a later `ts_us`
-    except (ValueError, OverflowError):
+        return datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
+    except ValueError:
         raise _error("not a valid date and time: {t}", t=_short(value)) from None
-    return parsed
 
 
 def _as_lines(value: object) -> object:
