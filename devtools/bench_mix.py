@@ -237,7 +237,8 @@ def singles(messages: Iterable[Message]) -> Iterator[Message]:
 
 def gateway(messages: Iterable[Message], size: int = 100) -> Iterator[Message]:
     """A line gateway's batches: the machine events of one line, `size` to a message
-    (events of several machines, each machine's in order), keyed by the line.
+    (events of several machines, each machine's in order), keyed `<site>/<line>`
+    as the contract asks of a gateway batch (`streams.events` `line_key`).
 
     Order-side messages (an ERP's, not a gateway's) pass through as they are.
     A line's last batch may be shorter.
@@ -248,11 +249,12 @@ def gateway(messages: Iterable[Message], size: int = 100) -> Iterator[Message]:
             yield kind, key, events
             continue
         for event in events:
-            batch = held.setdefault(event["line"], [])
+            line_key = f"{event['site']}/{event['line']}"
+            batch = held.setdefault(line_key, [])
             batch.append(event)
             if len(batch) >= size:
-                yield kind, event["line"], batch
-                held[event["line"]] = []
+                yield kind, line_key, batch
+                held[line_key] = []
     for line, batch in held.items():
         if batch:
             yield "machine-state", line, batch
