@@ -170,17 +170,21 @@ def _check_one(
         allowed = ", ".join(event_type(m) for m in TOPIC_MODELS[source])
         message = f"type: {event.type!r} does not belong on topic {source!r} (allowed: {allowed})"
         return EventError("wrong_topic", message, index)
-    if key is not None and event.key != key:
-        line_key = getattr(event, "line_key", None)  # machine events only
-        if line_key == key:  # a gateway batch: the line's machines in one message
-            return event
+    if key is not None and not _belongs(event, key):
         message = (
             f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
         )
+        line_key = getattr(event, "line_key", None)
         if line_key is not None and "/" in key:
             message += f", nor does its line {_short(line_key)}"
         return EventError("key_mismatch", message, index)
     return event
+
+
+def _belongs(event: Event, key: str) -> bool:
+    """Whether an event may be in a message of `key`: its own key, or for a
+    machine event its line's, `<site>/<line>` (a gateway batch)."""
+    return event.key == key or getattr(event, "line_key", None) == key
 
 
 def decode_message(
@@ -269,7 +273,7 @@ def _all_valid(
     for event in events:
         if source is not None and event.source != source:
             return None
-        if key is not None and event.key != key and getattr(event, "line_key", None) != key:
+        if key is not None and not _belongs(event, key):
             return None
         lines = event.lines if event.type in _LINE_MODELS else ()  # type: ignore[union-attr]
         if any(line.line_no > _MAX_LINE_NO for line in lines):
