@@ -1,0 +1,268 @@
+"""The engine's snapshot (`streams.snapshot.snapshot`) cut into named sections, and back.
+
+A worker writes a section to its table only when the section's bytes
+changed since the last snapshot, so most of a large state (closed windows,
+each machine's kept history, the hours of seen ids) is not written again
+every time. Sections have stable names:
+
+- `head`: everything not cut out below (watermarks, stats, the book's heap...);
+- `<path>.order`: the keys of a cut-out container, in its order (a restore
+  rebuilds dicts and lists in exactly the order the snapshot had);
+- `<path>/<key>`: one item of a container of large items (a closed window, an
+  hour of seen ids);
+- `<path>#<bucket>`: the items of a container of small items whose key
+  hashes to `bucket` (machine timelines, last records, open orders), so
+  per-row overhead does not dominate;
+- `seen.hours/<hour>#<group>`: the ids seen in an hour whose top 5 bits
+  are `group` (ids are uniform hashes: a new one changes one group);
+- `<path>.keys/<window>/<i>`: the i-th `KEY_GROUP` keys, in order, of an
+  open window's states (OEE, perfect orders): a key joining the window
+  changes the last group only.
+
+`join(split(state)) == state` for every snapshot, and every container's
+items come back in their order.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+Key = Callable[[Any], str]
+
+
+def _json_key(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _first(element: list[Any]) -> str:
+    return _json_key(element[0])
+
+
+def _field(name: str) -> Key:
+    return lambda element: str(element[name])
+
+
+# path (keys into the snapshot dict), how an item's key is found (None: a
+# dict's own keys), buckets (0: one section per item).
+CUTS: list[tuple[tuple[str, ...], Key | None, int]] = [
+    (("machines",), _field("machine"), 64),
+    (("history",), None, 1024),
+    (("closed",), _first, 0),
+    (("last_closed",), None, 64),
+    (("charts",), None, 16),
+    (("chart_history",), None, 16),
+    (("book", "open"), _field("order_id"), 64),
+    (("book", "decided"), _first, 64),
+    (("book", "settled"), lambda e: str(e[0]["order_id"]), 64),
+    (("stock", "skus"), None, 16),
+    (("stock", "originals"), _first, 16),
+    (("stock", "settled"), _first, 16),
+]
+# Containers of windows each holding [key, state] pairs (open OEE and order
+# windows): items are one window's state of one key.
+NESTED: list[tuple[str, ...]] = [("oee",), ("orders",)]
+KEY_GROUP = 256
+ID_GROUP_SHIFT = 59  # 32 groups of 64-bit ids
+WHOLE = "whole"  # an order section {WHOLE: container} keeps the container whole
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    return zlib.crc32(key.encode()) % buckets
+
+
+def split(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The sections of a snapshot: name -> JSON-safe value."""
+    head = _copy_path_parents(state)
+    parts: dict[str, Any] = {}
+    for path, key, buckets in CUTS:
+        container = _pop(head, path)
+        if container is not None:
+            _cut(parts, ".".join(path), container, key, buckets)
+    for path in NESTED:
+        windows = _pop(head, path)
+        if windows is not None:
+            _cut_nested(parts, ".".join(path), windows)
+    hours = _pop(head, ("seen", "hours"))
+    if hours is not None:
+        _cut_ids(parts, "seen.hours", hours)
+    parts["head"] = head
+    return parts
+
+
+def join(parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The snapshot `split` cut into `parts`."""
+    state = _copy_path_parents(parts["head"])
+    for path, key, _ in CUTS:
+        name = ".".join(path)
+        if f"{name}.order" in parts:
+            _put(state, path, _joined(parts, name, dict_like=key is None))
+    for path in NESTED:
+        name = ".".join(path)
+        if f"{name}.order" in parts:
+            _put(state, path, _joined_nested(parts, name))
+    if "seen.hours.order" in parts:
+        _put(state, ("seen", "hours"), _joined_ids(parts, "seen.hours"))
+    return state
+
+
+def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buckets: int) -> None:
+    try:
+        if not isinstance(container, dict if key is None else list):
+            raise TypeError(container)
+        items = list(container.items()) if key is None else [(key(e), e) for e in container]
+        keys = [k for k, _ in items]
+        keyed = len(set(keys)) == len(keys)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        keyed = False
+    if not keyed:  # not shaped as expected: kept whole
+        parts[f"{name}.order"] = {WHOLE: container}
+        return
+    parts[f"{name}.order"] = keys
+    if buckets == 0:
+        for k, element in items:
+            parts[f"{name}/{k}"] = element
+        return
+    for k, element in items:
+        parts.setdefault(f"{name}#{bucket_of(k, buckets)}", {})[k] = element
+
+
+def _joined(parts: Mapping[str, Any], name: str, *, dict_like: bool) -> Any:
+    keys = parts[f"{name}.order"]
+    if isinstance(keys, dict):
+        return keys[WHOLE]
+    found: dict[str, Any] = {}
+    prefix_item, prefix_bucket = f"{name}/", f"{name}#"
+    for section, value in parts.items():
+        if section.startswith(prefix_bucket):
+            found.update(value)
+        elif section.startswith(prefix_item):
+            found[section[len(prefix_item) :]] = value
+    if dict_like:
+        return {k: found[k] for k in keys}
+    return [found[k] for k in keys]
+
+
+def _cut_nested(parts: dict[str, Any], name: str, windows: list[Any]) -> None:
+    try:
+        cut = _nested_items(name, windows)
+    except (TypeError, ValueError, IndexError):  # not shaped as expected: kept whole
+        parts[f"{name}.order"] = {WHOLE: windows}
+        return
+    for section, items in cut.items():
+        parts[section] = items
+
+
+def _nested_items(name: str, windows: list[Any]) -> dict[str, Any]:
+    parts: dict[str, Any] = {}
+    order = []
+    for window, pairs in windows:
+        if not isinstance(pairs, list) or not all(len(pair) == 2 for pair in pairs):
+            raise ValueError(pairs)
+        wkey = _json_key(window)
+        keys = [_json_key(pair[0]) for pair in pairs]
+        for k, pair in zip(keys, pairs, strict=True):
+            parts.setdefault(f"{name}#{bucket_of(wkey + k, 64)}", {})[wkey + k] = pair
+        groups = range(0, len(keys), KEY_GROUP)
+        for i, start in enumerate(groups):
+            parts[f"{name}.keys/{wkey}/{i}"] = keys[start : start + KEY_GROUP]
+        order.append([window, len(groups)])
+    parts[f"{name}.order"] = order
+    return parts
+
+
+def _joined_nested(parts: Mapping[str, Any], name: str) -> list[Any]:
+    if isinstance(parts[f"{name}.order"], dict):
+        return parts[f"{name}.order"][WHOLE]
+    found: dict[str, Any] = {}
+    for section, value in parts.items():
+        if section.startswith(f"{name}#"):
+            found.update(value)
+    out = []
+    for window, groups in parts[f"{name}.order"]:
+        wkey = _json_key(window)
+        keys = [k for i in range(groups) for k in parts[f"{name}.keys/{wkey}/{i}"]]
+        out.append([window, [found[wkey + k] for k in keys]])
+    return out
+
+
+def _cut_ids(parts: dict[str, Any], name: str, hours: Any) -> None:
+    """[[hour, base64 of sorted little-endian uint64 ids], ...] by hour and id range."""
+    try:
+        cut = _id_groups(name, hours)
+    except (TypeError, ValueError):  # not shaped as expected: kept whole
+        parts[f"{name}.order"] = {WHOLE: hours}
+        return
+    parts.update(cut)
+
+
+def _id_groups(name: str, hours: list[Any]) -> dict[str, Any]:
+    parts: dict[str, Any] = {}
+    order = []
+    for hour, packed in hours:
+        raw = base64.b64decode(packed, validate=True)
+        if not isinstance(hour, int) or len(raw) % 8 or base64.b64encode(raw).decode() != packed:
+            raise ValueError(hour)
+        ids = np.frombuffer(raw, dtype="<u8")
+        if np.any(ids[1:] < ids[:-1]):
+            raise ValueError("ids not sorted")
+        starts = np.arange(1, 1 << (64 - ID_GROUP_SHIFT), dtype=np.uint64)
+        edges = np.searchsorted(ids, starts << np.uint64(ID_GROUP_SHIFT))
+        bounds = [0, *edges.tolist(), len(ids)]
+        for group, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            if hi > lo:
+                parts[f"{name}/{hour}#{group}"] = base64.b64encode(raw[lo * 8 : hi * 8]).decode()
+        order.append(hour)
+    parts[f"{name}.order"] = order
+    return parts
+
+
+def _joined_ids(parts: Mapping[str, Any], name: str) -> Any:
+    order = parts[f"{name}.order"]
+    if isinstance(order, dict):
+        return order[WHOLE]
+    groups = 1 << (64 - ID_GROUP_SHIFT)
+    out = []
+    for hour in order:
+        raw = b"".join(
+            base64.b64decode(parts[section])
+            for group in range(groups)
+            if (section := f"{name}/{hour}#{group}") in parts
+        )
+        out.append([hour, base64.b64encode(raw).decode()])
+    return out
+
+
+def _copy_path_parents(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `state` whose dicts along every cut path are copies too, so
+    popping and putting containers leaves the caller's dicts alone."""
+    copy = dict(state)
+    for path in [*(path for path, _, _ in CUTS), ("seen", "hours")]:
+        node = copy
+        for step in path[:-1]:
+            if not isinstance(node.get(step), dict):
+                break
+            node[step] = dict(node[step])
+            node = node[step]
+    return copy
+
+
+def _pop(state: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = state
+    for step in path[:-1]:
+        node = node.get(step) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or path[-1] not in node:
+        return None
+    return node.pop(path[-1])
+
+
+def _put(state: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = state
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value

@@ -1,0 +1,137 @@
+"""`streams.snapshot_sections`: a snapshot cut into named sections and joined back."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from array import array
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.config import EngineConfig
+from streams.decode import parse_event
+from streams.engine import Engine
+from streams.snapshot import restore, snapshot
+from streams.snapshot_sections import KEY_GROUP, WHOLE, bucket_of, join, split
+from tests import eventfactory as ef
+
+W1, W2 = [0, 60, "1m"], [60, 120, "1m"]
+
+
+def packed(*ids: int) -> str:
+    """An hour of seen ids as `streams.seen` snapshots them."""
+    return base64.b64encode(array("Q", sorted(ids)).tobytes()).decode()
+
+
+IDS = [n << 58 | n for n in range(0, 64, 3)]
+
+STATE: dict[str, Any] = {
+    "version": 1,
+    "watermark_us": 5,
+    "machines": [{"machine": f"m{n}", "state": "running"} for n in (3, 1, 2)],
+    "history": {"m3": {"points": [1]}, "m1": {"points": [2]}},
+    "closed": [[W2, {"r": 2}], [W1, {"r": 1}]],
+    "last_closed": {"b": {"x": 1}, "a": {"x": 2}},
+    "charts": {},
+    "seen": {"bucket_us": 3600, "hours": [[7, packed(*IDS)], [8, packed(5)], [9, packed()]]},
+    "book": {
+        "open": [{"order_id": "o2"}, {"order_id": "o1"}],
+        "decided": [["o9", True]],
+        "ignored": {},
+        "heap": [[1, "o2"]],
+        "settled": [[{"order_id": "o7"}, None]],
+    },
+    "oee": [[W1, [[["l", "m3"], {"s": 1}], [["l", "m1"], {"s": 2}]]], [W2, []]],
+    "orders": [],
+}
+
+
+def test_join_gives_back_the_state_in_its_order() -> None:
+    parts = split(STATE)
+    assert orjson.dumps(join(parts), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        STATE, option=orjson.OPT_SORT_KEYS
+    )
+    assert [m["machine"] for m in join(parts)["machines"]] == ["m3", "m1", "m2"]
+    assert list(join(parts)["last_closed"]) == ["b", "a"]
+
+
+def test_sections_have_stable_names() -> None:
+    parts = split(STATE)
+    assert f"machines#{bucket_of('m3', 64)}" in parts
+    assert f"closed/{orjson.dumps(W1).decode()}" in parts
+    assert {"seen.hours/7#0", "seen.hours/8#0", "seen.hours/7#31"} <= set(parts)
+    assert "book.open.order" in parts
+    assert parts["head"]["book"] == {"ignored": {}, "heap": [[1, "o2"]]}
+
+
+def test_split_leaves_the_state_alone() -> None:
+    before = copy.deepcopy(STATE)
+    join(split(STATE))
+    assert before == STATE
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("machines", [{"machine": "m1"}, {"machine": "m1"}]),  # a key twice
+        ("machines", [{"name": "m1"}]),  # no key where expected
+        ("closed", {"not": "a list"}),
+        ("closed", {}),
+        ("oee", [[W1, "not pairs"]]),
+        ("seen", {"bucket_us": 3600, "hours": [[7, packed(3, 2)[::-1]]]}),
+        ("seen", {"bucket_us": 3600, "hours": [[7, "AAA="]]}),
+    ],
+)
+def test_a_container_not_shaped_as_expected_is_kept_whole(path: str, value: Any) -> None:
+    state = {**STATE, path: value}
+    parts = split(state)
+    if path == "seen":
+        assert parts["seen.hours.order"] == {WHOLE: value["hours"]}
+    else:
+        assert parts[f"{path}.order"] == {WHOLE: value}
+    assert join(parts) == state
+
+
+def test_absent_fields_stay_absent() -> None:
+    state = {"version": 1, "watermark_us": None}
+    assert split(state) == {"head": state}
+    assert join(split(state)) == state
+
+
+def test_an_engines_snapshot_survives_the_round_trip() -> None:
+    engine = Engine(EngineConfig())
+    for n in range(30):
+        machine = f"press-{n % 7}"
+        state = ("running", "down", "idle")[n % 3]
+        for event in (
+            ef.state(ef.at(7 + n / 20), state, machine=machine),
+            ef.count(ef.at(7 + n / 20), 10, 9, 2.0, machine=machine),
+        ):
+            if engine.ingest(parse_event(event)) is None:
+                engine.advance(engine.watermark_us)  # type: ignore[arg-type]
+    data = snapshot(engine)
+    assert len(data["closed"]) > 1
+    joined = join(orjson.loads(orjson.dumps(split(data))))
+    assert orjson.dumps(snapshot(restore(EngineConfig(), joined))) == orjson.dumps(data)
+
+
+def test_a_key_joining_an_open_window_changes_its_last_key_group_only() -> None:
+    pairs = [[["l", f"m{n}"], {"s": n}] for n in range(2 * KEY_GROUP + 10)]
+    before = split({**STATE, "oee": [[W1, pairs]]})
+    after = split({**STATE, "oee": [[W1, [*pairs, [["l", "new"], {"s": 0}]]]]})
+    changed = {name for name in after if before.get(name) != after[name]}
+    w1 = orjson.dumps(W1).decode()
+    bucket = f"oee#{bucket_of(w1 + orjson.dumps(['l', 'new']).decode(), 64)}"
+    assert changed == {f"oee.keys/{w1}/2", bucket}
+    assert join(after)["oee"] == [[W1, [*pairs, [["l", "new"], {"s": 0}]]]]
+
+
+def test_a_new_id_changes_one_group_of_its_hour() -> None:
+    before = split(STATE)
+    new = 17 << 59 | 12345
+    after = split({**STATE, "seen": {"bucket_us": 3600, "hours": [[7, packed(*IDS, new)]]}})
+    changed = {name for name in after if before.get(name) != after[name]}
+    assert changed == {"seen.hours/7#17", "seen.hours.order"}  # hours 8 and 9 gone
+    assert join(after)["seen"]["hours"] == [[7, packed(*IDS, new)]]
