@@ -30,6 +30,7 @@ __all__ = [
     "UntestedVersion",
     "check_versions",
     "committed_offset",
+    "delete_table_row",
     "consumer_client",
     "fetch_committed_offsets",
     "limit_fetch_wait",
@@ -188,6 +189,19 @@ def set_table_row(table: faust.Table, partition: int, key: str, value: Any) -> A
     """
     delivered = table.send_changelog(partition, key, value)
     table.data[key] = value
+    return delivered
+
+
+def delete_table_row(table: faust.Table, partition: int, key: str) -> Any:
+    """Delete `table[key]` and return the tombstone's changelog delivery.
+
+    What `Table.__delitem__` does (`Table.on_key_del`: a changelog record
+    with value None, then `del Table.data[key]`), written to `partition`
+    rather than the current event's (`del` needs one being processed), as
+    `set_table_row` does. A row already gone is no error.
+    """
+    delivered = table.send_changelog(partition, key, None, value_serializer="raw")
+    table.data.pop(key, None)
     return delivered
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +208,38 @@ def test_a_range_read_back_lets_the_commit_pass_it() -> None:
         return before, consumer._new_offset(tp)
 
     assert asyncio.run(commit_points()) == (None, 26)
+
+
+def test_a_deleted_row_sends_the_tombstone_faust_sends_to_the_partition_given() -> None:
+    """`delete_table_row` writes what `del table[key]` writes (value None, raw),
+    to the snapshot's partition, with no event being processed."""
+    import asyncio
+    import inspect
+
+    import faust
+    from faust.tables.table import Table
+
+    assert 'value=None, value_serializer="raw"' in inspect.getsource(Table.on_key_del)
+
+    async def delete() -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+        app = faust.App("t-private-api-del", broker="kafka://127.0.0.1:1")
+        table = app.Table("rows", default=None, partitions=4, key_type=str, value_type=str)
+        sent: list[tuple[Any, ...]] = []
+
+        def send_changelog(*args: Any, **kwargs: Any) -> str:
+            sent.append((*args, kwargs))
+            return "delivery"
+
+        table.send_changelog = send_changelog  # type: ignore[method-assign]
+        table.data["3/r/x/0"] = "kept"
+        table.data["3/r/y/0"] = "gone"
+        assert private_api.delete_table_row(table, 3, "3/r/y/0") == "delivery"
+        assert private_api.delete_table_row(table, 3, "3/r/z/0") == "delivery"  # never there
+        return sent, dict(table.data)
+
+    sent, left = asyncio.run(delete())
+    assert sent == [
+        (3, "3/r/y/0", None, {"value_serializer": "raw"}),
+        (3, "3/r/z/0", None, {"value_serializer": "raw"}),
+    ]
+    assert left == {"3/r/x/0": "kept"}
