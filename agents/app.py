@@ -19,7 +19,13 @@ from agents.engine_runner import EngineRunner
 from agents.faust_settings import app_options
 from agents.ingest import Ingest
 from agents.metrics import install_metrics
-from agents.private_api import committed_offset, limit_fetch_wait, mark_read_back, set_table_row
+from agents.private_api import (
+    committed_offset,
+    delete_table_row,
+    limit_fetch_wait,
+    mark_read_back,
+    set_table_row,
+)
 from agents.progress import EndOffsetWatcher, watch
 from agents.read_back import ReadBack
 from agents.refill import read_range
@@ -128,6 +134,7 @@ def _parts(
         runtime,
         table=snapshots,
         set_row=functools.partial(set_table_row, snapshots),
+        delete_row=functools.partial(delete_table_row, snapshots),
         send=_send,
         windows_topic=app.topic(s.windows, **RAW),
         alerts_topic=app.topic(s.alerts, **RAW),

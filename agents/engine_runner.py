@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from agents import snapshot_rows
 from agents.letters import letter_id
 from agents.outbox import Outbox, Send
-from agents.pipeline import Shard, chunks, snapshot_due
+from agents.pipeline import Shard, snapshot_due
 from agents.read_back import ReadBack
 from agents.resume import floor_of
 from agents.runtime import Runtime
@@ -44,7 +45,13 @@ class EngineRunner:
     value)` writes one and returns its changelog delivery; `lettered(engine=,
     resumed=, floor_ms=)` gives the (offset, index) of the refusals sent
     before (`agents.resume`); `mark_read_back(topic, partition, start, stop)`
-    lets the consumer commit past a range read back.
+    lets the consumer commit past a range read back; `delete_row(partition,
+    key)` deletes a row no manifest references any more (the app passes
+    `agents.private_api.delete_table_row`; by default `del table[key]`).
+
+    A snapshot writes only the sections whose content changed
+    (`agents.snapshot_rows`); `live` holds, per partition, the rows the last
+    delivered manifest references, `rows` every row known to be in the table.
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class EngineRunner:
         read_back: ReadBack,
         lettered: Callable[..., Awaitable[set[tuple[int, int]]]],
         mark_read_back: Callable[[str, int, int, int], Awaitable[None]],
+        delete_row: Callable[[int, str], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -74,6 +82,11 @@ class EngineRunner:
         self.lettered = lettered
         self.mark_read_back = mark_read_back
         self.engine_topic = settings.topics.engine
+        self.delete_row = delete_row or self._del_row
+        self.live: dict[int, set[str]] = {}
+        self.rows: dict[int, set[str]] = {}
+        self.pending: dict[int, set[str]] = {}  # referenced by a manifest not yet delivered
+        self.written_bytes: dict[int, int] = {}  # by the last snapshot, per partition
 
     async def step(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
         """Apply one engine-topic event (its `message`), publish what it gives,
@@ -109,6 +122,7 @@ class EngineRunner:
         # would restore an older snapshot past a committed offset, or
         # never send an output again.
         await asyncio.gather(*delivered)
+        self.collect(partition)
         if partition in rt.outboxes:
             rt.published["resent"] += await rt.outboxes[partition].deliver()
         pending, rt.unacked[partition] = rt.unacked[partition], []
@@ -123,15 +137,24 @@ class EngineRunner:
         if shard is not None:
             return shard
         idle_us = round(self.settings.worker.idle_advance_after * 1e6)
-        manifest = self.table.get(f"{partition}/manifest")
+        manifest = self.table.get(snapshot_rows.manifest_key(partition))
         name = f"{self.engine_topic}:{partition}"
+        referenced: set[str] = set()
         if manifest is None:
             shard = Shard(self.settings.engine, idle_us, name)
-        else:
-            slot, count = manifest.split(":")
-            data = "".join(self.table[f"{partition}/{slot}/{i}"] for i in range(int(count)))
-            shard = Shard.from_bytes(self.settings.engine, idle_us, data.encode(), name)
+        elif snapshot_rows.is_sectioned(manifest):
+            sections, referenced = snapshot_rows.read_sections(self.table, partition, manifest)
+            shard = Shard.from_sections(self.settings.engine, idle_us, sections, name)
+        else:  # the whole state in one slot, as a worker before sections wrote it
+            data, _ = snapshot_rows.read_slot(self.table, partition, manifest)
+            shard = Shard.from_bytes(self.settings.engine, idle_us, data, name)
+        if manifest is not None:
             log.info("partition %s restored at offset %s", partition, shard.next_offset)
+        # Rows of a snapshot never completed, or of the older form: deleted
+        # once a manifest of this worker is delivered.
+        self.live[partition] = referenced
+        self.rows[partition] = snapshot_rows.rows_of(self.table, partition)
+        self.pending.pop(partition, None)
         rt.shards[partition] = shard
         rt.unacked[partition] = []
         rt.snapshot_at[partition] = time.monotonic()
@@ -139,20 +162,41 @@ class EngineRunner:
         return shard
 
     def save_shard(self, partition: int, shard: Shard) -> list[Awaitable[Any]]:
-        """Write chunks to the slot not in use, then switch the manifest (one row).
+        """Write the sections whose content changed, then switch the manifest
+        (one row); `collect` deletes what it no longer references once delivered.
 
         Returns the rows' changelog deliveries. A table assignment only puts
         its changelog record in Faust's producer buffer, and neither an offset
         commit nor `producer.flush()` (which gives up on the buffer after
         0.1 s without a send) waits for it: the deliveries are awaited instead.
         """
-        manifest = self.table.get(f"{partition}/manifest")
-        slot = "b" if manifest is not None and manifest.startswith("a") else "a"
-        parts = chunks(shard.to_bytes().decode())
-        rows = [(f"{partition}/{slot}/{i}", part) for i, part in enumerate(parts)]
-        rows.append((f"{partition}/manifest", f"{slot}:{len(parts)}"))
+        planned = snapshot_rows.plan(
+            partition, shard.to_sections(), self.live.setdefault(partition, set())
+        )
+        self.pending[partition] = planned.referenced
+        self.rows.setdefault(partition, set()).update(key for key, _ in planned.rows[:-1])
+        self.written_bytes[partition] = planned.bytes_written
         # `snapshots[key] = value`, keeping each row's changelog delivery.
-        return [self.set_row(partition, key, value) for key, value in rows]
+        return [self.set_row(partition, key, value) for key, value in planned.rows]
+
+    def collect(self, partition: int) -> None:
+        """The manifest last saved is delivered: delete the rows it does not
+        reference (the manifest before it is never read again)."""
+        referenced = self.pending.pop(partition, None)
+        if referenced is None:
+            return
+        self.live[partition] = referenced
+        stale = self.rows.get(partition, set()) - referenced
+        self.rows[partition] = set(referenced)
+        for key in sorted(stale):
+            try:
+                self.delete_row(partition, key)
+            except (KeyError, TypeError, RuntimeError) as exc:  # kept; tried again next time
+                log.warning("snapshot row %s not deleted yet (%r)", key, exc)
+                self.rows[partition].add(key)
+
+    def _del_row(self, partition: int, key: str) -> None:
+        del self.table[key]  # type: ignore[attr-defined]
 
     async def publish(self, partition: int, out: Output | None) -> None:
         if out is None:
@@ -212,6 +256,8 @@ class EngineRunner:
         rt = self.runtime
         rt.engine_letters.pop(partition, None)
         rt.shards.pop(partition, None)
+        for rows in (self.live, self.rows, self.pending):
+            rows.pop(partition, None)
         rt.unacked.pop(partition, None)
         rt.read_back.pop(partition, None)
         box = rt.outboxes.pop(partition, None)

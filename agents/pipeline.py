@@ -46,6 +46,7 @@ from streams.config import EngineConfig
 from streams.decode import trusted_event
 from streams.engine import REFUSALS, Engine, Output
 from streams.snapshot import restore, snapshot
+from streams.snapshot_sections import join, split
 
 __all__ = [
     "CHUNK_BYTES",
@@ -151,6 +152,33 @@ class Shard:
                     "engine": snapshot(self.engine),
                 }
             )
+
+    def to_sections(self) -> dict[str, bytes]:
+        """The state as `to_bytes` has it, cut into named sections
+        (`streams.snapshot_sections`), each serialised: a snapshot writes only
+        those whose bytes changed. `shard` holds the offset and the clock."""
+        with _cyclic_gc_paused():
+            parts = split(snapshot(self.engine))
+            parts["shard"] = {"next_offset": self.next_offset, **self.clock.to_dict()}
+            return {name: orjson.dumps(value) for name, value in parts.items()}
+
+    @classmethod
+    def from_sections(
+        cls,
+        config: EngineConfig,
+        idle_advance_after_us: int,
+        sections: dict[str, bytes],
+        engine_source: str = "",
+    ) -> Shard:
+        """The shard `to_sections` cut into `sections`."""
+        with _cyclic_gc_paused():
+            parts = {name: orjson.loads(data) for name, data in sections.items()}
+            state = parts.pop("shard")
+            shard = cls(config, idle_advance_after_us, engine_source)
+            shard.engine = restore(config, join(parts), auto_watermark=False)
+            shard.next_offset = state["next_offset"]
+            shard.clock = IdleAdvanceClock.from_dict(state, idle_advance_after_us)
+            return shard
 
     @classmethod
     def from_bytes(

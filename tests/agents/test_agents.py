@@ -28,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.topics import Topic
 from faust.types import TP
 
+from agents import snapshot_rows
 from agents.app import Runtime, build_app
 from agents.pipeline import Incoming, SentBefore, Shard, route_batch, tick_message
 from agents.progress import InputEnds
@@ -162,7 +163,9 @@ def build_worker(send: mock.MagicMock, consumer: FakeConsumer, **overrides: Any)
         setattr(app.consumer, name, getattr(consumer, name))
     worker = Worker(app, runtime, send)
 
-    def send_changelog(partition: int | None, key: str, value: str, *_: Any) -> Any:
+    def send_changelog(
+        partition: int | None, key: str, value: str | None, *_: Any, **__: Any
+    ) -> Any:
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not worker.held:
             delivery.set_result(None)
@@ -602,12 +605,22 @@ def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.Ma
     # Every message is snapshotted, however long the last snapshot took.
     with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):
         worker = run(send, FakeConsumer(set()), scenario, worker={"snapshot_interval": 1e-9})
-    assert manifests == ["a:1", "b:1", "a:1"]  # alternate slots, one chunk each
+    # A manifest of sections (agents.snapshot_rows) each time, naming another index.
+    assert [orjson.loads(m)["version"] for m in manifests] == [2, 2, 2]
+    assert len(set(manifests)) == 3
     # Every output's delivery was checked by the last snapshot.
     assert worker.runtime.outboxes[0].pending == []
-    # Each snapshot sends its chunk and then the manifest, in that order.
+    # Each snapshot sends its changed sections and then the manifest, in that
+    # order; rows the manifest before referenced, and this one does not, are
+    # deleted (tombstones) after it, and only those.
     keys = [key for key, _ in worker.changelog]
-    assert keys[:6] == ["0/a/0", "0/manifest", "0/b/0", "0/manifest", "0/a/0", "0/manifest"]
+    first, second = [i for i, key in enumerate(keys) if key == "0/manifest"][:2]
+    assert first > 0 and all(key.startswith("0/r/") for key in keys[:first])
+    assert all(key.startswith("0/r/") for key in keys[first + 1 : second])
+    # The table keeps exactly the rows the last manifest references.
+    table = worker.app.tables["snapshots"]
+    referenced = snapshot_rows.read_sections(table, 0, table["0/manifest"])[1]
+    assert snapshot_rows.rows_of(table, 0) == referenced
     shard = worker.runtime.shards[0]
     assert shard.stats["skipped_replayed"] == 2  # offsets 1 and 2, restored from the table
     records, alerts = expected_output(messages, worker.runtime.settings)
@@ -627,7 +640,10 @@ def test_run_engine_acknowledges_only_once_the_snapshot_is_delivered(
         worker.held = True
         async with worker.agent("run_engine").test_context() as agent:
             await agent.put(messages[0], key=b"plant-1", partition=0)
-            await settle(lambda: len(worker.changelog) == 2, "the snapshot's two rows")
+            await settle(
+                lambda: worker.changelog and worker.changelog[-1][0] == "0/manifest",
+                "the snapshot's rows and its manifest",
+            )
             # Snapshot written, not delivered: the message stays unacknowledged.
             await asyncio.sleep(0)
             assert progress(worker) == (1, 1)

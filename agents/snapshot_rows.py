@@ -1,0 +1,122 @@
+"""An engine partition's snapshot as table rows: sections by content, one manifest.
+
+Each section of a shard's state (`Shard.to_sections`) is stored under a key
+holding its content hash, `<partition>/r/<hash>/<chunk>`, so a section
+whose bytes did not change since the last snapshot is not written again,
+and a row once written never changes. An index per family of sections
+(`machines`, `closed`..., a row like the others) names each of its
+sections' hash, a top index names each family's index, and the manifest row
+`<partition>/manifest` names the top index: a snapshot where few sections
+changed writes only their families' indexes again, not one naming the
+thousands of sections a large state has. Switching the manifest is the commit point: a snapshot half
+written (rows, no manifest) leaves the last manifest and every row it
+references as they were. Rows no manifest references any more are deleted
+only once a newer manifest is delivered.
+
+A manifest of the older form, `<slot>:<count>` (the whole state in chunks
+`<partition>/<slot>/<i>`), still loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from agents.pipeline import chunks
+
+VERSION = 2
+
+
+def manifest_key(partition: int) -> str:
+    return f"{partition}/manifest"
+
+
+def row_keys(partition: int, digest: str, count: int) -> list[str]:
+    return [f"{partition}/r/{digest}/{i}" for i in range(count)]
+
+
+@dataclass
+class Planned:
+    """The rows a snapshot writes (the manifest last) and every row its
+    manifest references (those not written are there already)."""
+
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    referenced: set[str] = field(default_factory=set)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(len(value) for _, value in self.rows)
+
+
+def plan(partition: int, sections: Mapping[str, bytes], present: Iterable[str]) -> Planned:
+    """The rows to write for `sections`, given the rows `present` in the table
+    (those the last delivered manifest references)."""
+    planned = Planned()
+    have: dict[str, int] = {}  # digest -> chunks, of the rows in the table
+    for key in present:
+        digest, chunk = key.rsplit("/", 2)[1:]
+        have[digest] = max(have.get(digest, 0), int(chunk) + 1)
+
+    def add(data: bytes) -> list[object]:
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        count = have.get(digest)
+        if count is None:  # not in the table: decoded and cut only then
+            parts = chunks(data.decode())
+            count = have[digest] = len(parts)
+            planned.rows.extend(zip(row_keys(partition, digest, count), parts, strict=True))
+        planned.referenced.update(row_keys(partition, digest, count))
+        return [digest, count]
+
+    families: dict[str, dict[str, list[object]]] = {}
+    for name, data in sections.items():
+        families.setdefault(family(name), {})[name] = add(data)
+    index = {name: add(orjson.dumps(where)) for name, where in families.items()}
+    manifest = {"version": VERSION, "index": add(orjson.dumps(index))}
+    planned.rows.append((manifest_key(partition), orjson.dumps(manifest).decode()))
+    return planned
+
+
+def family(section: str) -> str:
+    """`machines` of `machines#3` and `machines.order`; `closed` of `closed/[...]`."""
+    return re.split(r"[#/]", section, maxsplit=1)[0].removesuffix(".order")
+
+
+def is_sectioned(manifest: str) -> bool:
+    """Whether `manifest` is of this form (else `<slot>:<count>`)."""
+    return manifest.startswith("{")
+
+
+def read_sections(
+    table: Mapping[str, str], partition: int, manifest: str
+) -> tuple[dict[str, bytes], set[str]]:
+    """The sections `manifest` names, and every row key it references."""
+    referenced: set[str] = set()
+
+    def get(digest: str, count: int) -> bytes:
+        keys = row_keys(partition, digest, count)
+        referenced.update(keys)
+        return "".join(table[key] for key in keys).encode()
+
+    index = orjson.loads(get(*orjson.loads(manifest)["index"]))
+    sections = {}
+    for family_index in index.values():
+        for name, where in orjson.loads(get(*family_index)).items():
+            sections[name] = get(*where)
+    return sections, referenced
+
+
+def read_slot(table: Mapping[str, str], partition: int, manifest: str) -> tuple[bytes, set[str]]:
+    """The whole state a `<slot>:<count>` manifest names, and its row keys."""
+    slot, count = manifest.split(":")
+    keys = [f"{partition}/{slot}/{i}" for i in range(int(count))]
+    return "".join(table[key] for key in keys).encode(), set(keys)
+
+
+def rows_of(table: Mapping[str, str], partition: int) -> set[str]:
+    """Every snapshot row of `partition` in the table but its manifest."""
+    prefix = f"{partition}/"
+    return {key for key in table if key.startswith(prefix)} - {manifest_key(partition)}
