@@ -8,8 +8,7 @@ every time. Sections have stable names:
 - `head`: everything not cut out below (watermarks, stats, the book's heap...);
 - `<path>.order`: the keys of a cut-out container, in its order (a restore
   rebuilds dicts and lists in exactly the order the snapshot had);
-- `<path>/<key>`: one item of a container of large items (a closed window, an
-  hour of seen ids);
+- `<path>/<key>`: one item of a container of large items (a closed window);
 - `<path>#<bucket>`: the items of a container of small items whose key
   hashes to `bucket` (machine timelines, last records, open orders), so
   per-row overhead does not dominate;
@@ -69,6 +68,7 @@ CUTS: list[tuple[tuple[str, ...], Key | None, int]] = [
 NESTED: list[tuple[str, ...]] = [("oee",), ("orders",)]
 KEY_GROUP = 256
 ID_GROUP_SHIFT = 59  # 32 groups of 64-bit ids
+_ABSENT = object()  # no such container in the snapshot
 WHOLE = "whole"  # an order section {WHOLE: container} keeps the container whole
 
 
@@ -82,14 +82,14 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
     parts: dict[str, Any] = {}
     for path, key, buckets in CUTS:
         container = _pop(head, path)
-        if container is not None:
+        if container is not _ABSENT:
             _cut(parts, ".".join(path), container, key, buckets)
     for path in NESTED:
         windows = _pop(head, path)
-        if windows is not None:
+        if windows is not _ABSENT:
             _cut_nested(parts, ".".join(path), windows)
     hours = _pop(head, ("seen", "hours"))
-    if hours is not None:
+    if hours is not _ABSENT:
         _cut_ids(parts, "seen.hours", hours)
     parts["head"] = head
     return parts
@@ -257,7 +257,7 @@ def _pop(state: dict[str, Any], path: tuple[str, ...]) -> Any:
     for step in path[:-1]:
         node = node.get(step) if isinstance(node, dict) else None
     if not isinstance(node, dict) or path[-1] not in node:
-        return None
+        return _ABSENT
     return node.pop(path[-1])
 
 

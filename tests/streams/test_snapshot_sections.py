@@ -79,6 +79,7 @@ def test_split_leaves_the_state_alone() -> None:
         ("machines", [{"name": "m1"}]),  # no key where expected
         ("closed", {"not": "a list"}),
         ("closed", {}),
+        ("closed", None),
         ("oee", [[W1, "not pairs"]]),
         ("seen", {"bucket_us": 3600, "hours": [[7, packed(3, 2)[::-1]]]}),
         ("seen", {"bucket_us": 3600, "hours": [[7, "AAA="]]}),
