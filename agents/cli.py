@@ -318,16 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="small sizes for CI (about two minutes); the same figures and JSON keys",
     )
-    p.add_argument("--events", type=positive_int, help="events per message shape (default 1000000)")
-    p.add_argument(
-        "--machines", type=positive_int, help="machines of the memory test (default 10000)"
-    )
-    p.add_argument(
-        "--open-orders", type=positive_int, help="open orders, memory test (default 100000)"
-    )
-    p.add_argument(
-        "--mix-machines", type=positive_int, help="machines of the event mix (default 1000)"
-    )
+    for flag, text in (
+        ("--events", "events per message shape (default 1000000)"),
+        ("--machines", "machines of the memory test (default 10000)"),
+        ("--open-orders", "open orders, memory test (default 100000)"),
+        ("--mix-machines", "machines of the event mix (default 1000)"),
+    ):
+        p.add_argument(flag, type=positive_int, help=text)
     p.add_argument(
         "--replay-days",
         metavar="SHORT,LONG",
