@@ -27,11 +27,9 @@ from streams.events import (
     Event,
     OrderLine,
     ShipmentLine,
-    _json_type,
-    _num,
-    _short,
     event_type,
 )
+from streams.wording import json_type, num, short
 
 ErrorReason = Literal[
     "undecodable",
@@ -112,7 +110,7 @@ def _problems(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False):
         kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx") or {}, err.get("input")
         if kind == "union_tag_invalid":
-            out.append(f"type: unknown event type {_short(ctx.get('tag'))}; allowed: {allowed}")
+            out.append(f"type: unknown event type {short(ctx.get('tag'))}; allowed: {allowed}")
             continue
         if kind == "union_tag_not_found":
             out.append(f"type: required field is missing; allowed: {allowed}")
@@ -123,8 +121,8 @@ def _problems(exc: ValidationError) -> list[str]:
         template = _PROBLEMS.get(kind)
         problem = err["msg"]  # our own errors are already worded
         if template is not None:
-            fill = {k: _num(v) for k, v in ctx.items()}
-            problem = template.format(input=_short(value), got=_json_type(value), **fill)
+            fill = {k: num(v) for k, v in ctx.items()}
+            problem = template.format(input=short(value), got=json_type(value), **fill)
         out.append(f"{_path(loc)}: {problem}")
     return out
 
@@ -146,7 +144,7 @@ def parse_event(obj: dict[str, Any]) -> Event:
     Raises EventValidationError with a '<field path>: <problem>; ...' message.
     """
     if not isinstance(obj, dict):
-        raise EventValidationError(f"expected an event object, got {_json_type(obj)}")
+        raise EventValidationError(f"expected an event object, got {json_type(obj)}")
     try:
         return EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
@@ -157,9 +155,7 @@ def _check_one(
     obj: object, index: int | None, key: str | None, source: str | None
 ) -> Event | EventError:
     if not isinstance(obj, dict):
-        return EventError(
-            "not_an_object", f"expected an event object, got {_json_type(obj)}", index
-        )
+        return EventError("not_an_object", f"expected an event object, got {json_type(obj)}", index)
     try:
         event = EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
@@ -172,11 +168,11 @@ def _check_one(
         return EventError("wrong_topic", message, index)
     if key is not None and not _belongs(event, key):
         message = (
-            f"{event.key_field}: {_short(event.key)} does not match the message key {_short(key)}"
+            f"{event.key_field}: {short(event.key)} does not match the message key {short(key)}"
         )
         line_key = getattr(event, "line_key", None)
         if line_key is not None and "/" in key:
-            message += f", nor does its line {_short(line_key)}"
+            message += f", nor does its line {short(line_key)}"
         return EventError("key_mismatch", message, index)
     return event
 
@@ -216,7 +212,7 @@ def decode_message(
     elif isinstance(value, bytes | bytearray | memoryview):
         size = len(value)
     else:
-        return _rejected("undecodable", f"expected bytes, got {_json_type(value)}")
+        return _rejected("undecodable", f"expected bytes, got {json_type(value)}")
     if size > max_bytes:
         return _rejected(
             "message_too_large", f"message is {size} bytes, over the limit of {max_bytes}"

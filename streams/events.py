@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streams.timeutil import to_us
+from streams.wording import json_type, num, short
 
 MAX_STR = 256
 """Longest accepted string field, in characters: garbage can't blow memory."""
@@ -55,10 +56,10 @@ def _parse_rfc3339(value: object) -> object:
     if isinstance(value, datetime):
         return value  # AwareDatetime still rejects a naive one
     if not isinstance(value, str):
-        raise _error("expected an RFC 3339 timestamp string, got {got}", got=_json_type(value))
+        raise _error("expected an RFC 3339 timestamp string, got {got}", got=json_type(value))
     match = _RFC3339.fullmatch(value) if len(value) <= 64 else None
     if match is None:
-        raise _error("not an RFC 3339 timestamp like 2026-11-22T06:00:00Z: {t}", t=_short(value))
+        raise _error("not an RFC 3339 timestamp like 2026-11-22T06:00:00Z: {t}", t=short(value))
     date, time, fraction, offset = match.groups()
     if offset is None:
         raise _error("timestamp has no timezone offset")
@@ -70,7 +71,7 @@ def _parse_rfc3339(value: object) -> object:
     try:
         return datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
     except ValueError:
-        raise _error("not a valid date and time: {t}", t=_short(value)) from None
+        raise _error("not a valid date and time: {t}", t=short(value)) from None
 
 
 def _as_lines(value: object) -> object:
@@ -279,7 +280,7 @@ class ShipmentLine(_Model):
     @model_validator(mode="after")
     def _damage_within_qty(self) -> ShipmentLine:
         if self.damaged_qty > self.qty:
-            damaged, qty = _num(self.damaged_qty), _num(self.qty)
+            damaged, qty = num(self.damaged_qty), num(self.qty)
             raise _error(
                 "{damaged} exceeds qty {qty}", field="damaged_qty", damaged=damaged, qty=qty
             )
@@ -376,27 +377,3 @@ EVENT_TYPES: tuple[str, ...] = tuple(event_type(m) for m in EVENT_MODELS)
 def event_to_json(event: Event) -> dict[str, Any]:
     """A JSON-ready dict of the event; timestamps as RFC 3339 strings. Inverse of parse_event."""
     return event.model_dump(mode="json")
-
-
-# ---------------------------------------------------------------- value wording
-
-_JSON_TYPES = {
-    str: "string", int: "integer", float: "number", bool: "boolean",
-    dict: "object", list: "array", tuple: "array", type(None): "null",
-}  # fmt: skip
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _num(value: float) -> int | float:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _short(value: object) -> str:
-    # Never repr containers: a deeply nested one would recurse, a big one would flood logs.
-    if isinstance(value, dict | list | tuple):
-        return _json_type(value)
-    text = repr(_num(value) if isinstance(value, float) else value)
-    return text if len(text) <= 40 else text[:37] + "..."
