@@ -79,6 +79,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def tick() -> None:
         await ticks.tick()
 
+    @app.timer(w.tick_interval)
+    async def read_tails() -> None:
+        # A partition's tail the consumer stopped handing over (`Ingest.read_tail`);
+        # a timer of its own, so a tail being read never holds the ticks back.
+        await ingestion.read_tail({tp: end for tp, (end, _) in runtime.input_ends.ends.items()})
+
     @app.on_partitions_assigned.connect
     async def joined(app: faust.App, assigned: set[TP], **_: Any) -> None:
         runtime.joined = True

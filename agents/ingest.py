@@ -13,9 +13,10 @@ are passed in, so all of it is testable with fakes, without Faust.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
@@ -26,11 +27,15 @@ from agents.read_back import ReadBack
 from agents.resume import floor_of
 from agents.runtime import Runtime
 from agents.settings import Settings
+from streams.timeutil import US
 
 log = logging.getLogger("kpimon")
 
 Hole = tuple[str, int, int, int]
 """Offsets read back: (topic, partition, start, stop)."""
+
+TAIL_QUIET_S = 10.0
+"""An input partition's tail not handed over for this long is read back (`Ingest.read_tail`)."""
 
 
 class InputMessage(Protocol):
@@ -84,6 +89,8 @@ class Ingest:
         self.sources = settings.topics.sources()
         self._assignment: Collection[tuple[str, int]] | None = None
         self._reading: list[str] = []
+        self._lock = asyncio.Lock()  # a batch or a tail at a time
+        self._handed: dict[tuple[str, int], float] = {}  # input partition -> last handed over, s
 
     def reading_inputs(self) -> list[str]:
         """The assigned input partitions, sorted; sorted again only when they change."""
@@ -97,19 +104,64 @@ class Ingest:
 
     async def forward(self, messages: Sequence[InputMessage]) -> None:
         """Forward one batch, delivered before the caller acknowledges it."""
+        async with self._lock:
+            handed = self.clock_us() / US
+            written: dict[tuple[str, int], float] = {}  # input partition -> oldest write time
+            for m in messages:
+                tp = (m.topic, m.partition)
+                written[tp] = min(written.get(tp, m.timestamp), m.timestamp)
+                self._handed[tp] = handed
+            holes: list[Hole] = []
+            incoming = await self.contiguous(
+                [Incoming(m.topic, m.partition, m.offset, m.key, m.value) for m in messages], holes
+            )
+            await self._forward(incoming, holes, written)
+
+    async def read_tail(self, ends: Mapping[tuple[str, int], int]) -> None:
+        """Read back the tail of an input partition the consumer stopped handing
+        over: its end offset (`ends`) is past the next offset to ingest, and
+        nothing of it was handed over for `TAIL_QUIET_S`.
+
+        A hole between two offsets handed over is found by `contiguous`; one
+        at the end of a partition is not, until a later message comes, which on
+        a quiet topic can be hours (and its offset is never committed until
+        then). Whatever the consumer hands over later is left out as read.
+        """
+        now = self.clock_us() / US
+        due = [
+            (tp, end)
+            for tp, end in ends.items()
+            if tp[0] in self.sources
+            and tp in self.assignment()
+            and self.runtime.next_input.get(tp, end) < end
+            and now - self._handed.get(tp, now) >= TAIL_QUIET_S
+        ]
+        if not due:
+            return
+        async with self._lock:
+            holes: list[Hole] = []
+            incoming: list[Incoming] = []
+            for (topic, partition), end in due:
+                start = self.runtime.next_input.get((topic, partition), end)
+                if start >= end:  # handed over meanwhile
+                    continue
+                found = await self.read_back("ingest", topic, partition, start, end)
+                incoming += [Incoming(topic, partition, *item) for item in found]
+                holes.append((topic, partition, start, end))
+                self.runtime.next_input[topic, partition] = end
+                self._handed[topic, partition] = now
+            if holes:
+                await self._forward(incoming, holes, {})
+
+    async def _forward(
+        self, incoming: list[Incoming], holes: list[Hole], written: dict[tuple[str, int], float]
+    ) -> None:
+        """Route contiguous messages, deliver, then mark `holes` committable and count."""
         w, rt = self.settings.worker, self.runtime
         now = self.clock_us()
         reading = self.reading_inputs()
         announce = reading if reading != rt.announced else None
         await self._announce(now, announce)
-        written: dict[tuple[str, int], float] = {}  # input partition -> oldest write time
-        for m in messages:
-            tp = (m.topic, m.partition)
-            written[tp] = min(written.get(tp, m.timestamp), m.timestamp)
-        holes: list[Hole] = []
-        incoming = await self.contiguous(
-            [Incoming(m.topic, m.partition, m.offset, m.key, m.value) for m in messages], holes
-        )
         if rt.resumed_at:
             await self.look_back(written)
         batch = route_batch(
@@ -231,3 +283,4 @@ class Ingest:
         rt.input_ends.starts.pop((topic, partition), None)
         rt.resumed_at.pop((topic, partition), None)
         rt.sent_before.forget(topic, partition)
+        self._handed.pop((topic, partition), None)

@@ -185,3 +185,60 @@ def test_forget_drops_what_is_known_of_a_revoked_partition() -> None:
     ingest.forget(MACHINES, 0)
     assert (rt.ingested, rt.next_input, rt.resumed_at) == ({}, {}, {})
     assert rt.sent_before.lettered == set()
+
+
+def test_a_tail_not_handed_over_is_read_back_once_the_partition_is_quiet() -> None:
+    """Offsets 2 to 5 are on the topic (end offset 6) but never handed over:
+
+    handed over   0 1            at t
+    read_tail                    at t + 9 s: nothing (not quiet long enough)
+    read back         2 3 4 5    at t + 10 s, forwarded, then marked [2, 6)
+    handed over       3          later: left out as read
+    """
+    wire = Wire()
+    read = topic_holding(ON_TOPIC, b"press-1")
+    clock = [WALL_US]
+    ingest = make(wire, read=read)
+    ingest.clock_us = lambda: clock[0]
+    ends = {(MACHINES, 0): 6}
+
+    async def main() -> None:
+        await ingest.forward([message(0), message(1)])
+        clock[0] += 9 * US
+        await ingest.read_tail(ends)
+        assert read.asked == [] and forwarded(wire) == [0, 1]
+        clock[0] += 1 * US
+        await ingest.read_tail(ends)
+        await ingest.read_tail(ends)  # read: nothing more to do
+        await ingest.forward([message(3)])  # the consumer hands one over after all
+
+    asyncio.run(main())
+    assert read.asked == [(MACHINES, 0, 2, 6)]
+    assert forwarded(wire) == [0, 1, 2, 3, 4, 5]  # each once
+    marked = wire.journal.index(("marked", MACHINES, 0, 2, 6))
+    # After the tail's forward is delivered (the second forward), not before.
+    assert wire.journal[:marked].count(("delivered", ENGINE, b"events")) == 2
+    rt = ingest.runtime
+    assert rt.next_input == {(MACHINES, 0): 6}
+    assert rt.consumed == {MACHINES: 6}
+    assert rt.redelivered == {MACHINES: 1}
+
+
+def test_a_tail_of_a_partition_still_handing_over_or_not_assigned_is_left() -> None:
+    wire = Wire()
+    read = topic_holding(ON_TOPIC, b"press-1")
+    clock = [WALL_US]
+    ingest = make(wire, read=read)
+    ingest.clock_us = lambda: clock[0]
+
+    async def main() -> None:
+        await ingest.forward([message(0)])
+        clock[0] += 5 * US
+        await ingest.forward([message(1)])  # still handing over: the quiet restarts
+        clock[0] += 9 * US
+        await ingest.read_tail({(MACHINES, 0): 6, (MACHINES, 1): 9})  # 1: not assigned
+        await ingest.read_tail({(MACHINES, 0): 2})  # read to its end
+
+    asyncio.run(main())
+    assert read.asked == []
+    assert forwarded(wire) == [0, 1]
