@@ -146,6 +146,8 @@ class Ingest:
                 if start >= end:  # handed over meanwhile
                     continue
                 found = await self.read_back("ingest", topic, partition, start, end)
+                if (topic, partition) not in self.assignment():  # revoked meanwhile
+                    continue
                 incoming += [Incoming(topic, partition, *item) for item in found]
                 holes.append((topic, partition, start, end))
                 self.runtime.next_input[topic, partition] = end

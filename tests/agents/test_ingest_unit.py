@@ -242,3 +242,29 @@ def test_a_tail_of_a_partition_still_handing_over_or_not_assigned_is_left() -> N
     asyncio.run(main())
     assert read.asked == []
     assert forwarded(wire) == [0, 1]
+
+
+def test_a_tail_of_a_partition_revoked_while_it_is_read_is_dropped() -> None:
+    wire = Wire()
+    assigned = {(MACHINES, 0)}
+    clock = [WALL_US]
+    inner = topic_holding(ON_TOPIC, b"press-1")
+
+    def read(*args: Any) -> Any:
+        assigned.clear()  # a rebalance takes the partition while its tail is read
+        return inner(*args)
+
+    ingest = make(wire, read=read)
+    ingest.assignment = lambda: assigned
+    ingest.clock_us = lambda: clock[0]
+
+    async def main() -> None:
+        await ingest.forward([message(0), message(1)])
+        clock[0] += 10 * US
+        await ingest.read_tail({(MACHINES, 0): 6})
+
+    asyncio.run(main())
+    assert inner.asked == [(MACHINES, 0, 2, 6)]
+    assert forwarded(wire) == [0, 1]  # the tail of a revoked partition is not sent
+    assert ingest.runtime.next_input == {(MACHINES, 0): 2}
+    assert "marked" not in wire.kinds()
