@@ -157,13 +157,6 @@ class Engine:
             self.watermark_us = ts
         return None
 
-    def apply_batch(self, events: list[Any], out: Output | None = None) -> list[str | None]:
-        """`ingest` each event in turn; what each returned. The batch's machine
-        time is attributed at the next close, in numpy columns when the close
-        is large enough (`MachineSide.attribute_all`, `streams.columnar`)."""
-        ingest = self.ingest
-        return [ingest(event, out) for event in events]
-
     def _past(self, ts_us: int) -> str | None:
         """Why an event is older than the past horizon allows, if it is."""
         reference = self.watermark_us if self.watermark_us is not None else self.wall_us

@@ -95,11 +95,8 @@ def run(config: EngineConfig, events: list[dict[str, Any]], cuts: list[int], *, 
     engine.machine_side.columnar_min = 0 if columns else 1 << 62
     out = Output()
     for batch in batches([parse_event(e) for e in events], cuts):
-        if columns:
-            engine.apply_batch(batch, out)
-        else:
-            for event in batch:
-                engine.ingest(event, out)
+        for event in batch:
+            engine.ingest(event, out)
         out.extend(engine.advance(max(e.ts_us for e in batch)))
     middle = orjson.dumps(snapshot(engine))
     out.extend(engine.flush())
