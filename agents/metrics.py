@@ -58,7 +58,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from agents.metrics_families import (
@@ -85,6 +85,7 @@ from agents.metrics_records import (
     export_record,
     export_targets,
 )
+from agents.private_api import stream_response
 from agents.record_kinds import UnknownKinds
 from agents.runtime import Runtime
 from streams.live import current_windows
@@ -124,6 +125,13 @@ class KpimonCollector:
         self.unknown = UnknownKinds("metrics")
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.families()
+
+    def exposition(self) -> Iterator[bytes]:
+        """What `generate_latest` writes for this collector, in chunks (`Families.exposition`)."""
+        return self.families().exposition()
+
+    def families(self) -> Families:
         out = Families()
         for partition, shard in sorted(self.runtime.shards.items()):
             engine = shard.engine
@@ -135,7 +143,7 @@ class KpimonCollector:
             export_engine_health(out, str(partition), engine)
         export_targets(out, self.targets)
         export_pipeline(out, self.runtime, self.highwater)
-        yield from out
+        return out
 
     def _record(self, out: Families, record: dict[str, Any], state: str) -> None:
         if not export_record(out, record, state):
@@ -148,12 +156,13 @@ def make_registry(runtime: Runtime, highwater: Highwater) -> CollectorRegistry:
     return registry
 
 
-def install_metrics(app: Any, runtime: Runtime) -> CollectorRegistry:
-    """Serve `/metrics` from a registry of this app's own."""
-    registry = make_registry(runtime, input_highwater(app, runtime.settings.topics.sources()))
+def install_metrics(app: Any, runtime: Runtime) -> KpimonCollector:
+    """Serve `/metrics` from a collector of this app's own, streamed in chunks
+    (the text `generate_latest` would write for it, without building it whole)."""
+    collector = KpimonCollector(runtime, input_highwater(app, runtime.settings.topics.sources()))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+        return await stream_response(request, collector.exposition(), CONTENT_TYPE)
 
-    return registry
+    return collector

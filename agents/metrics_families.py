@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from streams.timeutil import US
 
@@ -136,6 +137,47 @@ class Families:
         declared = self._meta[name][2]
         assert tuple(labels) == declared, f"{name}: labels {tuple(labels)} != {declared}"
         self._samples[name][tuple(labels.values())] = float(value)
+
+    def exposition(self, chunk_lines: int = 20_000) -> Iterator[bytes]:
+        """The families in Prometheus's text format, in chunks of at most
+        `chunk_lines` samples: the bytes `generate_latest` writes for them,
+        without one `Sample` (and its label dict) an exported value.
+
+        At 10,000 machines a scrape has about 650,000 samples: built through
+        `prometheus_client`'s objects it took 9.5 s and 290 MiB at its peak,
+        as one 78 MB string; here it is written a chunk at a time.
+        """
+        escaped: dict[str, str] = {}
+
+        def escape(value: str) -> str:
+            done = escaped.get(value)
+            if done is None:
+                done = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+                escaped[value] = done
+            return done
+
+        for name, (kind, help_text, labels) in self._meta.items():
+            shown = name
+            if kind == "counter":  # as `CounterMetricFamily` names it
+                shown = f"{name.removesuffix('_total')}_total"
+            help_line = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+            lines = [f"# HELP {shown} {help_line}\n# TYPE {shown} {kind}\n"]
+            order = sorted(range(len(labels)), key=labels.__getitem__)
+            head = shown + "{" if labels else shown
+            names = [f'{labels[i]}="' for i in order]
+            for values, value in self._samples[name].items():
+                if labels:
+                    pairs = '",'.join(
+                        n + escape(values[i]) for n, i in zip(names, order, strict=True)
+                    )
+                    lines.append(f'{head}{pairs}"}} {floatToGoString(value)}\n')
+                else:
+                    lines.append(f"{head} {floatToGoString(value)}\n")
+                if len(lines) >= chunk_lines:
+                    yield "".join(lines).encode()
+                    lines = []
+            if lines:
+                yield "".join(lines).encode()
 
     def __iter__(self) -> Iterator[Metric]:
         for name, (kind, help_text, labels) in self._meta.items():

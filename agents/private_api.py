@@ -19,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web as aiohttp_web
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "restore_recovery_highwaters",
     "set_table_row",
     "stop_worker",
+    "stream_response",
     "wait_on_metadata",
 ]
 
@@ -203,6 +205,23 @@ def delete_table_row(table: faust.Table, partition: int, key: str) -> Any:
     delivered = table.send_changelog(partition, key, None, value_serializer="raw")
     table.data.pop(key, None)
     return delivered
+
+
+async def stream_response(request: Any, chunks: Iterable[bytes], content_type: str) -> Any:
+    """Answer a Faust page's `request` with `chunks`, written as they come.
+
+    Faust's web views return a whole body (`Web.bytes`); its aiohttp
+    driver hands the page aiohttp's own request (`faust.web.drivers.aiohttp`
+    routes the view on its `web_app`), so an aiohttp `StreamResponse`
+    prepared on it answers instead, and Faust passes it through. Nothing
+    public in Faust streams a body.
+    """
+    response = aiohttp_web.StreamResponse(headers={"Content-Type": content_type})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def stop_worker(worker: faust.Worker) -> None:

@@ -17,6 +17,8 @@ import prometheus_client
 import pytest
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.app import Runtime
@@ -28,6 +30,8 @@ from agents.metrics import (
     RECORD_FAMILIES,
     SAFETY_STOCK_DAYS,
     SAFETY_STOCK_VALUES,
+    Families,
+    KpimonCollector,
     input_highwater,
     make_registry,
 )
@@ -261,6 +265,56 @@ def test_exposition_passes_promtool_check_metrics(plant_engine: Engine) -> None:
     text = generate_latest(registry_of(runtime, {("machine-state", 0): 5})).decode()
     checked = promtool("check", "metrics", stdin=text)
     assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
+
+
+def test_the_streamed_exposition_is_what_generate_latest_writes(plant_engine: Engine) -> None:
+    runtime = runtime_with(plant_engine, plant_engine)
+    runtime.dead_letters["machine-state", "schema"] += 1
+    # One walk of the state for both (a machine's silence is as of the wall clock).
+    families = KpimonCollector(runtime, lambda: {("machine-state", 0): 5}).families()
+    chunks = list(families.exposition(chunk_lines=97))
+    assert len(chunks) > 20  # written a chunk at a time, not whole
+    assert b"".join(chunks) == generate_latest(registry_holding(families))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["gauge", "counter"]),
+            st.sampled_from(["kpimon_a", "kpimon_b_total", "kpimon_c"]),
+            st.lists(st.sampled_from(["zeta", "alpha", "mid"]), unique=True, max_size=3),
+            st.text(alphabet='ab"\\\n\u00e9 ', max_size=6),
+            st.one_of(st.none(), st.floats(allow_nan=True), st.integers(-(10**12), 10**18)),
+        ),
+        max_size=30,
+    ),
+    st.integers(1, 5),
+)
+def test_any_families_are_written_as_generate_latest_writes_them(
+    adds: list[tuple[str, str, list[str], str, Any]], chunk_lines: int
+) -> None:
+    out = Families()
+    for kind, name, labels, value_text, value in adds:
+        name = f"{name}_{kind}_{'_'.join(labels)}"  # one kind and label set a name
+        help_text = f'help of {name} with \\ and \n and "'
+        labelled = {label: f"{value_text}{i}" for i, label in enumerate(labels)}
+        if kind == "counter":
+            out.counter(name, help_text, labelled, 0.0 if value is None else abs(value))
+        else:
+            out.gauge(name, help_text, labelled, value)
+
+    written = b"".join(out.exposition(chunk_lines=chunk_lines))
+    assert written == generate_latest(registry_holding(out))
+
+
+def registry_holding(families: Families) -> CollectorRegistry:
+    class Fixed:
+        def collect(self) -> Any:
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    return registry
 
 
 # -- scrape-time state -------------------------------------------------------------

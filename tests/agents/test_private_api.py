@@ -243,3 +243,41 @@ def test_a_deleted_row_sends_the_tombstone_faust_sends_to_the_partition_given() 
         (3, "3/r/z/0", None, {"value_serializer": "raw"}),
     ]
     assert left == {"3/r/x/0": "kept"}
+
+
+def test_a_page_streams_its_chunks_on_the_aiohttp_request_faust_hands_it() -> None:
+    """Faust's aiohttp driver routes a page on its aiohttp app, so the page's
+    request is aiohttp's; `stream_response` answers it a chunk at a time."""
+    import asyncio
+    import inspect
+
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+    from faust.web.drivers import aiohttp as faust_aiohttp
+
+    assert "self.web_app.router.add_route(method, pattern, async_handler)" in inspect.getsource(
+        faust_aiohttp.Web.route
+    )
+    written: list[bytes] = []
+
+    def chunks() -> Any:
+        for i in range(3):
+            written.append(b"%d" % i)
+            yield b"chunk %d\n" % i
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        return await private_api.stream_response(request, chunks(), "text/plain; version=0.0.4")
+
+    async def fetch() -> tuple[int, str, bytes]:
+        app = web.Application()
+        app.router.add_get("/metrics", page)
+        async with (
+            TestServer(app, host="127.0.0.1") as server,
+            ClientSession() as client,
+            client.get(server.make_url("/metrics")) as answer,
+        ):
+            return answer.status, answer.headers["Content-Type"], await answer.read()
+
+    status, content_type, body = asyncio.run(fetch())
+    assert (status, content_type) == (200, "text/plain; version=0.0.4")
+    assert body == b"chunk 0\nchunk 1\nchunk 2\n" and written == [b"0", b"1", b"2"]
