@@ -171,7 +171,7 @@ class EngineRunner:
         0.1 s without a send) waits for it: the deliveries are awaited instead.
         """
         planned = snapshot_rows.plan(
-            partition, shard.to_sections(), self.live.setdefault(partition, set())
+            partition, shard.iter_sections(), self.live.setdefault(partition, set())
         )
         self.pending[partition] = planned.referenced
         self.rows.setdefault(partition, set()).update(key for key, _ in planned.rows[:-1])

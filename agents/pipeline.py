@@ -46,7 +46,7 @@ from streams.config import EngineConfig
 from streams.decode import trusted_event
 from streams.engine import REFUSALS, Engine, Output
 from streams.snapshot import restore, snapshot
-from streams.snapshot_sections import join, split
+from streams.snapshot_sections import join, materialised, split
 
 __all__ = [
     "CHUNK_BYTES",
@@ -157,10 +157,17 @@ class Shard:
         """The state as `to_bytes` has it, cut into named sections
         (`streams.snapshot_sections`), each serialised: a snapshot writes only
         those whose bytes changed. `shard` holds the offset and the clock."""
+        return dict(self.iter_sections())
+
+    def iter_sections(self) -> Iterator[tuple[str, bytes]]:
+        """`to_sections`, a section at a time: the open orders are made into
+        data a bucket at a time (`snapshot(lazy=True)`), so a snapshot's
+        peak memory is not a second copy of the state."""
         with _cyclic_gc_paused():
-            parts = split(snapshot(self.engine))
+            parts = split(snapshot(self.engine, lazy=True))
             parts["shard"] = {"next_offset": self.next_offset, **self.clock.to_dict()}
-            return {name: orjson.dumps(value) for name, value in parts.items()}
+            for name, value in materialised(parts):
+                yield name, orjson.dumps(value)
 
     @classmethod
     def from_sections(

@@ -52,9 +52,11 @@ class Planned:
         return sum(len(value) for _, value in self.rows)
 
 
-def plan(partition: int, sections: Mapping[str, bytes], present: Iterable[str]) -> Planned:
-    """The rows to write for `sections`, given the rows `present` in the table
-    (those the last delivered manifest references)."""
+def plan(partition: int, sections: Iterable[tuple[str, bytes]], present: Iterable[str]) -> Planned:
+    """The rows to write for `sections` (name, bytes), given the rows
+    `present` in the table (those the last delivered manifest references).
+    Only the bytes of rows to write are kept, so `sections` may come one at
+    a time (`Shard.iter_sections`)."""
     planned = Planned()
     have: dict[str, int] = {}  # digest -> chunks, of the rows in the table
     for key in present:
@@ -72,7 +74,7 @@ def plan(partition: int, sections: Mapping[str, bytes], present: Iterable[str]) 
         return [digest, count]
 
     families: dict[str, dict[str, list[object]]] = {}
-    for name, data in sections.items():
+    for name, data in sections:
         families.setdefault(family(name), {})[name] = add(data)
     index = {name: add(orjson.dumps(where)) for name, where in families.items()}
     manifest = {"version": VERSION, "index": add(orjson.dumps(index))}

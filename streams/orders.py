@@ -69,10 +69,12 @@ class OrderBook:
         self.ignored: Counter[str] = Counter()
         self._heap: list[tuple[int, str]] = []
 
-    def to_dict(self) -> dict[str, Any]:
-        """The book's state as JSON-safe data (a snapshot's); `load` takes it back."""
+    def to_dict(self, *, with_open: bool = True) -> dict[str, Any]:
+        """The book's state as JSON-safe data (a snapshot's); `load` takes it
+        back. `with_open=False` leaves the open orders out (`streams.snapshot`
+        adds them lazily)."""
         return {
-            "open": [o.to_dict() for o in self.open.values()],
+            **({"open": [o.to_dict() for o in self.open.values()]} if with_open else {}),
             "decided": list(self.decided.items()),
             "ignored": dict(self.ignored),
             "heap": [list(h) for h in self._heap],

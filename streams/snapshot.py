@@ -14,18 +14,28 @@ from streams.config import EngineConfig
 from streams.engine import Engine
 from streams.machine import MachineTimeline
 from streams.oee import OeeState
+from streams.open_order import OpenOrder
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.seen import SeenIds
+from streams.snapshot_sections import Lazy
 from streams.windows import Window
 
 VERSION = 1
 
 
-def snapshot(engine: Engine) -> dict[str, Any]:
-    """Everything needed to continue exactly where the engine is."""
+def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
+    """Everything needed to continue exactly where the engine is.
+
+    `lazy`: the open orders as a `streams.snapshot_sections.Lazy`, made a
+    bucket at a time when `split` sections are written (the worker's
+    snapshots), not a list of every open order's dict at once.
+    """
+    book = engine.book.to_dict(with_open=not lazy)
+    if lazy:
+        book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict), **book}
     return {
         "version": VERSION,
         "watermark_us": engine.watermark_us,
@@ -40,7 +50,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             [window_to_list(w), [[list(k), s.to_dict()] for k, s in states.items()]]
             for w, states in engine.orders.items()
         ],
-        "book": engine.book.to_dict(),
+        "book": book,
         "charts": {name: chart.to_dict() for name, chart in engine.charts.items()},
         "seen": engine.seen.to_dict(),
         "stats": dict(engine.stats),

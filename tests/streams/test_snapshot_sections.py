@@ -14,7 +14,16 @@ from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine
 from streams.snapshot import restore, snapshot
-from streams.snapshot_sections import KEY_GROUP, WHOLE, bucket_of, join, split
+from streams.snapshot_sections import (
+    KEY_GROUP,
+    WHOLE,
+    Deferred,
+    Lazy,
+    bucket_of,
+    join,
+    materialised,
+    split,
+)
 from tests import eventfactory as ef
 
 W1, W2 = [0, 60, "1m"], [60, 120, "1m"]
@@ -116,6 +125,46 @@ def test_an_engines_snapshot_survives_the_round_trip() -> None:
     assert len(data["closed"]) > 1
     joined = join(orjson.loads(orjson.dumps(split(data))))
     assert orjson.dumps(snapshot(restore(EngineConfig(), joined))) == orjson.dumps(data)
+
+
+def dumped(parts: dict[str, Any]) -> dict[str, bytes]:
+    return {name: orjson.dumps(value) for name, value in materialised(parts)}
+
+
+def test_a_lazy_container_is_cut_as_its_list_is_and_made_a_bucket_at_a_time() -> None:
+    orders = [{"order_id": f"o{n}", "qty": n} for n in range(300)]
+    made: list[str] = []
+
+    def to_value(order: dict[str, Any]) -> dict[str, Any]:
+        made.append(order["order_id"])
+        return dict(order)
+
+    lazy = Lazy([(o["order_id"], o) for o in orders], to_value)
+    parts = split({**STATE, "book": {**STATE["book"], "open": lazy}})
+    buckets = [name for name, value in parts.items() if isinstance(value, Deferred)]
+    assert len(buckets) > 30 and made == []  # nothing made by the cut itself
+    assert dumped(parts) == dumped(split({**STATE, "book": {**STATE["book"], "open": orders}}))
+    assert sorted(made) == sorted(o["order_id"] for o in orders)
+
+
+def test_a_lazy_container_with_a_repeated_key_is_kept_as_its_list_would_be() -> None:
+    orders = [{"order_id": "o1"}, {"order_id": "o1"}]
+    lazy = Lazy([("o1", orders[0]), ("o1", orders[1])], dict)
+    parts = split({**STATE, "book": {**STATE["book"], "open": lazy}})
+    assert parts["book.open.order"] == {WHOLE: orders}
+    assert join(parts)["book"]["open"] == orders
+
+
+def test_an_engines_lazy_snapshot_has_the_bytes_of_its_eager_one() -> None:
+    engine = Engine(EngineConfig())
+    for n in range(200):
+        event = ef.order(f"o{n}", ef.at(7 + n / 100), ef.at(30), qty=n + 1, lines=1 + n % 3)
+        if engine.ingest(parse_event(event)) is None:
+            engine.advance(engine.watermark_us)  # type: ignore[arg-type]
+    assert len(engine.book.open) == 200
+    lazy, eager = split(snapshot(engine, lazy=True)), split(snapshot(engine))
+    assert any(isinstance(value, Deferred) for value in lazy.values())
+    assert dumped(lazy) == dumped(eager)
 
 
 def test_a_key_joining_an_open_window_changes_its_last_key_group_only() -> None:
