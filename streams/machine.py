@@ -67,7 +67,7 @@ class Segment:
     units: Units | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class MachineTimeline:
     """State-timeline of one machine; a plain value for a table row."""
 

@@ -43,7 +43,7 @@ def ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-@dataclass
+@dataclass(slots=True)
 class OeeState:
     """Summable OEE components of one machine (or a roll-up) over one window."""
 

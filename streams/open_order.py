@@ -31,7 +31,7 @@ class OrderRule:
     response_time_us: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenOrder:
     order_id: str
     direction: str | None = None

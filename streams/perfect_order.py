@@ -63,7 +63,7 @@ class OrderVerdict:
         return self.damage_free and self.documents_ok
 
 
-@dataclass
+@dataclass(slots=True)
 class PerfectOrderState:
     """Summable counts of decided orders over one window."""
 

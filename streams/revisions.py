@@ -37,7 +37,7 @@ LineKey = tuple[str, str]
 SegmentKey = tuple[str, str]  # direction, segment
 
 
-@dataclass
+@dataclass(slots=True)
 class MachineHistory:
     """A machine's attributed events since `base` (its timeline at the history floor)."""
 

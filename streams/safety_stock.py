@@ -73,7 +73,7 @@ def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     return mean, statistics.stdev(values) if len(values) >= 2 else None
 
 
-@dataclass
+@dataclass(slots=True)
 class SkuHistory:
     """One SKU's demand and lead times inside the horizon."""
 
