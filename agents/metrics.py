@@ -4,7 +4,7 @@ One custom collector computes every metric family from the worker's state
 at scrape time, so a partition moved to another worker takes its series
 with it. Each app gets its own `CollectorRegistry` (never the global one).
 The collector only reads: output records (`Engine.last_closed` and
-`streams.live.current_windows`), `streams.metrics_view` readings and the
+`streams.live.iter_current_windows`), `streams.metrics_view` readings and the
 `Runtime` counters. No KPI arithmetic happens here. Should two engine
 partitions of one worker yield the same series (the chain records, which
 each partition computes over its own data), the later partition's wins:
@@ -88,7 +88,7 @@ from agents.metrics_records import (
 from agents.private_api import stream_response
 from agents.record_kinds import UnknownKinds
 from agents.runtime import Runtime
-from streams.live import current_windows
+from streams.live import iter_current_windows
 from streams.policies import Targets
 
 __all__ = [
@@ -135,7 +135,7 @@ class KpimonCollector:
         out = Families()
         for partition, shard in sorted(self.runtime.shards.items()):
             engine = shard.engine
-            for record in current_windows(engine):
+            for record in iter_current_windows(engine):
                 self._record(out, record, "current")
             for record in engine.last_closed.values():
                 self._record(out, record, "closed")
