@@ -8,16 +8,20 @@ ordering need it).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
+from agents.batch_producer import BatchProducer
 from agents.engine_runner import EngineRunner
 from agents.faust_settings import app_options
 from agents.ingest import Ingest
+from agents.kafka_client import client_options
 from agents.metrics import install_metrics
 from agents.private_api import (
     committed_offset,
@@ -75,6 +79,14 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         watcher = EndOffsetWatcher(bootstrap, k, app.conf.id, embedded=embedded)  # Faust's group
         await watch(watcher, ticks.assigned_inputs, runtime.input_ends, w.tick_interval)
 
+    @app.task
+    async def stop_outputs_at_the_end() -> None:
+        try:
+            await asyncio.Event().wait()  # cancelled when the worker stops
+        finally:
+            if runtime.outputs is not None:
+                await runtime.outputs.stop()
+
     @app.timer(w.tick_interval)
     async def tick() -> None:
         await ticks.tick()
@@ -118,6 +130,15 @@ def _parts(
         return app.consumer.assignment()
 
     tail = Tail(bootstrap, k, runtime.embedded)
+    outputs = runtime.outputs = BatchProducer(
+        functools.partial(
+            AIOKafkaProducer,
+            bootstrap_servers=bootstrap,
+            acks="all",
+            max_request_size=app.conf.producer_max_request_size,
+            **client_options(k),
+        )
+    )
     read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)
     marked = functools.partial(mark_read_back, app)
     ingestion = Ingest(
@@ -141,7 +162,7 @@ def _parts(
         table=snapshots,
         set_row=functools.partial(set_table_row, snapshots),
         delete_row=functools.partial(delete_table_row, snapshots),
-        send=_send,
+        send=outputs.send,
         windows_topic=app.topic(s.windows, **RAW),
         alerts_topic=app.topic(s.alerts, **RAW),
         dead_topic=dead_topic,
@@ -162,7 +183,3 @@ def _parts(
 async def _send_now(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
     """Sent now, not attached to the current event to be published at its commit."""
     return await topic.send(key=key, value=value, partition=partition, force=True)
-
-
-async def _send(topic: Any, key: bytes | None, value: bytes, partition: int | None) -> Any:
-    return await topic.send(key=key, value=value, partition=partition)

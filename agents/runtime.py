@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.batch_producer import BatchProducer
 from agents.health import IngestProgress
 from agents.outbox import ATTEMPTS, Outbox
 from agents.pipeline import SentBefore, Shard
@@ -52,6 +53,7 @@ class Runtime:
     ingest_processed: float | None = None  # monotonic time ingest last processed input, /livez
     engine_applied: float | None = None  # monotonic time the engine last applied a message
     ingest_box: Outbox | None = None  # forwards and dead letters of the batch being ingested
+    outputs: BatchProducer | None = None  # the engine's outputs' producer (agents.batch_producer)
     resumed_at: dict[tuple[str, int], int] = field(default_factory=dict)  # to look back from
     sent_before: SentBefore = field(default_factory=SentBefore)  # by earlier reads
     engine_letters: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # sent before
