@@ -17,7 +17,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
-from agents.batch_producer import BatchProducer
+from agents.batch_producer import MAX_BATCH_BYTES, BatchProducer
 from agents.engine_runner import EngineRunner
 from agents.faust_settings import app_options
 from agents.ingest import Ingest
@@ -136,6 +136,7 @@ def _parts(
             bootstrap_servers=bootstrap,
             acks="all",
             max_request_size=app.conf.producer_max_request_size,
+            max_batch_size=min(MAX_BATCH_BYTES, app.conf.producer_max_request_size),
             **client_options(k),
         )
     )

@@ -11,6 +11,10 @@ the event loop (the end of a publish step) every queued message goes out,
 a record batch per partition (more if one is full), and each future is
 settled by its batch's delivery.
 
+The producer's batches are up to `MAX_BATCH_BYTES` (aiokafka's default is
+16 KiB: a close's records at 1,000 machines would be 50 batches sent one
+after the other), and one flush runs at a time.
+
 The partition of a keyed message is the one aiokafka's default partitioner
 gives (Kafka's murmur2 of the key, as Faust and the Java client choose it),
 so a window's records land where `topic.send` put them; a message without a
@@ -31,6 +35,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 log = logging.getLogger("kpimon")
 
+MAX_BATCH_BYTES = 1_048_576
+"""`max_batch_size` of the producer `BatchProducer` is given (within `max_request_size`)."""
+
 KEY_CACHE = 65_536
 """Partitions remembered by key (records of a machine repeat every window)."""
 
@@ -45,6 +52,7 @@ class BatchProducer:
         self._make_producer = make_producer
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self._sending = asyncio.Lock()
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._by_key: dict[tuple[str, bytes], int] = {}
@@ -113,10 +121,18 @@ class BatchProducer:
         task.add_done_callback(self._flushing.discard)
 
     async def _send_queued(self) -> None:
-        queued, self._queued = self._queued, {}
-        if not queued:
-            return
-        producer = await self._started()
+        # One flush at a time, in the order they were scheduled: aiokafka takes
+        # a partition's next batch only once its last one is drained, and
+        # concurrent senders of a partition wait each other out into
+        # `KafkaTimeoutError` (seen at 1,000 machines before this lock).
+        async with self._sending:
+            queued, self._queued = self._queued, {}
+            if queued:
+                await self._send_all(await self._started(), queued)
+
+    async def _send_all(
+        self, producer: AIOKafkaProducer, queued: dict[tuple[str, int], list[Queued]]
+    ) -> None:
         for (name, partition), messages in queued.items():
             batch, members = producer.create_batch(), []
             for key, value, delivery in messages:

@@ -159,3 +159,36 @@ def test_the_partition_of_a_key_is_aiokafkas_default(key: bytes) -> None:
         return fake.sent[0][1]
 
     assert run(publish()) == DefaultPartitioner()(key, list(range(12)), list(range(12)))
+
+
+def test_flushes_of_later_turns_wait_for_the_one_sending_and_keep_the_order() -> None:
+    """aiokafka lets one batch of a partition wait for the last to drain;
+    two senders of a partition at once time each other out, so one flush
+    sends at a time, and a partition's messages go in the order put."""
+
+    class SlowProducer(FakeProducer):
+        in_flight = most = 0
+
+        async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            self.in_flight -= 1
+            return await super().send_batch(batch, topic, partition=partition)
+
+    fake = SlowProducer(partitions=1, room=4)
+
+    async def publish() -> None:
+        outputs = BatchProducer(lambda: fake)
+        deliveries = []
+        for turn in range(6):
+            for n in range(5):
+                deliveries.append(await outputs.send("t", None, b"%d.%d" % (turn, n), 0))
+            await asyncio.sleep(0)  # the next publish step, a loop turn later
+        await asyncio.gather(*deliveries)
+
+    run(publish())
+    assert fake.most == 1
+    sent = [v for _, _, m in fake.sent for _, v in m]
+    assert sent == [b"%d.%d" % (turn, n) for turn in range(6) for n in range(5)]
