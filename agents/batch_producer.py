@@ -59,18 +59,22 @@ class BatchProducer:
         self._queued: dict[tuple[str, int], list[Queued]] = {}
         self._flushing: set[asyncio.Task[None]] = set()
         self._scheduled = False
+        self._stopped = False
         self.batches = 0
         """Record batches sent so far."""
 
     async def send(
         self, topic: Any, key: bytes | None, value: bytes, partition: int | None
     ) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        delivery: asyncio.Future[Any] = loop.create_future()
+        if self._stopped:  # the worker is stopping: not sent (the next owner sends it)
+            delivery.set_exception(RuntimeError("the output producer is stopped"))
+            return delivery
         producer = await self._started()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         if partition is None:
             partition = await self._partition(producer, name, key)
-        loop = asyncio.get_running_loop()
-        delivery: asyncio.Future[Any] = loop.create_future()
         self._queued.setdefault((name, partition), []).append((key, value, delivery))
         if not self._scheduled:
             self._scheduled = True
@@ -78,7 +82,9 @@ class BatchProducer:
         return delivery
 
     async def stop(self) -> None:
-        """Send what is queued, wait for it, and stop the producer."""
+        """Send what is queued, wait for it, and stop the producer; later
+        sends fail at once."""
+        self._stopped = True
         await self.flush()
         if self._producer is not None:
             producer, self._producer = self._producer, None

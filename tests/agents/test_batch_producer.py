@@ -135,13 +135,16 @@ def test_a_failed_batch_fails_each_message_and_the_outbox_sends_it_again() -> No
     assert sorted(values) == sorted([b"v%d" % n for n in range(5)] * 2)
 
 
-def test_stop_sends_what_is_queued_then_stops() -> None:
+def test_stop_sends_what_is_queued_then_stops_and_later_sends_fail() -> None:
     fake = FakeProducer(partitions=1)
 
     async def publish() -> Any:
         outputs = BatchProducer(lambda: fake)
         delivery = await outputs.send("t", b"k", b"v", None)
         await outputs.stop()
+        late = await outputs.send("t", b"k2", b"v2", None)
+        with pytest.raises(RuntimeError, match="stopped"):
+            await late
         return delivery
 
     delivery = run(publish())
