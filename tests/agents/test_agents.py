@@ -118,9 +118,27 @@ def send() -> Iterator[mock.MagicMock]:
         # Nor was anything sent before this run (see tests/agents/test_dead_letters.py).
         mock.patch("agents.app.input_sent_before", nothing_sent_before),
         mock.patch("agents.app.engine_lettered", no_refusals_sent_before),
+        # The engine's outputs too go through Topic.send, recorded with the rest.
+        mock.patch("agents.app.BatchProducer", TopicSends),
     ):
         send.return_value = Delivered()
         yield send
+
+
+class TopicSends:
+    """`agents.batch_producer.BatchProducer`'s stand-in (no broker here): each
+    output through `Topic.send`, as `send` records it."""
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    async def send(
+        self, topic: Topic, key: bytes | None, value: bytes, partition: int | None
+    ) -> Any:
+        return await topic.send(key=key, value=value, partition=partition)
+
+    async def stop(self) -> None:
+        pass
 
 
 async def nothing_to_read(*_: Any, **__: Any) -> AsyncIterator[tuple[int, bytes, bytes]]:
