@@ -41,6 +41,12 @@ MAX_BATCH_BYTES = 1_048_576
 KEY_CACHE = 65_536
 """Partitions remembered by key (records of a machine repeat every window)."""
 
+STOP_GRACE_S = 5.0
+"""How long `stop` waits for the queued batches and then for aiokafka's own
+stop: with the broker away either would wait out the 40 s request timeout.
+What is not delivered by then is sent by the partition's next owner, which
+restores the snapshot and resends its undelivered outputs."""
+
 Queued = tuple[bytes | None, bytes, "asyncio.Future[Any]"]
 
 
@@ -69,7 +75,7 @@ class BatchProducer:
         loop = asyncio.get_running_loop()
         delivery: asyncio.Future[Any] = loop.create_future()
         if self._stopped:  # the worker is stopping: not sent (the next owner sends it)
-            delivery.set_exception(RuntimeError("the output producer is stopped"))
+            delivery.set_exception(_stopped())
             return delivery
         producer = await self._started()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
@@ -81,14 +87,28 @@ class BatchProducer:
             loop.call_soon(self._flush_soon)
         return delivery
 
-    async def stop(self) -> None:
-        """Send what is queued, wait for it, and stop the producer; later
-        sends fail at once."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Send what is queued and stop the producer, waiting at most `grace_s`
+        for each; deliveries still open then fail. Later sends fail at once."""
         self._stopped = True
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), grace_s)
+        except TimeoutError:
+            log.warning(
+                "outputs not delivered within %.0f s of stopping: the next owner sends them",
+                grace_s,
+            )
+        for messages in self._queued.values():
+            _settle([delivery for _, _, delivery in messages], None, _stopped())
+        self._queued = {}
+        for task in list(self._flushing):
+            task.cancel()
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            try:
+                await asyncio.wait_for(producer.stop(), grace_s)
+            except TimeoutError:
+                log.warning("the output producer did not stop within %.0f s", grace_s)
 
     async def flush(self) -> None:
         """Send what is queued now and wait until every batch sent so far is handed over."""
@@ -133,8 +153,14 @@ class BatchProducer:
         # `KafkaTimeoutError` (seen at 1,000 machines before this lock).
         async with self._sending:
             queued, self._queued = self._queued, {}
-            if queued:
+            if not queued:
+                return
+            try:
                 await self._send_all(await self._started(), queued)
+            except asyncio.CancelledError:  # a stop that waited long enough
+                for messages in queued.values():
+                    _settle([delivery for _, _, delivery in messages], None, _stopped())
+                raise
 
     async def _send_all(
         self, producer: AIOKafkaProducer, queued: dict[tuple[str, int], list[Queued]]
@@ -168,6 +194,10 @@ class BatchProducer:
             _settle(members, None, exc)
             return
         delivered.add_done_callback(lambda done: _settle(members, done, None))
+
+
+def _stopped() -> RuntimeError:
+    return RuntimeError("the output producer is stopped")
 
 
 def _settle(
