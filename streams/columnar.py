@@ -36,7 +36,7 @@ from streams.tumbling import TumblingWindows, Window
 from streams.windows import WindowSet
 
 MachineKey = tuple[str, str, str]
-_BUCKET_CODE = {bucket: i for i, bucket in enumerate(STATE_BUCKETS)}
+BUCKET_CODE = {bucket: i for i, bucket in enumerate(STATE_BUCKETS)}
 _ATTRS = tuple(f"{bucket}_us" for bucket in STATE_BUCKETS)
 _SAFE = 1 << 62  # a sum of values below _SAFE / n over n values fits int64
 
@@ -60,6 +60,14 @@ def spread_columns(
     """Add `segments` ((machine index into `mkeys`, segment), in the order the
     per-segment path spreads them) to their windows' states. False, having
     changed nothing, when the segments are out of the columnar path's range."""
+    rows = segment_rows(segments)
+    return rows is not None and spread_rows(*rows, mkeys, sizes, state_of)
+
+
+def segment_rows(
+    segments: Sequence[tuple[int, Segment]],
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Segments as `spread_rows` takes them; None if a bucket or number is out of range."""
     time_rows: list[tuple[int, int, int, int, int, int]] = []  # g, m, start, end, bucket, reason
     marks: list[tuple[int, int, int, int, int, int, int, int]] = []  # g, m, ts, units..., failure
     reasons: dict[str, int] = {}
@@ -74,22 +82,39 @@ def spread_columns(
             elif seg.failure_at_start:
                 marks.append((g, m, seg.start_us, 0, 0, 0, 0, 1))
             continue
-        code = _BUCKET_CODE.get(seg.bucket)
+        code = BUCKET_CODE.get(seg.bucket)
         if code is None:
-            return False
+            return None
         reason = -1  # not a loss: no reason kept
         if seg.bucket in LOSS_STATES:
             key = seg.reason or seg.bucket
             reason = reasons.setdefault(key, len(reasons))
         time_rows.append((g, m, seg.start_us, seg.end_us, code, reason))
-    n = len(time_rows) + len(marks)
-    if n == 0:
-        return True
     try:
         times = np.array(time_rows, dtype=np.int64).reshape(-1, 6)
         markers = np.array(marks, dtype=np.int64).reshape(-1, 8)
     except OverflowError:
-        return False
+        return None
+    return times, markers, list(reasons)
+
+
+def spread_rows(
+    times: np.ndarray,
+    markers: np.ndarray,
+    reason_names: Sequence[str],
+    mkeys: Sequence[MachineKey],
+    sizes: tuple[tuple[int, str], ...],
+    state_of: Callable[[Window, MachineKey], OeeState],
+) -> bool:
+    """Add a close's time rows (g, m, start, end, bucket, reason) and marker
+    rows (g, m, ts, total, good, ideal_us, outside-running total, failures)
+    to their windows' states. `g` orders the rows as the per-segment path
+    would spread them, `m` indexes `mkeys`, `bucket` `STATE_BUCKETS`,
+    `reason` `reason_names` (-1: none kept). False, having changed nothing,
+    when the numbers are out of the columnar path's range."""
+    n = len(times) + len(markers)
+    if n == 0:
+        return True
     bound = _SAFE // (3 * n * len(sizes) + 1)
     if markers.size and np.abs(markers[:, 3:7]).max() >= bound:
         return False
@@ -99,7 +124,7 @@ def spread_columns(
     if not _codes_fit(pieces, markers, sizes, n_machines=len(mkeys)):
         return False
     points = [_mark(markers, size, z) for z, (size, _) in enumerate(sizes)]
-    _apply(pieces, points, sizes, mkeys, list(reasons), state_of)
+    _apply(pieces, points, sizes, mkeys, list(reason_names), state_of)
     return True
 
 

@@ -193,32 +193,17 @@ class MachineTimeline:
         return list(segments)
 
     def _units(self, ts_us: int, units: list[Any], modulus: int | None) -> Units | None:
-        kind, product, total, good = units[0], units[1], units[2], units[3]
-        if kind == "count":
-            ideal_us = units[4]
+        if units[0] == "count":
+            made: tuple[int, int, int] | None = (units[2], units[3], units[4])
         else:
-            good = total if good is None else good
-            previous = self.counters.get(product)
-            self.counters[product] = [total, good, ts_us]
-            if previous is None:
-                return None  # the first reading sets the base
-            # A wrap must be a count the machine could have made since then.
-            elapsed_s = (ts_us - previous[2]) / 1_000_000 if len(previous) > 2 else None
-            possible = None if elapsed_s is None else 2 * elapsed_s / units[4] + 1
-            total, how = _delta(total, previous[0], modulus, possible)
-            if possible is not None and total > JUMP * possible:
-                # No machine makes that: a counter preset or a misread. The
-                # reading is a new base, counted as a reset (it also keeps
-                # the sums within what a snapshot can hold).
-                self.resets += 1
-                return None
-            good = min(_delta(good, previous[1], modulus, possible)[0], total)
+            made, how = counter_units(self.counters, ts_us, units, modulus)
             if how == "reset":
                 self.resets += 1
             elif how == "wrap":
                 self.wraps += 1
-            ideal_us = round(units[4] * total * 1_000_000)
-        return Units(total, good, ideal_us, outside_running=self.state != "running")
+        if made is None:
+            return None
+        return Units(*made, outside_running=self.state != "running")
 
     def _hold(
         self,
@@ -275,6 +260,32 @@ class MachineTimeline:
         pending = [(*p, None) if len(p) == 4 else tuple(p) for p in data["pending"]]
         counters = {k: list(v) for k, v in data.get("counters", {}).items()}
         return cls(**{**data, "pending": pending, "counters": counters})
+
+
+def counter_units(
+    counters: dict[str, list[int]], ts_us: int, units: list[Any], modulus: int | None
+) -> tuple[tuple[int, int, int] | None, str | None]:
+    """A counter reading (`units`: ["counter", product, total, good or None,
+    ideal_cycle_s]) against the product's previous one in `counters`, which
+    it replaces: (total, good, ideal_us) made since then, or None for a new
+    base; and "reset" or "wrap" when the counter did so (a jump is a reset)."""
+    product, total = units[1], units[2]
+    good = total if units[3] is None else units[3]
+    previous = counters.get(product)
+    counters[product] = [total, good, ts_us]
+    if previous is None:
+        return None, None  # the first reading sets the base
+    # A wrap must be a count the machine could have made since then.
+    elapsed_s = (ts_us - previous[2]) / 1_000_000 if len(previous) > 2 else None
+    possible = None if elapsed_s is None else 2 * elapsed_s / units[4] + 1
+    total, how = _delta(total, previous[0], modulus, possible)
+    if possible is not None and total > JUMP * possible:
+        # No machine makes that: a counter preset or a misread. The reading
+        # is a new base, counted as a reset (it also keeps the sums within
+        # what a snapshot can hold).
+        return None, "reset"
+    good = min(_delta(good, previous[1], modulus, possible)[0], total)
+    return (total, good, round(units[4] * total * 1_000_000)), how
 
 
 def _delta(

@@ -12,17 +12,19 @@ whose numbers changed (see `streams.revisions`).
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from streams.columnar import plain_sizes, spread_columns
+from streams.columnar import plain_sizes, spread_columns, spread_rows
 from streams.machine import MachineTimeline, Segment
 from streams.oee import OeeState
 from streams.pointlog import PointLog
 from streams.publishing import Output
 from streams.records import oee_record, silence_alert
 from streams.revisions import MachineHistory
+from streams.timeline_columns import attribute_columns
 from streams.windows import ShiftCalendar, Window, WindowSet, split_planned
 
 if TYPE_CHECKING:
@@ -126,16 +128,22 @@ class MachineSide:
             spread(segment, windows, lambda window: self._oee_state(window, mkey))
 
     def attribute_all(self, until_us: int, out: Output, *, inclusive: bool = False) -> None:
-        """`attribute` every machine; a close with `columnar_min` segments or more
-        is spread in numpy columns (`streams.columnar`), with the same result."""
+        """`attribute` every machine. A close with `columnar_min` due points or
+        more is attributed and spread in numpy columns (`streams.timeline_columns`,
+        `streams.columnar`), with the same result."""
         engine = self.engine
-        mkeys: list[MachineKey] = []
-        segments: list[tuple[int, Segment]] = []
+        timelines = list(engine.machines.values())
+        mkeys = [(t.site, t.line, t.machine) for t in timelines]
         plain = plain_sizes(engine.windows)
-        for m, timeline in enumerate(engine.machines.values()):
-            mkeys.append((timeline.site, timeline.line, timeline.machine))
-            if engine.site_windows(timeline.site) is not engine.windows:
-                plain = None
+        if plain is not None and any(
+            engine.site_windows(k[0]) is not engine.windows for k in mkeys
+        ):
+            plain = None
+        due = plain is not None and self._due(timelines, until_us, inclusive) >= self.columnar_min
+        if due and self._attribute_columns(timelines, mkeys, plain, until_us, out, inclusive):  # type: ignore[arg-type]
+            return
+        segments: list[tuple[int, Segment]] = []
+        for m, timeline in enumerate(timelines):
             segments += ((m, seg) for seg in self._segments(timeline, until_us, out, inclusive))
         big = len(segments) >= self.columnar_min
         if plain is not None and big and spread_columns(segments, mkeys, plain, self._oee_state):
@@ -144,6 +152,46 @@ class MachineSide:
             mkey = mkeys[m]
             windows = engine.site_windows(mkey[0])
             spread(segment, windows, lambda window, mkey=mkey: self._oee_state(window, mkey))
+
+    def _due(self, timelines: list[MachineTimeline], until_us: int, inclusive: bool) -> int:
+        """How many points an attribution up to `until_us` takes (at least)."""
+        key = (until_us + 1,) if inclusive else (until_us,)
+        return sum(bisect.bisect_left(t.pending, key) for t in timelines)
+
+    def _attribute_columns(
+        self,
+        timelines: list[MachineTimeline],
+        mkeys: list[MachineKey],
+        sizes: tuple[tuple[int, str], ...],
+        until_us: int,
+        out: Output,
+        inclusive: bool,
+    ) -> bool:
+        """The close in columns; False, having changed nothing, when it is out of range."""
+        engine = self.engine
+        rows = attribute_columns(
+            timelines,
+            [self.heartbeat_us(t) for t in timelines],
+            until_us,
+            inclusive=inclusive,
+            silence_us=engine.silence_us,
+            modulus=engine.modulus,
+            hold_us=engine.hold_us,
+        )
+        if rows is None or not spread_rows(
+            rows.times, rows.markers, rows.reason_names, mkeys, sizes, self._oee_state
+        ):
+            return False
+        for m, points, _ in rows.taken:
+            history = engine.history.get(timelines[m].machine)
+            if history is not None:
+                history.points.extend(points)
+        rows.commit(timelines)
+        for m, start_us in rows.silences:
+            if self._in_shift(start_us):
+                alert = silence_alert(*mkeys[m], start_us, timelines[m].last_seen_us)
+                out.alerts.append(alert)
+        return True
 
     def _segments(
         self, timeline: MachineTimeline, until_us: int, out: Output, inclusive: bool

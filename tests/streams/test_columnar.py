@@ -1,8 +1,10 @@
-"""The columnar close (`streams.columnar`) against the per-segment one.
+"""The columnar close (`streams.timeline_columns`, `streams.columnar`) against
+the per-point one.
 
 The same machine events, cut into the same batches, go through two engines:
-one spreads every close segment by segment, the other in numpy columns.
-Records, alerts, refusals and snapshots must be byte for byte the same.
+one attributes every machine point by point and spreads segment by segment,
+the other attributes and spreads in numpy columns. Records, alerts (silence
+alerts among them), refusals and snapshots must be byte for byte the same.
 
     batches   |--- b1 ---|-- b2 --|------ b3 ------|   advance after each
     events    s  c  c  s  C  c (late) s (dup) C ...      several machines
@@ -132,13 +134,14 @@ def simulated(hours: float) -> list[dict[str, Any]]:
     ("settings_", "columnar"),
     [
         ({}, True),
+        (CONFIGS["heartbeat, modulus, short hold"], True),
         (
             {"shift_calendar": {"shifts": [{"name": "day", "start": "06:00", "end": "14:00"}]}},
             False,
         ),
         ({"production_day": {"timezone": "Europe/Berlin"}}, False),
     ],
-    ids=["plain windows", "shifts", "local days"],
+    ids=["plain windows", "heartbeat, modulus, hold, silence", "shifts", "local days"],
 )
 def test_a_simulated_plant_gives_the_same_bytes(settings_: dict[str, Any], columnar: bool) -> None:
     """Shifts and local days are not the columnar path's: those closes fall back."""
