@@ -53,6 +53,7 @@ REFUSALS = {
     "past_timestamp": ("machine-state", "orders", "shipments"),
 }
 """Why an event is refused (`Engine.ingest`) -> the sources whose events it can refuse."""
+_EVENTS = {source: f"events.{source}" for source in ("machine-state", "orders", "shipments")}
 
 
 class Engine:
@@ -118,7 +119,7 @@ class Engine:
         """Apply one validated event. Returns why it was not applied: 'duplicate',
         'late', or a refusal (one of `REFUSALS`, also added to `out.rejected`)."""
         source = event.source
-        self.stats[f"events.{source}"] += 1
+        self.stats[_EVENTS.get(source) or f"events.{source}"] += 1
         ts = event.ts_us
         past = self._past(ts)
         if past is not None:

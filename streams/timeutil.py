@@ -14,14 +14,17 @@ US = 1_000_000
 """Microseconds per second."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 def to_us(dt: datetime) -> int:
     """Aware datetime -> integer microseconds since the epoch."""
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError("naive datetime: a timezone offset is required")
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+    try:
+        return (dt - _EPOCH) // _ONE_US  # exact: timedelta // timedelta is integer arithmetic
+    except TypeError:
+        if isinstance(dt, datetime) and (dt.tzinfo is None or dt.utcoffset() is None):
+            raise ValueError("naive datetime: a timezone offset is required") from None
+        raise
 
 
 def from_us(us: int) -> datetime:
