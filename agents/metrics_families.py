@@ -116,6 +116,11 @@ class Families:
     def __init__(self) -> None:
         self._meta: dict[str, tuple[str, str, tuple[str, ...]]] = {}
         self._samples: dict[str, dict[tuple[str, ...], float]] = {}
+        # A record's values go in under one labels dict, which is never changed
+        # after it is passed: its values' tuple is made once (a scrape of
+        # 10,000 machines holds 650,000 samples; one tuple each was 34 MB).
+        self._labels: dict[str, str] | None = None
+        self._values: tuple[str, ...] = ()
 
     def declare(self, kind: str, name: str, help_text: str, labels: tuple[str, ...]) -> None:
         if name not in self._meta:
@@ -136,7 +141,9 @@ class Families:
             return
         declared = self._meta[name][2]
         assert tuple(labels) == declared, f"{name}: labels {tuple(labels)} != {declared}"
-        self._samples[name][tuple(labels.values())] = float(value)
+        if labels is not self._labels:
+            self._labels, self._values = labels, tuple(labels.values())
+        self._samples[name][self._values] = float(value)
 
     def exposition(self, chunk_lines: int = 20_000) -> Iterator[bytes]:
         """The families in Prometheus's text format, in chunks of at most
