@@ -101,6 +101,12 @@ Original = tuple[int, str, dict[str, int]]
 """An open outbound order's counted demand: (created_us, segment, sku -> micro-units)."""
 
 
+def original_row(item: tuple[str, Original]) -> list[Any]:
+    """(order id, original) as a snapshot keeps it."""
+    oid, (created_us, segment, lines) = item
+    return [oid, created_us, segment, dict(lines)]
+
+
 class SafetyStock:
     """Rolling demand and lead-time history; records on close of its windows."""
 
@@ -315,11 +321,14 @@ class SafetyStock:
         )
 
     # -- storage -------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, with_originals: bool = True) -> dict[str, Any]:
+        """JSON-safe state for `load`; `with_originals=False` leaves the open
+        orders' originals out (`streams.snapshot` adds them lazily)."""
+        originals = {"originals": [original_row(o) for o in self.originals.items()]}
         return {
             "skus": {sku: h.to_dict() for sku, h in self.skus.items()},
-            "originals": [[oid, *o[:2], dict(o[2])] for oid, o in self.originals.items()],
-            "settled": [[oid, *o[:2], dict(o[2])] for oid, o in self.settled.items()],
+            **(originals if with_originals else {}),
+            "settled": [original_row(o) for o in self.settled.items()],
             "floor_day": self.floor_day,
             "emitted_until_us": self.emitted_until_us,
         }

@@ -19,8 +19,9 @@ from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
+from streams.safety_stock import original_row
 from streams.seen import SeenIds
-from streams.snapshot_sections import Lazy
+from streams.snapshot_sections import Lazy, json_key
 from streams.windows import Window
 
 VERSION = 1
@@ -29,19 +30,30 @@ VERSION = 1
 def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     """Everything needed to continue exactly where the engine is.
 
-    `lazy`: the open orders as a `streams.snapshot_sections.Lazy`, made a
-    bucket at a time when `split` sections are written (the worker's
-    snapshots), not a list of every open order's dict at once.
+    `lazy`: the large containers (machine timelines, their histories, open
+    orders, the safety stock's open originals) as `streams.snapshot_sections.Lazy`,
+    made a bucket at a time when `split` sections are written (the worker's
+    snapshots), not every item's dict at once.
     """
     book = engine.book.to_dict(with_open=not lazy)
+    stock = engine.stock.to_dict(with_originals=not lazy)
+    machines: Any
+    history: Any
     if lazy:
         book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict), **book}
+        originals = [(json_key(oid), (oid, o)) for oid, o in engine.stock.originals.items()]
+        stock = {"skus": stock.pop("skus"), "originals": Lazy(originals, original_row), **stock}
+        machines = Lazy([(str(t.machine), t) for t in engine.machines.values()], _timeline)
+        history = Lazy(list(engine.history.items()), MachineHistory.to_dict)
+    else:
+        machines = [t.to_dict() for t in engine.machines.values()]
+        history = {m: h.to_dict() for m, h in engine.history.items()}
     return {
         "version": VERSION,
         "watermark_us": engine.watermark_us,
         "closed_until_us": engine.closed_until_us,
         "next_close_us": engine.next_close_us,
-        "machines": [t.to_dict() for t in engine.machines.values()],
+        "machines": machines,
         "oee": [
             [window_to_list(w), [[list(k), s.to_dict()] for k, s in states.items()]]
             for w, states in engine.oee.items()
@@ -55,13 +67,17 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
         "seen": engine.seen.to_dict(),
         "stats": dict(engine.stats),
         "last_closed": engine.last_closed,
-        "stock": engine.stock.to_dict(),
-        "history": {m: h.to_dict() for m, h in engine.history.items()},
+        "stock": stock,
+        "history": history,
         "closed": [[window_to_list(w), c.to_dict()] for w, c in engine.closed.items()],
         "late": engine.machine_side.to_list(),
         "chart_history": {n: h.to_dict() for n, h in engine.chart_history.items()},
         "orders_revised": engine.order_side.to_list(),
     }
+
+
+def _timeline(timeline: MachineTimeline) -> dict[str, Any]:
+    return timeline.to_dict()
 
 
 def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool = True) -> Engine:

@@ -22,7 +22,7 @@ every time. Sections have stable names:
 items come back in their order.
 
 A snapshot may hold a bucketed container as `Lazy` (its items' keys and the
-objects to turn into them): `split` then leaves each bucket a `Deferred`,
+objects to turn into them; a list or a dict): `split` then leaves each bucket a `Deferred`,
 made only when it is written, so the whole container never exists as data
 at once (100,000 open orders are about 100 MiB of dicts, a bucket 1.6 MiB).
 `materialised(split(state))` is what `split` gives for the same state with
@@ -43,12 +43,13 @@ import orjson
 Key = Callable[[Any], str]
 
 
-def _json_key(value: Any) -> str:
+def json_key(value: Any) -> str:
+    """The cut key of a container whose items are keyed by their first element's JSON."""
     return orjson.dumps(value).decode()
 
 
 def _first(element: list[Any]) -> str:
-    return _json_key(element[0])
+    return json_key(element[0])
 
 
 def _field(name: str) -> Key:
@@ -82,14 +83,19 @@ WHOLE = "whole"  # an order section {WHOLE: container} keeps the container whole
 
 @dataclass(frozen=True)
 class Lazy:
-    """A list container of a snapshot as `(key, item)` pairs, in order: its
-    element i is `to_value(pairs[i][1])`, whose cut key is `pairs[i][0]`."""
+    """A container of a snapshot as `(key, item)` pairs, in order: a list's
+    element i is `to_value(pairs[i][1])`, whose cut key is `pairs[i][0]`; a
+    dict's (a container cut with no key function) key `pairs[i][0]` holds it."""
 
     pairs: Sequence[tuple[str, Any]]
     to_value: Callable[[Any], Any]
 
     def as_list(self) -> list[Any]:
         return [self.to_value(item) for _, item in self.pairs]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The container when it is a dict (cut with no key function): its keys are the pairs'."""
+        return {k: self.to_value(item) for k, item in self.pairs}
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,9 @@ def join(parts: Mapping[str, Any]) -> dict[str, Any]:
 def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buckets: int) -> None:
     if isinstance(container, Lazy):
         keys = [k for k, _ in container.pairs]
-        if buckets == 0 or key is None or len(set(keys)) != len(keys):
-            container = container.as_list()  # cut (or kept whole) as a list is
+        if buckets == 0 or len(set(keys)) != len(keys):
+            # cut (or kept whole) as the list, or the dict, is
+            container = container.as_list() if key is not None else container.as_dict()
         else:
             parts[f"{name}.order"] = keys
             grouped: dict[str, list[Any]] = {}
@@ -218,8 +225,8 @@ def _nested_items(name: str, windows: list[Any]) -> dict[str, Any]:
     for window, pairs in windows:
         if not isinstance(pairs, list) or not all(len(pair) == 2 for pair in pairs):
             raise ValueError(pairs)
-        wkey = _json_key(window)
-        keys = [_json_key(pair[0]) for pair in pairs]
+        wkey = json_key(window)
+        keys = [json_key(pair[0]) for pair in pairs]
         for k, pair in zip(keys, pairs, strict=True):
             parts.setdefault(f"{name}#{bucket_of(wkey + k, 64)}", {})[wkey + k] = pair
         groups = range(0, len(keys), KEY_GROUP)
@@ -239,7 +246,7 @@ def _joined_nested(parts: Mapping[str, Any], name: str) -> list[Any]:
             found.update(value)
     out = []
     for window, groups in parts[f"{name}.order"]:
-        wkey = _json_key(window)
+        wkey = json_key(window)
         keys = [k for i in range(groups) for k in parts[f"{name}.keys/{wkey}/{i}"]]
         out.append([window, [found[wkey + k] for k in keys]])
     return out

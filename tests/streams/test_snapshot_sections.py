@@ -159,11 +159,16 @@ def test_an_engines_lazy_snapshot_has_the_bytes_of_its_eager_one() -> None:
     engine = Engine(EngineConfig())
     for n in range(200):
         event = ef.order(f"o{n}", ef.at(7 + n / 100), ef.at(30), qty=n + 1, lines=1 + n % 3)
-        if engine.ingest(parse_event(event)) is None:
-            engine.advance(engine.watermark_us)  # type: ignore[arg-type]
-    assert len(engine.book.open) == 200
+        machine = f"m{n % 80}"
+        made = ef.count(ef.at(7 + n / 100), 5, 4, 2.0, machine=machine)
+        for one in (event, ef.state(ef.at(7 + n / 100), "running", machine=machine), made):
+            if engine.ingest(parse_event(one)) is None:
+                engine.advance(engine.watermark_us)  # type: ignore[arg-type]
+    assert len(engine.book.open) == 200 and len(engine.stock.originals) == 200
+    assert len(engine.machines) == len(engine.history) == 80
     lazy, eager = split(snapshot(engine, lazy=True)), split(snapshot(engine))
-    assert any(isinstance(value, Deferred) for value in lazy.values())
+    deferred = {name.split("#")[0] for name, value in lazy.items() if isinstance(value, Deferred)}
+    assert deferred == {"machines", "history", "book.open", "stock.originals"}
     assert dumped(lazy) == dumped(eager)
 
 
