@@ -139,8 +139,11 @@ class MachineSide:
             engine.site_windows(k[0]) is not engine.windows for k in mkeys
         ):
             plain = None
-        due = plain is not None and self._due(timelines, until_us, inclusive) >= self.columnar_min
-        if due and self._attribute_columns(timelines, mkeys, plain, until_us, out, inclusive):  # type: ignore[arg-type]
+        if (
+            plain is not None
+            and self._due(timelines, until_us, inclusive) >= self.columnar_min
+            and self._attribute_columns(timelines, mkeys, plain, until_us, out, inclusive)
+        ):
             return
         segments: list[tuple[int, Segment]] = []
         for m, timeline in enumerate(timelines):

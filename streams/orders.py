@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from streams.open_order import OpenOrder, OrderRule, Shipment
@@ -79,7 +79,7 @@ class OrderBook:
             "ignored": dict(self.ignored),
             "heap": [list(h) for h in self._heap],
             "settled": [
-                [o.to_dict(), None if v is None else asdict(v)] for o, v in self.settled.values()
+                [o.to_dict(), None if v is None else v.to_dict()] for o, v in self.settled.values()
             ],
         }
 

@@ -22,7 +22,7 @@ the segment's policy sets its rule (`streams.records.perfect_order_record`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from streams.oee import ratio
@@ -56,6 +56,11 @@ class OrderVerdict:
     @property
     def perfect(self) -> bool:
         return self.on_time and self.in_full and self.damage_free and self.documents_ok
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name, as `dataclasses.asdict` gives them, without its
+        deep copy (a snapshot writes every settled order's verdict)."""
+        return {name: getattr(self, name) for name in _VERDICT_FIELDS}
 
     @property
     def quality_ok(self) -> bool:
@@ -107,8 +112,8 @@ class PerfectOrderState:
         self.response_time_missed += sign * v.response_time_missed
 
     def merge(self, other: PerfectOrderState) -> PerfectOrderState:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _STATE_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     def result(self) -> dict[str, Any]:
@@ -150,8 +155,12 @@ class PerfectOrderState:
         return ratio(self.otif, self.decided)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PerfectOrderState:
         return cls(**data)
+
+
+_VERDICT_FIELDS = tuple(f.name for f in fields(OrderVerdict))
+_STATE_FIELDS = tuple(f.name for f in fields(PerfectOrderState))

@@ -19,6 +19,8 @@ import hashlib
 from array import array
 from typing import Any
 
+import numpy as np
+
 from streams.timeutil import US
 
 BUCKET_US = 3600 * US
@@ -78,16 +80,15 @@ class SeenIds:
                 del table[hour]
 
     def to_dict(self) -> dict[str, Any]:
-        hours: dict[int, set[int]] = {h: set(ids) for h, ids in self._open.items()}
-        for h, packed in self._packed.items():
-            hours.setdefault(h, set()).update(packed)
-        return {
-            "bucket_us": BUCKET_US,
-            "hours": [
-                [h, base64.b64encode(array("Q", sorted(ids)).tobytes()).decode()]
-                for h, ids in sorted(hours.items())
-            ],
-        }
+        """Each hour's ids, sorted and unique, as base64 of little-endian uint64s."""
+        hours = []
+        for hour in sorted(self._open.keys() | self._packed.keys()):
+            ids = np.frombuffer(self._packed.get(hour, array("Q")), dtype=np.uint64)
+            if hour in self._open or np.any(ids[1:] <= ids[:-1]):
+                new = self._open.get(hour, ())
+                ids = np.union1d(ids, np.fromiter(new, dtype=np.uint64, count=len(new)))
+            hours.append([hour, base64.b64encode(ids.astype("<u8").tobytes()).decode()])
+        return {"bucket_us": BUCKET_US, "hours": hours}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | list[Any]) -> SeenIds:

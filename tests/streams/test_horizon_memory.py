@@ -7,6 +7,9 @@ pack, snapshots of the old shapes, and ids across the hour they are packed.
 
 from __future__ import annotations
 
+import base64
+from array import array
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,6 +99,28 @@ def test_ids_are_found_in_open_and_packed_hours_and_forgotten_by_hour() -> None:
     assert (c, 20) in restored and len(restored) == 3
     seen.forget(BUCKET_US)
     assert (a, 10) not in seen and (b, BUCKET_US + 10) in seen and len(seen) == 1
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 3)), max_size=60),
+    st.integers(0, 4),
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 3)), max_size=20),
+)
+def test_a_snapshot_holds_each_hours_ids_sorted_and_once(
+    first: list[tuple[int, int]], packed_hours: int, later: list[tuple[int, int]]
+) -> None:
+    seen, expected = SeenIds(), {}
+    for key, hour in first:
+        seen.add(key, hour * BUCKET_US)
+    seen.pack(packed_hours * BUCKET_US)
+    for key, hour in first + later:  # some again: a packed hour and its open ids together
+        seen.add(key, hour * BUCKET_US)
+        expected.setdefault(hour, set()).add(key)
+    data = seen.to_dict()
+    hours = {h: list(array("Q", base64.b64decode(ids))) for h, ids in data["hours"]}
+    assert list(hours) == sorted(expected)
+    assert hours == {h: sorted(ids) for h, ids in expected.items()}
+    assert SeenIds.from_dict(json_round_trip(data)).to_dict() == data  # type: ignore[arg-type]
 
 
 def test_a_snapshot_of_plain_ids_still_loads() -> None:
