@@ -86,7 +86,9 @@ class SeenIds:
             ids = np.frombuffer(self._packed.get(hour, array("Q")), dtype=np.uint64)
             if hour in self._open or np.any(ids[1:] <= ids[:-1]):
                 new = self._open.get(hour, ())
-                ids = np.union1d(ids, np.fromiter(new, dtype=np.uint64, count=len(new)))
+                ids = np.concatenate((ids, np.fromiter(new, dtype=np.uint64, count=len(new))))
+                ids.sort()
+                ids = ids[np.r_[True, ids[1:] != ids[:-1]]] if len(ids) else ids  # each id once
             hours.append([hour, base64.b64encode(ids.astype("<u8").tobytes()).decode()])
         return {"bucket_us": BUCKET_US, "hours": hours}
 
