@@ -22,7 +22,10 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 _RECORD = struct.Struct("<qqiiBiqqBqd")
+_TS = np.dtype({"names": ["ts"], "formats": ["<i8"], "offsets": [0], "itemsize": _RECORD.size})
 _NONE = -1
 _KINDS = (None, "count", "counter")
 _OVERSIZED = 3  # the point is in `odd`, by sequence number
@@ -134,3 +137,30 @@ class PointLog:
         log._data = bytearray(base64.b64decode(data["packed"]))
         log.odd = {p[1]: tuple(p) for p in data["odd"]}
         return log
+
+
+HOUR_US = 3_600_000_000
+
+
+def hour_runs(raw: bytes) -> list[tuple[int, int, int]] | None:
+    """(hour of event time, start, end) byte ranges of packed records (`PointLog`'s
+    bytes), one per hour, in order; None when they are not whole records in
+    event-time order (a snapshot then keeps them in one piece)."""
+    size = _RECORD.size
+    if len(raw) % size:
+        return None
+    ts = np.frombuffer(raw, dtype=_TS, count=len(raw) // size)["ts"]
+    if np.any(ts[1:] < ts[:-1]):
+        return None
+    hours = ts // HOUR_US
+    cuts = np.flatnonzero(hours[1:] != hours[:-1]) + 1
+    starts = np.r_[0, cuts]
+    ends = np.r_[cuts, len(ts)]
+    return (
+        [
+            (int(hours[a]), int(a) * size, int(b) * size)
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+        if len(ts)
+        else []
+    )

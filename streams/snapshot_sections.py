@@ -16,7 +16,13 @@ every time. Sections have stable names:
   are `group` (ids are uniform hashes: a new one changes one group);
 - `<path>.keys/<window>/<i>`: the i-th `KEY_GROUP` keys, in order, of an
   open window's states (OEE, perfect orders): a key joining the window
-  changes the last group only.
+  changes the last group only;
+- `history.points#<bucket>/<hour>`: the kept events of a history bucket's
+  machines in one hour of event time (`materialised` cuts them out, `join`
+  puts them back): kept events grow at the end, so only the newest hour's
+  sections change;
+- `book.settled#t<hour>`: settled orders by the hour of their decision
+  (`BY_TIME`), for the same reason.
 
 `join(split(state)) == state` for every snapshot, and every container's
 items come back in their order.
@@ -40,6 +46,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams.pointlog import hour_runs
+
 Key = Callable[[Any], str]
 
 
@@ -60,7 +68,7 @@ def _field(name: str) -> Key:
 # dict's own keys), buckets (0: one section per item).
 CUTS: list[tuple[tuple[str, ...], Key | None, int]] = [
     (("machines",), _field("machine"), 64),
-    (("history",), None, 1024),
+    (("history",), None, 64),  # small: the kept events are cut out by hour (`POINTS`)
     (("closed",), _first, 0),
     (("last_closed",), None, 64),
     (("charts",), None, 16),
@@ -109,9 +117,85 @@ class Deferred:
 
 
 def materialised(parts: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """`parts`' sections with every `Deferred` made, one at a time."""
+    """`parts`' sections with every `Deferred` made, one at a time, and each
+    machine's kept events cut out of its history bucket by hour (`_cut_points`)."""
     for name, value in parts.items():
-        yield name, value.value() if isinstance(value, Deferred) else value
+        made = value.value() if isinstance(value, Deferred) else value
+        if name.startswith(HISTORY_BUCKET) and isinstance(made, dict):
+            yield from _cut_points(name, made)
+        else:
+            yield name, made
+
+
+HISTORY_BUCKET = "history#"
+POINTS = "history.points#"
+"""Sections `history.points#<bucket>/<hour>`: the kept events of a history
+bucket's machines in one hour of event time, `{machine: base64}`. A machine's
+kept events grow at the end, so a snapshot rewrites the newest hour's
+section, not every machine's whole day."""
+
+
+def _cut_points(name: str, machines: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """A history bucket with each machine's packed events replaced by the hours
+    they are in (`{"hours": [...]}`), then a section per hour."""
+    bucket = name[len(HISTORY_BUCKET) :]
+    by_hour: dict[int, dict[str, str]] = {}
+    kept: dict[str, Any] = {}
+    for machine, history in machines.items():
+        points = history.get("points") if isinstance(history, dict) else None
+        packed = points.get("packed") if isinstance(points, dict) else None
+        runs = _packed_runs(packed)
+        if not runs:  # none, or not of the packed form: kept as it is
+            kept[machine] = history
+            continue
+        kept[machine] = {**history, "points": {**points, "packed": {"hours": list(runs)}}}
+        for hour, chunk in runs.items():
+            by_hour.setdefault(hour, {})[machine] = chunk
+    yield name, kept
+    for hour in sorted(by_hour):
+        yield f"{POINTS}{bucket}/{hour}", by_hour[hour]
+
+
+def _packed_runs(packed: Any) -> dict[int, str] | None:
+    """hour -> base64 of that hour's records, in order; None if `packed` is not
+    canonical base64 of records in event-time order."""
+    if not isinstance(packed, str):
+        return None
+    try:
+        raw = base64.b64decode(packed, validate=True)
+    except ValueError:
+        return None
+    runs = hour_runs(raw)
+    if runs is None or base64.b64encode(raw).decode() != packed:
+        return None
+    return {hour: base64.b64encode(raw[a:b]).decode() for hour, a, b in runs}
+
+
+def _joined_points(parts: Mapping[str, Any]) -> dict[str, Any]:
+    """`parts` with each history bucket's machines' packed events put back."""
+    chunks: dict[tuple[str, str], dict[int, str]] = {}
+    for section, value in parts.items():
+        if section.startswith(POINTS):
+            bucket, hour = section[len(POINTS) :].split("/", 1)
+            for machine, chunk in value.items():
+                chunks.setdefault((bucket, machine), {})[int(hour)] = chunk
+    out = dict(parts)
+    for section, machines in parts.items():
+        if not section.startswith(HISTORY_BUCKET):
+            continue
+        bucket = section[len(HISTORY_BUCKET) :]
+        joined = {}
+        for machine, history in machines.items():
+            points = history.get("points") if isinstance(history, dict) else None
+            packed = points.get("packed") if isinstance(points, dict) else None
+            if isinstance(packed, dict):
+                got = chunks.get((bucket, machine), {})
+                raw = b"".join(base64.b64decode(got[hour]) for hour in packed["hours"])
+                points = {**history["points"], "packed": base64.b64encode(raw).decode()}
+                history = {**history, "points": points}
+            joined[machine] = history
+        out[section] = joined
+    return out
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -138,7 +222,8 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def join(parts: Mapping[str, Any]) -> dict[str, Any]:
-    """The snapshot `split` cut into `parts`."""
+    """The snapshot `split` cut into `parts` (or `materialised` made of them)."""
+    parts = _joined_points(parts)
     state = _copy_path_parents(parts["head"])
     for path, key, _ in CUTS:
         name = ".".join(path)
@@ -183,8 +268,24 @@ def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buck
         for k, element in items:
             parts[f"{name}/{k}"] = element
         return
+    by_time = BY_TIME.get(name)
     for k, element in items:
-        parts.setdefault(f"{name}#{bucket_of(k, buckets)}", {})[k] = element
+        bucket = by_time(element) if by_time is not None else None
+        where = bucket_of(k, buckets) if bucket is None else bucket
+        parts.setdefault(f"{name}#{where}", {})[k] = element
+
+
+def _decided_hour(element: Any) -> str | None:
+    """`t<hour>` of a settled order's decision (None: no verdict, or not of that shape)."""
+    verdict = element[1] if isinstance(element, list) and len(element) == 2 else None
+    decided = verdict.get("decided_us") if isinstance(verdict, dict) else None
+    return f"t{decided // 3_600_000_000}" if type(decided) is int else None
+
+
+BY_TIME: dict[str, Callable[[Any], str | None]] = {"book.settled": _decided_hour}
+"""Containers whose items are bucketed by a time of theirs, not by a hash of
+their key: settled orders join at the end (by decision time) and leave from
+the front, so a snapshot rewrites the newest hour's bucket, not all 64."""
 
 
 def _bucket_maker(

@@ -190,3 +190,92 @@ def test_a_new_id_changes_one_group_of_its_hour() -> None:
     changed = {name for name in after if before.get(name) != after[name]}
     assert changed == {"seen.hours/7#17", "seen.hours.order"}  # hours 8 and 9 gone
     assert join(after)["seen"]["hours"] == [[7, packed(*IDS, new)]]
+
+
+def hours_of_history(until_hours: float, machines: int = 5) -> Engine:
+    """An engine whose machines have kept events every 10 minutes up to `until_hours`."""
+    engine = Engine(EngineConfig())
+    steps = int(until_hours * 6)
+    for step in range(steps):
+        for m in range(machines):
+            when = ef.at(6 + step / 6)
+            state = ("running", "down")[(step + m) % 2]
+            for event in (
+                ef.state(when, state, machine=f"m{m}"),
+                ef.count(when, 3, 3, 2.0, machine=f"m{m}"),
+            ):
+                if engine.ingest(parse_event(event)) is None:
+                    engine.advance(engine.watermark_us)  # type: ignore[arg-type]
+    return engine
+
+
+def test_kept_events_are_cut_out_by_hour_and_joined_back() -> None:
+    engine = hours_of_history(3.5)
+    sections = dict(materialised(split(snapshot(engine, lazy=True))))
+    points = [name for name in sections if name.startswith("history.points#")]
+    assert len({name.rsplit("/", 1)[1] for name in points}) == 4  # 06:00 to 09:30
+    assert all(
+        isinstance(h["points"]["packed"], dict)
+        for name, bucket in sections.items()
+        if name.startswith("history#")
+        for h in bucket.values()
+    )
+    wire = orjson.loads(orjson.dumps(sections))
+    assert join(wire) == orjson.loads(orjson.dumps(snapshot(engine)))
+    restored = restore(EngineConfig(), join(wire))
+    assert orjson.dumps(snapshot(restored)) == orjson.dumps(snapshot(engine))
+
+
+def test_new_kept_events_change_only_their_hours_sections() -> None:
+    engine = hours_of_history(3.5)
+    before = dict(materialised(split(snapshot(engine, lazy=True))))
+    last_hour = max(
+        int(name.rsplit("/", 1)[1]) for name in before if name.startswith("history.points#")
+    )
+    for m in range(5):  # more events in the same (newest) hour, then a close
+        event = ef.count(ef.at(6 + 3.5 + 0.05), 1, 1, 2.0, machine=f"m{m}")
+        assert engine.ingest(parse_event(event)) is None
+    engine.advance(engine.watermark_us + 120_000_000)  # type: ignore[operator]
+    after = dict(materialised(split(snapshot(engine, lazy=True))))
+    changed = {
+        name
+        for name in after
+        if name.startswith("history")
+        and orjson.dumps(after[name]) != orjson.dumps(before.get(name))
+    }
+    assert changed  # the newest hour's events joined
+    assert all(name.startswith("history.points#") for name in changed)
+    assert {int(name.rsplit("/", 1)[1]) for name in changed} == {last_hour}
+
+
+def test_kept_events_out_of_order_stay_in_their_bucket() -> None:
+    engine = hours_of_history(1.0, machines=1)
+    data = snapshot(engine)
+    history = data["history"]["m0"]
+    raw = base64.b64decode(history["points"]["packed"])
+    size = len(raw) // len(engine.history["m0"].points)
+    swapped = raw[-size:] + raw[size:-size] + raw[:size]  # the first and the last swapped
+    history["points"]["packed"] = base64.b64encode(swapped).decode()
+    sections = dict(materialised(split(data)))
+    assert not any(name.startswith("history.points#") for name in sections)
+    assert join(sections)["history"]["m0"]["points"]["packed"] == history["points"]["packed"]
+
+
+def settled(order_id: str, decided_hours: float | None) -> list[Any]:
+    verdict = None if decided_hours is None else {"decided_us": int(decided_hours * 3_600 * 10**6)}
+    return [{"order_id": order_id, "lines": []}, verdict]
+
+
+def test_settled_orders_are_bucketed_by_the_hour_they_were_decided() -> None:
+    orders = [settled(f"o{n}", 10 + n / 10) for n in range(30)] + [settled("x", None)]
+    state = {**STATE, "book": {**STATE["book"], "settled": orders}}
+    parts = split(state)
+    buckets = sorted(name for name in parts if name.startswith("book.settled#"))
+    by_time = [name for name in buckets if "#t" in name]
+    assert by_time == ["book.settled#t10", "book.settled#t11", "book.settled#t12"]
+    assert f"book.settled#{bucket_of('x', 64)}" in buckets  # no verdict: by its id's hash
+    assert join(orjson.loads(orjson.dumps(parts))) == orjson.loads(orjson.dumps(state))
+    later = {**state, "book": {**state["book"], "settled": [*orders, settled("o99", 12.95)]}}
+    after = split(later)
+    changed = {name for name in after if orjson.dumps(after[name]) != orjson.dumps(parts.get(name))}
+    assert changed == {"book.settled#t12", "book.settled.order"}
