@@ -113,6 +113,19 @@ class MachineTimeline:
         key = (until_us + 1,) if inclusive else (until_us,)
         return self.pending[: bisect.bisect_left(self.pending, key)]
 
+    def due_frontier(self, until_us: int, *, inclusive: bool = False) -> int | None:
+        """Where an `attribute` up to `until_us` would start; None: it would do nothing."""
+        frontier = self.frontier_us
+        if frontier is None:
+            if not self.pending or self.pending[0][0] > until_us:
+                return None
+            if self.pending[0][0] == until_us and not inclusive:
+                return None
+            frontier = self.pending[0][0]
+        if until_us < frontier or (until_us == frontier and not inclusive):
+            return None
+        return frontier
+
     def take_newest(self) -> tuple[Any, ...]:
         """Remove and return the event added last (to keep it elsewhere)."""
         for i in range(len(self.pending) - 1, -1, -1):
@@ -149,18 +162,11 @@ class MachineTimeline:
         `hold_us`: no time is attributed later than that after the machine's
         last event (a state is not held for ever; the engine's `state_hold_limit`).
         """
-        if self.frontier_us is None:
-            if not self.pending or self.pending[0][0] > until_us:
-                return
-            if self.pending[0][0] == until_us and not inclusive:
-                return
-            self.frontier_us = self.pending[0][0]
-        if until_us < self.frontier_us or (until_us == self.frontier_us and not inclusive):
+        cursor = self.due_frontier(until_us, inclusive=inclusive)
+        if cursor is None:
             return
-        key = (until_us + 1,) if inclusive else (until_us,)
-        taken = bisect.bisect_left(self.pending, key)
-        points, self.pending = self.pending[:taken], self.pending[taken:]
-        cursor = self.frontier_us
+        points = self.due(until_us, inclusive=inclusive)
+        self.frontier_us, self.pending = cursor, self.pending[len(points) :]
         for ts, _, state, reason, units in points:
             yield from self._hold(cursor, ts, heartbeat_us, silence_us, hold_us)
             cursor = ts

@@ -12,7 +12,6 @@ whose numbers changed (see `streams.revisions`).
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -158,8 +157,7 @@ class MachineSide:
 
     def _due(self, timelines: list[MachineTimeline], until_us: int, inclusive: bool) -> int:
         """How many points an attribution up to `until_us` takes (at least)."""
-        key = (until_us + 1,) if inclusive else (until_us,)
-        return sum(bisect.bisect_left(t.pending, key) for t in timelines)
+        return sum(len(t.due(until_us, inclusive=inclusive)) for t in timelines)
 
     def _attribute_columns(
         self,

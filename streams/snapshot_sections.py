@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.pointlog import hour_runs
+from streams.pointlog import HOUR_US, hour_runs
 
 Key = Callable[[Any], str]
 
@@ -279,7 +279,7 @@ def _decided_hour(element: Any) -> str | None:
     """`t<hour>` of a settled order's decision (None: no verdict, or not of that shape)."""
     verdict = element[1] if isinstance(element, list) and len(element) == 2 else None
     decided = verdict.get("decided_us") if isinstance(verdict, dict) else None
-    return f"t{decided // 3_600_000_000}" if type(decided) is int else None
+    return f"t{decided // HOUR_US}" if type(decided) is int else None
 
 
 BY_TIME: dict[str, Callable[[Any], str | None]] = {"book.settled": _decided_hour}

@@ -24,7 +24,6 @@ of range goes back to the per-point path with every timeline as it was.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +74,6 @@ def attribute_columns(
     """What `MachineTimeline.attribute` would yield for each of `timelines`
     (with its heartbeat from `heartbeats`), as rows; None when a state is
     not one the spread knows (the caller attributes point by point)."""
-    key = (until_us + 1,) if inclusive else (until_us,)
     codes: dict[str, int] = {}
     names: list[str] = []
 
@@ -96,16 +94,10 @@ def attribute_columns(
     units_col: list[tuple[int, int, int]] = []
     out = Attributed(np.empty(0), np.empty(0), [], [])
     for m, timeline in enumerate(timelines):
-        pending, frontier = timeline.pending, timeline.frontier_us
+        frontier = timeline.due_frontier(until_us, inclusive=inclusive)
         if frontier is None:
-            if not pending or pending[0][0] > until_us:
-                continue
-            if pending[0][0] == until_us and not inclusive:
-                continue
-            frontier = pending[0][0]
-        if until_us < frontier or (until_us == frontier and not inclusive):
             continue
-        points = pending[: bisect.bisect_left(pending, key)]
+        points = timeline.due(until_us, inclusive=inclusive)
         # The machine's row: its carried state at the frontier.
         ts_col.append(frontier)
         state_col.append(_NONE if timeline.state is None else code(timeline.state))
