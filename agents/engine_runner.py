@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from agents import snapshot_rows
 from agents.letters import letter_id
-from agents.outbox import Outbox, Send
+from agents.outbox import Outbox, Send, Sending
 from agents.pipeline import Shard, snapshot_due
 from agents.read_back import ReadBack
 from agents.resume import floor_of
@@ -87,10 +87,13 @@ class EngineRunner:
         self.rows: dict[int, set[str]] = {}
         self.pending: dict[int, set[str]] = {}  # referenced by a manifest not yet delivered
         self.written_bytes: dict[int, int] = {}  # by the last snapshot, per partition
+        self.in_flight: dict[int, asyncio.Future[None]] = {}  # delivery, then acks (`snapshot`)
+        self.memos: dict[int, snapshot_rows.Memo] = {}  # sections the last plan made
 
     async def step(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
         """Apply one engine-topic event (its `message`), publish what it gives,
-        and snapshot when due; `ack(event)` acknowledges what a snapshot covers."""
+        and snapshot when due; `ack(event)` acknowledges what a snapshot covers,
+        once it is delivered (`snapshot`)."""
         rt, msg = self.runtime, event.message
         shard = self.load_shard(msg.partition)
         if msg.partition not in rt.engine_letters:
@@ -107,28 +110,75 @@ class EngineRunner:
             rt.snapshot_s[msg.partition],
             self.settings.worker.snapshot_interval,
         ):
-            await self.snapshot_and_ack(msg.partition, shard, ack)
+            await self.snapshot(msg.partition, shard, ack)
 
     async def snapshot_and_ack(
         self, partition: int, shard: Shard, ack: Callable[[Any], Awaitable[Any]]
     ) -> None:
+        """Write a snapshot now; wait for its delivery and the acknowledgements."""
+        await self.snapshot(partition, shard, ack)
+        await self.settled(partition)
+
+    async def snapshot(
+        self, partition: int, shard: Shard, ack: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        """Write a snapshot; its delivery, then the acknowledgement of the offsets
+        it covers, go on beside the engine's next steps (`settled` waits for them).
+
+        One snapshot is in flight per partition: the next one waits for the
+        last one's delivery, since what it writes is planned against the rows
+        the last delivered manifest references.
+        """
+        await self.settled(partition)
         rt = self.runtime
         began = time.monotonic()
         delivered = self.save_shard(partition, shard)
         rt.snapshot_at[partition] = time.monotonic()
         rt.snapshot_s[partition] = rt.snapshot_at[partition] - began
-        # The snapshot, and the outputs sent so far, are delivered before
+        box = rt.outboxes.get(partition)
+        covered = list(rt.unacked[partition])  # leave it once acknowledged
+        self.in_flight[partition] = asyncio.ensure_future(
+            self._acknowledge(
+                partition,
+                delivered,
+                box,
+                box.take() if box else [],
+                covered,
+                rt.read_back.pop(partition, []),
+                ack,
+            )
+        )
+
+    async def settled(self, partition: int) -> None:
+        """Wait for the partition's snapshot in flight, if any (raising what it raised)."""
+        task = self.in_flight.pop(partition, None)
+        if task is not None:
+            await task
+
+    async def _acknowledge(
+        self,
+        partition: int,
+        delivered: list[Awaitable[Any]],
+        box: Outbox | None,
+        sent: list[Sending],
+        covered: list[Any],
+        read_back: list[tuple[int, int]],
+        ack: Callable[[Any], Awaitable[Any]],
+    ) -> None:
+        # The snapshot, and the outputs sent before it, are delivered before
         # the offsets they cover are acknowledged: a crash in between
         # would restore an older snapshot past a committed offset, or
         # never send an output again.
         await asyncio.gather(*delivered)
         self.collect(partition)
-        if partition in rt.outboxes:
-            rt.published["resent"] += await rt.outboxes[partition].deliver()
-        pending, rt.unacked[partition] = rt.unacked[partition], []
-        for done in pending:
+        if box is not None:
+            self.runtime.published["resent"] += await box.deliver(sent)
+        for done in covered:
             await ack(done)
-        for start, stop in rt.read_back.pop(partition, ()):
+        unacked = self.runtime.unacked.get(partition)
+        if unacked is not None:  # the events after them stay
+            del unacked[: len(covered)]
+        for start, stop in read_back:
             await self.mark_read_back(self.engine_topic, partition, start, stop)
 
     def load_shard(self, partition: int) -> Shard:
@@ -155,6 +205,7 @@ class EngineRunner:
         self.live[partition] = referenced
         self.rows[partition] = snapshot_rows.rows_of(self.table, partition)
         self.pending.pop(partition, None)
+        self.memos.pop(partition, None)
         rt.shards[partition] = shard
         rt.unacked[partition] = []
         rt.snapshot_at[partition] = time.monotonic()
@@ -171,8 +222,12 @@ class EngineRunner:
         0.1 s without a send) waits for it: the deliveries are awaited instead.
         """
         planned = snapshot_rows.plan(
-            partition, shard.iter_sections(), self.live.setdefault(partition, set())
+            partition,
+            shard.iter_sections(tokened=True),
+            self.live.setdefault(partition, set()),
+            self.memos.get(partition),
         )
+        self.memos[partition] = planned.memo
         self.pending[partition] = planned.referenced
         self.rows.setdefault(partition, set()).update(key for key, _ in planned.rows[:-1])
         self.written_bytes[partition] = planned.bytes_written
@@ -254,9 +309,20 @@ class EngineRunner:
     async def forget(self, partition: int, settle_s: float) -> None:
         """Drop a revoked engine partition's state; the next owner sends the rest."""
         rt = self.runtime
+        began = time.monotonic()
+        task = self.in_flight.pop(partition, None)
+        if task is not None:  # its deliveries first, as below; acknowledged if in time
+            done, _ = await asyncio.wait({task}, timeout=settle_s)
+            if not done:
+                task.cancel()
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "snapshot of partition %s not delivered (%r)", partition, task.exception()
+                )
+        settle_s = max(0.0, settle_s - (time.monotonic() - began))
         rt.engine_letters.pop(partition, None)
         rt.shards.pop(partition, None)
-        for rows in (self.live, self.rows, self.pending):
+        for rows in (self.live, self.rows, self.pending, self.memos):
             rows.pop(partition, None)
         rt.unacked.pop(partition, None)
         rt.read_back.pop(partition, None)

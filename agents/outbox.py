@@ -26,6 +26,9 @@ log = logging.getLogger("kpimon")
 Send = Callable[[Any, bytes | None, bytes, int | None], Awaitable[Awaitable[Any]]]
 """send(topic, key, value, partition): queue a message, return its delivery."""
 
+Sending = tuple[Any, bytes | None, bytes, int | None, Awaitable[Any]]
+"""(topic, key, value, partition, delivery): a message sent, its delivery not checked."""
+
 ATTEMPTS = 5
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
@@ -34,9 +37,7 @@ MAX_BACKOFF_S = 10.0
 @dataclass
 class Outbox:
     send: Send
-    pending: list[tuple[Any, bytes | None, bytes, int | None, Awaitable[Any]]] = field(
-        default_factory=list
-    )
+    pending: list[Sending] = field(default_factory=list)
     undelivered: int = 0
     """Messages being sent again after `ATTEMPTS` failed sends: their input is held back."""
     failure: str | None = None
@@ -48,15 +49,20 @@ class Outbox:
         delivery = await self.send(topic, key, value, partition)
         self.pending.append((topic, key, value, partition, delivery))
 
-    async def deliver(self) -> int:
-        """Wait for every pending delivery; send failed ones again until they are
-        through. Returns how many were resent.
+    def take(self) -> list[Sending]:
+        """The sends so far, for a `deliver` that checks them later; later sends stay."""
+        taken, self.pending = self.pending, []
+        return taken
+
+    async def deliver(self, sent: list[Sending] | None = None) -> int:
+        """Wait for every pending delivery (or those `take` gave, `sent`); send
+        failed ones again until they are through. Returns how many were resent.
 
         After `ATTEMPTS` failed sends of a message it is counted in
         `undelivered` (and logged as an error) and sent again every
         `MAX_BACKOFF_S` at most: its input must stay unacknowledged.
         """
-        pending, self.pending = self.pending, []
+        pending = self.take() if sent is None else sent
         results = await asyncio.gather(*(d for *_, d in pending), return_exceptions=True)
         resent = 0
         for (topic, key, value, partition, _), result in zip(pending, results, strict=True):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ from streams.config import EngineConfig
 from streams.decode import trusted_event
 from streams.engine import REFUSALS, Engine, Output
 from streams.snapshot import restore, snapshot
-from streams.snapshot_sections import join, materialised, split
+from streams.snapshot_sections import Tokened, join, materialised, split
 
 __all__ = [
     "CHUNK_BYTES",
@@ -157,17 +157,22 @@ class Shard:
         """The state as `to_bytes` has it, cut into named sections
         (`streams.snapshot_sections`), each serialised: a snapshot writes only
         those whose bytes changed. `shard` holds the offset and the clock."""
-        return dict(self.iter_sections())
+        return dict(self.iter_sections())  # type: ignore[arg-type]
 
-    def iter_sections(self) -> Iterator[tuple[str, bytes]]:
+    def iter_sections(self, *, tokened: bool = False) -> Iterator[tuple[str, bytes | Tokened]]:
         """`to_sections`, a section at a time: the open orders are made into
         data a bucket at a time (`snapshot(lazy=True)`), so a snapshot's
-        peak memory is not a second copy of the state."""
+        peak memory is not a second copy of the state. `tokened`: a section
+        that has a token (`streams.snapshot_sections.Tokened`) comes as one
+        making its bytes, for a writer that knows the token to skip."""
         with _cyclic_gc_paused():
             parts = split(snapshot(self.engine, lazy=True))
             parts["shard"] = {"next_offset": self.next_offset, **self.clock.to_dict()}
-            for name, value in materialised(parts):
-                yield name, orjson.dumps(value)
+            for name, value in materialised(parts, tokened=tokened):
+                if isinstance(value, Tokened):
+                    yield name, Tokened(_dumping(value.make), value.token)
+                else:
+                    yield name, orjson.dumps(value)
 
     @classmethod
     def from_sections(
@@ -204,6 +209,10 @@ class Shard:
         shard.next_offset = state["next_offset"]
         shard.clock = IdleAdvanceClock.from_dict(state, idle_advance_after_us)
         return shard
+
+
+def _dumping(make: Callable[[], Any]) -> Callable[[], bytes]:
+    return lambda: orjson.dumps(make())
 
 
 @contextlib.contextmanager

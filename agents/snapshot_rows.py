@@ -23,10 +23,12 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from agents.pipeline import chunks
+from streams.snapshot_sections import Tokened
 
 VERSION = 2
 
@@ -39,25 +41,42 @@ def row_keys(partition: int, digest: str, count: int) -> list[str]:
     return [f"{partition}/r/{digest}/{i}" for i in range(count)]
 
 
+Memo = dict[str, tuple[Any, str, int]]
+"""section name -> (token, digest, chunks) of the `Tokened` sections a plan saw."""
+
+
 @dataclass
 class Planned:
-    """The rows a snapshot writes (the manifest last) and every row its
-    manifest references (those not written are there already)."""
+    """The rows a snapshot writes (the manifest last), every row its manifest
+    references (those not written are there already), and the `Memo` for the
+    next plan."""
 
     rows: list[tuple[str, str]] = field(default_factory=list)
     referenced: set[str] = field(default_factory=set)
+    memo: Memo = field(default_factory=dict)
 
     @property
     def bytes_written(self) -> int:
         return sum(len(value) for _, value in self.rows)
 
 
-def plan(partition: int, sections: Iterable[tuple[str, bytes]], present: Iterable[str]) -> Planned:
+def plan(
+    partition: int,
+    sections: Iterable[tuple[str, bytes | Tokened]],
+    present: Iterable[str],
+    memo: Memo | None = None,
+) -> Planned:
     """The rows to write for `sections` (name, bytes), given the rows
     `present` in the table (those the last delivered manifest references).
     Only the bytes of rows to write are kept, so `sections` may come one at
-    a time (`Shard.iter_sections`)."""
+    a time (`Shard.iter_sections`).
+
+    A `Tokened` section (its bytes made on demand) whose token the last
+    plan's `memo` holds, with its rows present, is referenced without being
+    made: a snapshot of a busy plant skips the slices no event changed.
+    """
     planned = Planned()
+    memo = memo or {}
     have: dict[str, int] = {}  # digest -> chunks, of the rows in the table
     for key in present:
         digest, chunk = key.rsplit("/", 2)[1:]
@@ -73,9 +92,21 @@ def plan(partition: int, sections: Iterable[tuple[str, bytes]], present: Iterabl
         planned.referenced.update(row_keys(partition, digest, count))
         return [digest, count]
 
+    def add_section(name: str, data: bytes | Tokened) -> list[object]:
+        if not isinstance(data, Tokened):
+            return add(data)
+        known = memo.get(name)
+        if known is not None and known[0] == data.token and have.get(known[1]) == known[2]:
+            planned.referenced.update(row_keys(partition, known[1], known[2]))
+            planned.memo[name] = known
+            return [known[1], known[2]]
+        digest, count = where = add(data.value())
+        planned.memo[name] = (data.token, digest, count)  # type: ignore[assignment]
+        return where
+
     families: dict[str, dict[str, list[object]]] = {}
     for name, data in sections:
-        families.setdefault(family(name), {})[name] = add(data)
+        families.setdefault(family(name), {})[name] = add_section(name, data)
     index = {name: add(orjson.dumps(where)) for name, where in families.items()}
     manifest = {"version": VERSION, "index": add(orjson.dumps(index))}
     planned.rows.append((manifest_key(partition), orjson.dumps(manifest).decode()))

@@ -39,6 +39,11 @@ make at twice its ideal rate since the previous reading is a new base."""
 QUIET = frozenset({"planned_stop", "unknown"})
 """Held states in which silence is expected: no silence alert."""
 
+SLICE_US = 10_000_000
+"""A snapshot cuts the pending events by these spans of event time
+(`pending_slices`); `touched` names the spans changed since it last looked,
+so it writes those again, not the allowed lateness's worth of events."""
+
 
 @dataclass(frozen=True)
 class Units:
@@ -88,17 +93,23 @@ class MachineTimeline:
     counters: dict[str, list[int]] = field(default_factory=dict)
     resets: int = 0
     wraps: int = 0
+    touched: set[int] = field(default_factory=set, compare=False, repr=False)
+    """Slices of event time (`SLICE_US`) whose pending events changed; the
+    snapshot clears it. Not part of the state: a restored timeline has every
+    slice of its pending events touched."""
+
+    def __post_init__(self) -> None:
+        self.touched.update(point[0] // SLICE_US for point in self.pending)
 
     def add(self, ts_us: int, state: str | None, reason: str | None = None) -> None:
         """Record a state event, or with `state=None` an event that only shows life."""
         self.seq += 1
-        bisect.insort(self.pending, (ts_us, self.seq, state or HEARTBEAT, reason, None))
+        self._insert((ts_us, self.seq, state or HEARTBEAT, reason, None))
 
     def add_count(self, ts_us: int, product: str, total: int, good: int, ideal_us: int) -> None:
         """Units made since the machine's previous count of the product (deltas)."""
         self.seq += 1
-        units = ["count", product, total, good, ideal_us]
-        bisect.insort(self.pending, (ts_us, self.seq, HEARTBEAT, None, units))
+        self._insert((ts_us, self.seq, HEARTBEAT, None, ["count", product, total, good, ideal_us]))
 
     def add_counter(
         self, ts_us: int, product: str, total: int, good: int | None, ideal_cycle_s: float
@@ -106,7 +117,29 @@ class MachineTimeline:
         """A reading of cumulative counters; units come from the previous reading."""
         self.seq += 1
         units = ["counter", product, total, good, ideal_cycle_s]
-        bisect.insort(self.pending, (ts_us, self.seq, HEARTBEAT, None, units))
+        self._insert((ts_us, self.seq, HEARTBEAT, None, units))
+
+    def _insert(self, point: tuple[Any, ...]) -> None:
+        bisect.insort(self.pending, point)
+        self.touched.add(point[0] // SLICE_US)
+
+    def drop_due(self, count: int) -> None:
+        """Forget the `count` oldest pending events (attributed)."""
+        if count:
+            first, last = self.pending[0][0] // SLICE_US, self.pending[count - 1][0] // SLICE_US
+            self.touched.update(range(first, last + 1))
+            del self.pending[:count]
+
+    def pending_slices(self) -> list[tuple[int, int, int]]:
+        """(slice, start, end): the pending events in each slice of event time
+        (`SLICE_US`) that holds any, as index ranges, in order."""
+        out, pending, i = [], self.pending, 0
+        while i < len(pending):
+            where = pending[i][0] // SLICE_US
+            end = bisect.bisect_left(pending, ((where + 1) * SLICE_US,), i)
+            out.append((where, i, end))
+            i = end
+        return out
 
     def due(self, until_us: int, *, inclusive: bool = False) -> list[tuple[Any, ...]]:
         """The pending events an `attribute` up to `until_us` would take."""
@@ -130,6 +163,7 @@ class MachineTimeline:
         """Remove and return the event added last (to keep it elsewhere)."""
         for i in range(len(self.pending) - 1, -1, -1):
             if self.pending[i][1] == self.seq:
+                self.touched.add(self.pending[i][0] // SLICE_US)
                 return self.pending.pop(i)
         raise LookupError("no event added")
 
@@ -166,7 +200,8 @@ class MachineTimeline:
         if cursor is None:
             return
         points = self.due(until_us, inclusive=inclusive)
-        self.frontier_us, self.pending = cursor, self.pending[len(points) :]
+        self.frontier_us = cursor
+        self.drop_due(len(points))
         for ts, _, state, reason, units in points:
             yield from self._hold(cursor, ts, heartbeat_us, silence_us, hold_us)
             cursor = ts
@@ -245,7 +280,9 @@ class MachineTimeline:
                 live_until, end_us, "no_data", silence_starts=lapse and state not in QUIET
             )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, with_pending: bool = True) -> dict[str, Any]:
+        """The timeline as plain data; `with_pending=False` leaves the pending
+        events out (a snapshot cutting them by slice puts them elsewhere)."""
         return {
             "site": self.site,
             "line": self.line,
@@ -254,7 +291,7 @@ class MachineTimeline:
             "state": self.state,
             "reason": self.reason,
             "last_seen_us": self.last_seen_us,
-            "pending": list(self.pending),  # tuples: JSON arrays all the same
+            "pending": list(self.pending) if with_pending else [],  # tuples: JSON arrays
             "seq": self.seq,
             "counters": {k: list(v) for k, v in self.counters.items()},
             "resets": self.resets,

@@ -76,6 +76,7 @@ class MachineHistory:
         ):
             pass
         self.base.pending = []
+        self.base.touched.clear()  # no snapshot looks at the base's slices
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.safety_stock import original_row
 from streams.seen import SeenIds
-from streams.snapshot_sections import Lazy, json_key
+from streams.snapshot_sections import Lazy, Sliced, json_key
 from streams.windows import Window
 
 VERSION = 1
@@ -33,7 +33,8 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     `lazy`: the large containers (machine timelines, their histories, open
     orders, the safety stock's open originals) as `streams.snapshot_sections.Lazy`,
     made a bucket at a time when `split` sections are written (the worker's
-    snapshots), not every item's dict at once.
+    snapshots), not every item's dict at once; the machine timelines as
+    `Sliced`, their pending events cut by slice of event time.
     """
     book = engine.book.to_dict(with_open=not lazy)
     stock = engine.stock.to_dict(with_originals=not lazy)
@@ -43,7 +44,8 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
         book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict), **book}
         originals = [(json_key(oid), (oid, o)) for oid, o in engine.stock.originals.items()]
         stock = {"skus": stock.pop("skus"), "originals": Lazy(originals, original_row), **stock}
-        machines = Lazy([(str(t.machine), t) for t in engine.machines.values()], _timeline)
+        pairs = [(str(t.machine), t) for t in engine.machines.values()]
+        machines = Sliced(pairs, engine.slice_versions)
         history = Lazy(list(engine.history.items()), MachineHistory.to_dict)
     else:
         machines = [t.to_dict() for t in engine.machines.values()]
@@ -74,10 +76,6 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
         "chart_history": {n: h.to_dict() for n, h in engine.chart_history.items()},
         "orders_revised": engine.order_side.to_list(),
     }
-
-
-def _timeline(timeline: MachineTimeline) -> dict[str, Any]:
-    return timeline.to_dict()
 
 
 def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool = True) -> Engine:

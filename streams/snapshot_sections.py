@@ -22,7 +22,13 @@ every time. Sections have stable names:
   puts them back): kept events grow at the end, so only the newest hour's
   sections change;
 - `book.settled#t<hour>`: settled orders by the hour of their decision
-  (`BY_TIME`), for the same reason.
+  (`BY_TIME`), for the same reason;
+- `machines.pending#<bucket>/<slice>`: the pending events of a machine
+  bucket in one slice of event time (`streams.machine.SLICE_US`), when the
+  machine timelines come `Sliced`: the allowed lateness's worth of events
+  (minutes of a busy plant) is cut so that a snapshot writes the slices
+  events joined or left. Each is `Tokened`: its token changes whenever its
+  content does, so a writer that saw the token before need not even make it.
 
 `join(split(state)) == state` for every snapshot, and every container's
 items come back in their order.
@@ -38,6 +44,7 @@ the container as a list.
 from __future__ import annotations
 
 import base64
+import itertools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,10 +123,40 @@ class Deferred:
         return self.make()
 
 
-def materialised(parts: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+@dataclass(frozen=True)
+class Tokened(Deferred):
+    """A `Deferred` whose `token` differs from every earlier one of the section
+    whenever its value does (equal tokens: equal values)."""
+
+    token: Any = None
+
+
+@dataclass(frozen=True)
+class Sliced:
+    """Machine timelines (`streams.machine.MachineTimeline`) as `(key, timeline)`
+    pairs, in order, for `split` to cut their pending events by slice.
+
+    `versions` maps (bucket, slice) to the generation that last saw it change
+    (the engine keeps it between snapshots); `split` takes each timeline's
+    `touched` slices into it, so a slice's token is (bucket, slice, version).
+    """
+
+    pairs: Sequence[tuple[str, Any]]
+    versions: dict[tuple[int, int], int]
+
+
+_GENERATIONS = itertools.count()
+"""Versions of sliced sections: unique in the process, so no two states share a token."""
+
+
+def materialised(parts: Mapping[str, Any], *, tokened: bool = False) -> Iterator[tuple[str, Any]]:
     """`parts`' sections with every `Deferred` made, one at a time, and each
-    machine's kept events cut out of its history bucket by hour (`_cut_points`)."""
+    machine's kept events cut out of its history bucket by hour (`_cut_points`).
+    `tokened`: `Tokened` sections come as they are, for the writer to make."""
     for name, value in parts.items():
+        if tokened and isinstance(value, Tokened):
+            yield name, value
+            continue
         made = value.value() if isinstance(value, Deferred) else value
         if name.startswith(HISTORY_BUCKET) and isinstance(made, dict):
             yield from _cut_points(name, made)
@@ -208,7 +245,9 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
     parts: dict[str, Any] = {}
     for path, key, buckets in CUTS:
         container = _pop(head, path)
-        if container is not _ABSENT:
+        if isinstance(container, Sliced):
+            _cut_sliced(parts, ".".join(path), container, buckets)
+        elif container is not _ABSENT:
             _cut(parts, ".".join(path), container, key, buckets)
     for path in NESTED:
         windows = _pop(head, path)
@@ -223,7 +262,7 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
 
 def join(parts: Mapping[str, Any]) -> dict[str, Any]:
     """The snapshot `split` cut into `parts` (or `materialised` made of them)."""
-    parts = _joined_points(parts)
+    parts = _joined_pending(_joined_points(parts))
     state = _copy_path_parents(parts["head"])
     for path, key, _ in CUTS:
         name = ".".join(path)
@@ -273,6 +312,87 @@ def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buck
         bucket = by_time(element) if by_time is not None else None
         where = bucket_of(k, buckets) if bucket is None else bucket
         parts.setdefault(f"{name}#{where}", {})[k] = element
+
+
+def _cut_sliced(parts: dict[str, Any], name: str, sliced: Sliced, buckets: int) -> None:
+    """Timelines by bucket, each with `"pending": {"slices": [...]}` naming the
+    slices its pending events are in, and a `Tokened` section per bucket and
+    slice holding them (`{machine: events}`)."""
+    keys = [k for k, _ in sliced.pairs]
+    if len(set(keys)) != len(keys):  # as an unsliced container would be
+        _cut(parts, name, Lazy(sliced.pairs, _whole_timeline), _field("machine"), buckets)
+        return
+    generation, versions = next(_GENERATIONS), sliced.versions
+    parts[f"{name}.order"] = keys
+    grouped: dict[int, list[tuple[str, Any, list[int]]]] = {}
+    slices: dict[tuple[int, int], list[tuple[str, Any, int, int]]] = {}
+    for k, timeline in sliced.pairs:
+        bucket = bucket_of(k, buckets)
+        for where in timeline.touched:
+            versions[bucket, where] = generation
+        timeline.touched.clear()
+        runs = timeline.pending_slices()
+        grouped.setdefault(bucket, []).append((k, timeline, [where for where, _, _ in runs]))
+        for where, start, end in runs:
+            slices.setdefault((bucket, where), []).append((k, timeline, start, end))
+    for bucket, timelines in grouped.items():
+        parts[f"{name}#{bucket}"] = Deferred(_timelines_maker(timelines))
+    for (bucket, where), held in sorted(slices.items()):
+        token = (bucket, where, versions.setdefault((bucket, where), generation))
+        parts[f"{name}{PENDING}{bucket}/{where}"] = Tokened(_slice_maker(held), token)
+    for gone in versions.keys() - slices.keys():
+        del versions[gone]
+
+
+PENDING = ".pending#"
+
+
+def _whole_timeline(timeline: Any) -> Any:
+    return timeline.to_dict()
+
+
+def _timelines_maker(timelines: list[tuple[str, Any, list[int]]]) -> Callable[[], Any]:
+    def make() -> dict[str, Any]:
+        return {
+            k: {**timeline.to_dict(with_pending=False), "pending": {"slices": where}}
+            for k, timeline, where in timelines
+        }
+
+    return make
+
+
+def _slice_maker(held: list[tuple[str, Any, int, int]]) -> Callable[[], Any]:
+    return lambda: {k: timeline.pending[start:end] for k, timeline, start, end in held}
+
+
+def _joined_pending(parts: Mapping[str, Any]) -> dict[str, Any]:
+    """`parts` with each sliced timeline's pending events put back."""
+    events: dict[tuple[str, str], dict[int, list[Any]]] = {}
+    for section, value in parts.items():
+        if PENDING in section:
+            name, rest = section.split(PENDING, 1)
+            where = int(rest.split("/", 1)[1])
+            for machine, points in value.items():
+                events.setdefault((name, machine), {})[where] = points
+    out = dict(parts)
+    for section, timelines in parts.items():
+        name = section.split("#", 1)[0]
+        if name not in SLICED or PENDING in section or not isinstance(timelines, dict):
+            continue
+        joined = {}
+        for machine, timeline in timelines.items():
+            pending = timeline.get("pending") if isinstance(timeline, dict) else None
+            if isinstance(pending, dict):
+                got = events.get((name, machine), {})
+                points = [point for where in pending["slices"] for point in got[where]]
+                timeline = {**timeline, "pending": points}
+            joined[machine] = timeline
+        out[section] = joined
+    return out
+
+
+SLICED = frozenset({"machines"})
+"""Containers `split` may find `Sliced`."""
 
 
 def _decided_hour(element: Any) -> str | None:

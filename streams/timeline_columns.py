@@ -56,7 +56,7 @@ class Attributed:
         """Move the timelines on as the per-point attribution would have."""
         for m, points, fields in self.taken:
             timeline = timelines[m]
-            del timeline.pending[: len(points)]
+            timeline.drop_due(len(points))
             for name, value in fields.items():
                 setattr(timeline, name, value)
 

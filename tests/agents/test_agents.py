@@ -618,7 +618,8 @@ def test_run_engine_snapshots_acks_and_restores_after_a_revocation(send: mock.Ma
             agent.sent_offset = 1
             for value in messages[1:]:
                 await agent.put(value, key=b"plant-1", partition=0)
-            await settle(lambda: progress(worker)[0] == len(messages), "the last message")
+            done = (len(messages), 0)  # the last message applied and snapshotted
+            await settle(lambda: progress(worker) == done, "the last message")
 
     # Every message is snapshotted, however long the last snapshot took.
     with mock.patch("agents.pipeline.SNAPSHOT_SPACING", 0):

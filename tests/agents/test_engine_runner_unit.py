@@ -90,17 +90,85 @@ def test_it_acknowledges_only_once_the_snapshot_is_delivered() -> None:
     runner = make(wire, snapshot_interval=1e-9)
 
     async def main() -> None:
-        step = asyncio.create_task(runner.step(event(0), wire.ack))
-        await settle(lambda: any(kind == "row" for kind in wire.kinds()), "the snapshot rows")
+        await runner.step(event(0), wire.ack)  # the delivery goes on beside
+        assert any(kind == "row" for kind in wire.kinds())
         await asyncio.sleep(0)
         assert "acked" not in wire.kinds()  # the snapshot is not delivered yet
         wire.release()
-        await step
+        await runner.settled(0)
 
     asyncio.run(main())
     kinds = wire.kinds()
     assert kinds.index("acked") > max(i for i, kind in enumerate(kinds) if kind == "delivered")
     assert runner.runtime.unacked == {0: []}
+
+
+def test_the_engine_goes_on_while_a_snapshot_is_delivered() -> None:
+    """A snapshot's delivery does not hold the next messages back; it acknowledges
+    only the offsets it covers, and the next snapshot waits for it.
+
+        applied      0   1   2
+        snapshot     S1      S2 (waits for S1's delivery before writing)
+        acked        0 after S1 delivered; 1, 2 after S2
+    """
+    wire = Wire(held=True)
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.snapshot(0, rt.shards[0], wire.ack)
+        await runner.step(event(1), wire.ack)  # applied, the snapshot still held
+        await runner.step(event(2), wire.ack)
+        assert rt.shards[0].next_offset == 3
+        assert "acked" not in wire.kinds()
+        assert rt.unacked[0] == [event(0), event(1), event(2)]  # none acknowledged yet
+        rows = len([kind for kind in wire.kinds() if kind == "row"])
+        second = asyncio.create_task(runner.snapshot(0, rt.shards[0], wire.ack))
+        for _ in range(50):  # turns enough for a snapshot not held back to be written
+            await asyncio.sleep(0)
+        assert not second.done()  # the first is not delivered: nothing written yet
+        assert len([kind for kind in wire.kinds() if kind == "row"]) == rows
+        wire.release()
+        await settle(lambda: second.done(), "the second snapshot written")
+        assert [e for e in wire.journal if e[0] == "acked"] == [("acked", 0)]
+        assert rt.unacked[0] == [event(1), event(2)]
+        wire.release()
+        await runner.settled(0)
+
+    asyncio.run(main())
+    assert [e[1] for e in wire.journal if e[0] == "acked"] == [0, 1, 2]
+    assert rt.unacked == {0: []}
+
+
+def test_a_failed_snapshot_delivery_is_raised_by_the_next_step() -> None:
+    wire = Wire(held=True)
+    runner = make(wire)
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
+        for future, _ in wire.waiting:
+            future.set_exception(KafkaError("no leader"))
+        with pytest.raises(KafkaError, match="no leader"):
+            await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
+
+    asyncio.run(main())
+    assert "acked" not in wire.kinds()
+
+
+def test_forget_waits_for_a_snapshot_in_flight_then_gives_it_up() -> None:
+    wire = Wire(held=True)
+    runner = make(wire)
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
+        await runner.forget(0, settle_s=0.05)  # never delivered: not acknowledged
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+    assert "acked" not in wire.kinds()
 
 
 def test_without_a_snapshot_nothing_is_acknowledged() -> None:

@@ -19,7 +19,7 @@ from agents.pipeline import Incoming, Shard, chunks, route_batch
 from agents.read_back import ReadBack
 from agents.runtime import Runtime
 from agents.settings import load_settings
-from streams.snapshot_sections import bucket_of
+from streams.snapshot_sections import Tokened, bucket_of
 from tests import eventfactory as ef
 from tests.agents.fakes import Event, Message, Wire, settle, topic_holding
 from tests.agents.test_engine_runner_unit import ALERTS, DEAD, ENGINE, WALL_US, WINDOWS
@@ -114,11 +114,14 @@ def test_a_second_snapshot_writes_only_the_sections_that_changed() -> None:
         families = {snapshot_rows.family(name) for name in changed}
         assert len(rows) == len(changed) + len(families) + 2 < len(first_rows) / 3
         # The two machines' timelines; the offset and clock; the engine's
-        # head (watermark, stats); the groups of the hour's ids seen that got one.
+        # head (watermark, stats); the groups of the hour's ids seen that got one;
+        # the slices of event time the two machines' new pending events are in.
         buckets = {f"machines#{bucket_of(m, 64)}" for m in MACHINES[3:5]}
         ids = {name for name in changed if name.startswith("seen.hours/")}
         assert 1 <= len(ids) <= 2  # two new ids
-        assert changed == buckets | {"shard", "head"} | ids
+        slices = {name for name in changed if name.startswith("machines.pending#")}
+        assert {name.split("/")[0].replace(".pending", "") for name in slices} == buckets
+        assert changed == buckets | {"shard", "head"} | ids | slices
 
     asyncio.run(main())
 
@@ -260,3 +263,29 @@ def test_sections_round_trip_a_shard(offsets: int) -> None:
     sections = shard.to_sections()
     again = Shard.from_sections(shard.config, 1, sections)
     assert again.to_bytes() == shard.to_bytes()
+
+
+def test_a_tokened_section_seen_before_is_referenced_without_being_made() -> None:
+    """A pending slice whose token the last plan saw, with its rows in the
+    table, is neither made nor written again; a new token, or rows not in the
+    table (a snapshot never delivered), make it again."""
+    made: list[bytes] = []
+
+    def sections(token: Any, data: bytes) -> list[tuple[str, Any]]:
+        def make() -> bytes:
+            made.append(data)
+            return data
+
+        return [("machines.pending#1/5", Tokened(make, token)), ("head", b"{}")]
+
+    first = snapshot_rows.plan(0, sections((1, 5, 0), b"[1]"), set())
+    assert made == [b"[1]"]
+    second = snapshot_rows.plan(0, sections((1, 5, 0), b"[1]"), first.referenced, first.memo)
+    assert made == [b"[1]"]  # not made again
+    assert second.referenced == first.referenced
+    assert [key for key, _ in second.rows] == ["0/manifest"]  # every other row is there
+    third = snapshot_rows.plan(0, sections((1, 5, 9), b"[2]"), second.referenced, second.memo)
+    assert made == [b"[1]", b"[2]"]
+    assert len(third.rows) == 4  # the slice, its family's index, the top index, the manifest
+    snapshot_rows.plan(0, sections((1, 5, 0), b"[1]"), set(), first.memo)
+    assert made == [b"[1]", b"[2]", b"[1]"]  # the memo's rows are not in the table

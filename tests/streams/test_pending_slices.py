@@ -1,0 +1,133 @@
+"""A worker's snapshot cuts the machines' pending events by slice of event time
+(`streams.snapshot_sections.Sliced`): each slice section carries a token, and a
+writer that saw the token before does not make it again. So an equal token must
+mean equal bytes, whatever happened in between: events in order, late, re-sent,
+closes by the per-point and by the columnar path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.config import EngineConfig
+from streams.decode import parse_event
+from streams.engine import Engine, Output
+from streams.machine import SLICE_US
+from streams.snapshot import snapshot
+from streams.snapshot_sections import PENDING, Tokened, bucket_of, join, materialised, split
+from tests import eventfactory as ef
+from tests.streams.test_columnar import CONFIGS, batches, machine_streams
+
+Tokens = dict[str, tuple[Any, bytes]]
+
+
+def slices_of(engine: Engine) -> tuple[Tokens, dict[str, Any]]:
+    """Each pending slice's (token, bytes), and the snapshot's sections as they
+    come back from JSON."""
+    parts = split(snapshot(engine, lazy=True))
+    tokens = {
+        name: (value.token, orjson.dumps(value.value()))
+        for name, value in parts.items()
+        if isinstance(value, Tokened)
+    }
+    assert all(PENDING in name for name in tokens)
+    return tokens, orjson.loads(orjson.dumps(dict(materialised(parts))))
+
+
+def check(engine: Engine, before: Tokens) -> Tokens:
+    tokens, sections = slices_of(engine)
+    for name, (token, data) in tokens.items():
+        if name in before and before[name][0] == token:
+            assert before[name][1] == data, name  # same token, same bytes
+    assert join(sections) == orjson.loads(orjson.dumps(snapshot(engine)))
+    return tokens
+
+
+@settings(
+    derandomize=True,
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    stream=machine_streams(),
+    name=st.sampled_from(sorted(CONFIGS)),
+    columnar=st.booleans(),
+)
+def test_an_unchanged_token_means_unchanged_bytes(
+    stream: tuple[list[dict[str, Any]], list[int]], name: str, columnar: bool
+) -> None:
+    events, cuts = stream
+    engine = Engine(EngineConfig(**CONFIGS[name]), auto_watermark=False)
+    engine.machine_side.columnar_min = 0 if columnar else 1 << 62
+    out = Output()
+    tokens: Tokens = {}
+    for batch in batches([parse_event(e) for e in events], cuts):
+        for i, event in enumerate(batch):
+            engine.ingest(event, out)
+            if i % 7 == 3:  # snapshots between events, too
+                tokens = check(engine, tokens)
+        out.extend(engine.advance(max(e.ts_us for e in batch)))
+        tokens = check(engine, tokens)
+    out.extend(engine.flush())
+    check(engine, tokens)
+
+
+def busy_engine() -> Engine:
+    """20 machines, an event every 2 s each for 4 minutes: the allowed
+    lateness (5 minutes) holds every event pending."""
+    engine = Engine(EngineConfig())
+    for step in range(120):
+        for m in range(20):
+            state = ("running", "idle")[(step + m) % 7 == 0]
+            event = ef.state(ef.at(7 + step * 2 / 3600), state, machine=f"m{m}")
+            assert engine.ingest(parse_event(event)) is None
+    return engine
+
+
+def test_an_event_changes_the_token_of_its_slice_only() -> None:
+    engine = busy_engine()
+    first, _ = slices_of(engine)
+    assert len(first) > 100  # 24 slices of 10 s, about 17 buckets
+    again, _ = slices_of(engine)
+    assert again == first  # nothing happened: every token and its bytes as they were
+    late = ef.at(7 + 30 / 3600)  # 30 s after the first events: late, inside the lateness
+    assert engine.ingest(parse_event(ef.state(late, "down", machine="m3"))) is None
+    after = check(engine, first)
+    changed = {name for name in after if after[name][0] != first[name][0]}
+    slice_ = parse_event(ef.state(late, "down")).ts_us // SLICE_US
+    assert changed == {f"machines{PENDING}{bucket_of('m3', 64)}/{slice_}"}
+
+
+def test_a_close_changes_the_slices_it_takes_events_from() -> None:
+    engine = busy_engine()
+    first, _ = slices_of(engine)
+    lateness = engine.lateness_us
+    engine.advance(parse_event(ef.state(ef.at(7 + 95 / 3600), "down")).ts_us + lateness)
+    frontiers = {t.frontier_us for t in engine.machines.values()}
+    assert len(frontiers) == 1  # every machine attributed up to the close
+    cut = frontiers.pop()
+    assert cut % SLICE_US  # inside a slice: its events before the cut go, the rest stay
+    after = check(engine, first)
+    gone = {int(name.rsplit("/", 1)[1]) for name in first.keys() - after.keys()}
+    changed = {name for name in after if after[name][0] != first[name][0]}
+    assert gone == set(range(engine_slice(ef.at(7)), cut // SLICE_US))
+    assert {int(name.rsplit("/", 1)[1]) for name in changed} == {cut // SLICE_US}
+    kept = after.keys() - changed
+    assert kept and all(after[name] == first[name] for name in kept)
+
+
+def engine_slice(when: str) -> int:
+    return parse_event(ef.state(when, "running")).ts_us // SLICE_US
+
+
+def test_kept_histories_do_not_gather_touched_slices() -> None:
+    """History bases fold their events through a timeline no snapshot looks at."""
+    engine = busy_engine()
+    engine.advance(parse_event(ef.state(ef.at(9), "down")).ts_us)
+    assert engine.history
+    assert all(not h.base.touched for h in engine.history.values())
