@@ -9,6 +9,13 @@ of about 190 for a tuple key, a dict entry and a heap entry).
 
     hours:   ... [08:00 packed] [09:00 packed] [10:00 set] [11:00 set]
     forget:  whole hours behind the horizon
+
+A worker's snapshot takes the ids as runs (`runs`): sorted arrays that never
+change, each with a serial number. The ids added since the last snapshot
+become a new run, merged with the run before it while it is at least half
+as long (so an hour has a few runs, and an id is copied into a new run about
+log2(ids) times). A snapshot then writes the new runs only, not an open
+hour's millions of ids each time.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import base64
 import bisect
 import hashlib
+import itertools
 from array import array
 from typing import Any
 
@@ -32,14 +40,25 @@ def digest(source: str, event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
+Run = tuple[int, np.ndarray]
+"""(serial, sorted unique uint64 ids): a run's ids never change; serials are
+unique in the process."""
+
+_SERIALS = itertools.count()
+
+
 class SeenIds:
     """Event-id digests by hour of event time."""
 
-    __slots__ = ("_open", "_packed")
+    __slots__ = ("_open", "_packed", "_runs", "_fresh")
 
     def __init__(self) -> None:
         self._open: dict[int, set[int]] = {}
         self._packed: dict[int, array[int]] = {}  # sorted
+        # Not part of the state: how the last `runs` cut each hour, and the
+        # ids of an open hour added since.
+        self._runs: dict[int, list[Run]] = {}
+        self._fresh: dict[int, array[int]] = {}
 
     def __len__(self) -> int:
         return sum(map(len, self._open.values())) + sum(map(len, self._packed.values()))
@@ -62,34 +81,64 @@ class SeenIds:
         ids = self._open.get(hour)
         if ids is None:
             ids = self._open[hour] = set()
-        ids.add(key)
+            self._fresh[hour] = array("Q")
+        if key not in ids:
+            ids.add(key)
+            self._fresh[hour].append(key)
 
     def pack(self, before_us: int) -> None:
         """Pack the hours that end at or before `before_us` (few ids join them later)."""
         for hour in [h for h in self._open if (h + 1) * BUCKET_US <= before_us]:
             ids = self._open.pop(hour)
+            self._fresh.pop(hour, None)
             old = self._packed.get(hour)
             if old is not None:
                 ids.update(old)
             self._packed[hour] = array("Q", sorted(ids))
+            self._runs.pop(hour, None)
 
     def forget(self, before_us: int) -> None:
         """Forget the hours that end at or before `before_us`."""
-        for table in (self._open, self._packed):
+        for table in (self._open, self._packed, self._runs, self._fresh):
             for hour in [h for h in table if (h + 1) * BUCKET_US <= before_us]:
                 del table[hour]
+
+    def runs(self) -> list[tuple[int, list[Run]]]:
+        """Each hour's ids as runs, in hour order: a packed hour's is one run
+        until it changes; an open hour's ids added since the last call are a
+        new run (merged with the runs before it while they are at most twice
+        its length). Between two calls an unchanged hour keeps its runs."""
+        out = []
+        for hour in sorted(self._open.keys() | self._packed.keys()):
+            runs = self._runs.get(hour)
+            if runs is None:  # packed since, or restored: its ids so far are one run
+                runs = self._runs[hour] = [(next(_SERIALS), self._ids(hour))]
+                self._fresh[hour] = array("Q")
+            fresh = self._fresh.get(hour)
+            if fresh:
+                new = np.unique(np.frombuffer(fresh, dtype=np.uint64))
+                self._fresh[hour] = array("Q")
+                while runs and 2 * len(new) >= len(runs[-1][1]):
+                    new = np.union1d(runs.pop()[1], new)
+                runs.append((next(_SERIALS), new))
+            out.append((hour, list(runs)))
+        return out
+
+    def _ids(self, hour: int) -> np.ndarray:
+        """The hour's ids, sorted, each once."""
+        ids = np.frombuffer(self._packed.get(hour, array("Q")), dtype=np.uint64)
+        if hour in self._open or np.any(ids[1:] <= ids[:-1]):
+            new = self._open.get(hour, ())
+            ids = np.concatenate((ids, np.fromiter(new, dtype=np.uint64, count=len(new))))
+            ids.sort()
+            ids = ids[np.r_[True, ids[1:] != ids[:-1]]] if len(ids) else ids  # each id once
+        return ids
 
     def to_dict(self) -> dict[str, Any]:
         """Each hour's ids, sorted and unique, as base64 of little-endian uint64s."""
         hours = []
         for hour in sorted(self._open.keys() | self._packed.keys()):
-            ids = np.frombuffer(self._packed.get(hour, array("Q")), dtype=np.uint64)
-            if hour in self._open or np.any(ids[1:] <= ids[:-1]):
-                new = self._open.get(hour, ())
-                ids = np.concatenate((ids, np.fromiter(new, dtype=np.uint64, count=len(new))))
-                ids.sort()
-                ids = ids[np.r_[True, ids[1:] != ids[:-1]]] if len(ids) else ids  # each id once
-            hours.append([hour, base64.b64encode(ids.astype("<u8").tobytes()).decode()])
+            hours.append([hour, packed(self._ids(hour))])
         return {"bucket_us": BUCKET_US, "hours": hours}
 
     @classmethod
@@ -106,3 +155,8 @@ class SeenIds:
             ids.frombytes(base64.b64decode(packed))
             seen._packed[hour] = ids
         return seen
+
+
+def packed(ids: np.ndarray) -> str:
+    """Base64 of the ids as little-endian uint64s."""
+    return base64.b64encode(ids.astype("<u8").tobytes()).decode()

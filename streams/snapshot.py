@@ -20,8 +20,8 @@ from streams.perfect_order import PerfectOrderState
 from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.safety_stock import original_row
-from streams.seen import SeenIds
-from streams.snapshot_sections import Lazy, Sliced, json_key
+from streams.seen import BUCKET_US, SeenIds
+from streams.snapshot_sections import Lazy, Runs, Sliced, json_key
 from streams.windows import Window
 
 VERSION = 1
@@ -34,7 +34,8 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     orders, the safety stock's open originals) as `streams.snapshot_sections.Lazy`,
     made a bucket at a time when `split` sections are written (the worker's
     snapshots), not every item's dict at once; the machine timelines as
-    `Sliced`, their pending events cut by slice of event time.
+    `Sliced`, their pending events cut by slice of event time; the seen ids
+    as `Runs`.
     """
     book = engine.book.to_dict(with_open=not lazy)
     stock = engine.stock.to_dict(with_originals=not lazy)
@@ -66,7 +67,9 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
         ],
         "book": book,
         "charts": {name: chart.to_dict() for name, chart in engine.charts.items()},
-        "seen": engine.seen.to_dict(),
+        "seen": {"bucket_us": BUCKET_US, "hours": Runs(engine.seen.runs())}
+        if lazy
+        else engine.seen.to_dict(),
         "stats": dict(engine.stats),
         "last_closed": engine.last_closed,
         "stock": stock,

@@ -21,6 +21,10 @@ every time. Sections have stable names:
   machines in one hour of event time (`materialised` cuts them out, `join`
   puts them back): kept events grow at the end, so only the newest hour's
   sections change;
+- `seen.hours/<hour>/<serial>`: instead, when the seen ids come as `Runs`
+  (a worker's snapshot), each run of an hour's ids: a run never changes, so
+  a snapshot writes the ids added since the last one (and the runs they
+  merged with), not the open hour's;
 - `book.settled#t<hour>`: settled orders by the hour of their decision
   (`BY_TIME`), for the same reason;
 - `machines.pending#<bucket>/<slice>`: the pending events of a machine
@@ -145,6 +149,14 @@ class Sliced:
     versions: dict[tuple[int, int], int]
 
 
+@dataclass(frozen=True)
+class Runs:
+    """Seen ids' hours as runs (`streams.seen.SeenIds.runs`): (hour, [(serial,
+    sorted ids)]); a run's ids never change, so its serial is its token."""
+
+    hours: list[tuple[int, list[tuple[int, Any]]]]
+
+
 _GENERATIONS = itertools.count()
 """Versions of sliced sections: unique in the process, so no two states share a token."""
 
@@ -254,7 +266,9 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
         if windows is not _ABSENT:
             _cut_nested(parts, ".".join(path), windows)
     hours = _pop(head, ("seen", "hours"))
-    if hours is not _ABSENT:
+    if isinstance(hours, Runs):
+        _cut_runs(parts, "seen.hours", hours)
+    elif hours is not _ABSENT:
         _cut_ids(parts, "seen.hours", hours)
     parts["head"] = head
     return parts
@@ -504,8 +518,34 @@ def _id_groups(name: str, hours: list[Any]) -> dict[str, Any]:
     return parts
 
 
+def _cut_runs(parts: dict[str, Any], name: str, runs: Runs) -> None:
+    """`<name>/<hour>/<serial>`: base64 of a run's ids; the order names each
+    hour's runs (`{"runs": [[hour, [serial, ...]], ...]}`)."""
+    order = []
+    for hour, of_hour in runs.hours:
+        for serial, ids in of_hour:
+            parts[f"{name}/{hour}/{serial}"] = Tokened(_run_maker(ids), serial)
+        order.append([hour, [serial for serial, _ in of_hour]])
+    parts[f"{name}.order"] = {"runs": order}
+
+
+def _run_maker(ids: np.ndarray) -> Callable[[], str]:
+    return lambda: base64.b64encode(ids.astype("<u8").tobytes()).decode()
+
+
+def _joined_runs(parts: Mapping[str, Any], name: str, order: list[Any]) -> list[Any]:
+    out = []
+    for hour, serials in order:
+        raw = b"".join(base64.b64decode(parts[f"{name}/{hour}/{serial}"]) for serial in serials)
+        ids = np.unique(np.frombuffer(raw, dtype="<u8"))
+        out.append([hour, base64.b64encode(ids.astype("<u8").tobytes()).decode()])
+    return out
+
+
 def _joined_ids(parts: Mapping[str, Any], name: str) -> Any:
     order = parts[f"{name}.order"]
+    if isinstance(order, dict) and "runs" in order:
+        return _joined_runs(parts, name, order["runs"])
     if isinstance(order, dict):
         return order[WHOLE]
     groups = 1 << (64 - ID_GROUP_SHIFT)

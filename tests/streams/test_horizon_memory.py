@@ -123,6 +123,61 @@ def test_a_snapshot_holds_each_hours_ids_sorted_and_once(
     assert SeenIds.from_dict(json_round_trip(data)).to_dict() == data  # type: ignore[arg-type]
 
 
+Step = tuple[str, int, int]
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 2**64 - 1), st.integers(0, 3)),
+        st.tuples(st.just("add"), st.integers(0, 40), st.integers(0, 3)),  # often again
+        st.tuples(st.sampled_from(("runs", "pack", "forget")), st.integers(0, 4), st.just(0)),
+    ),
+    max_size=120,
+)
+
+
+@given(STEPS)
+def test_runs_hold_each_hours_ids_and_a_serial_never_changes(steps: list[Step]) -> None:
+    """A worker's snapshot takes the ids as runs: each hour's runs together are
+    its ids, and a run's serial (its token) always has the same ids."""
+    seen, made = SeenIds(), {}
+    for what, n, hour in [*steps, ("runs", 0, 0)]:
+        if what == "add":
+            seen.add(n, hour * BUCKET_US)
+        elif what == "pack":
+            seen.pack(n * BUCKET_US)
+        elif what == "forget":
+            seen.forget(n * BUCKET_US)
+        else:
+            runs = seen.runs()
+            expected = {
+                h: list(array("Q", base64.b64decode(ids))) for h, ids in seen.to_dict()["hours"]
+            }
+            assert [h for h, _ in runs] == list(expected)
+            for h, of_hour in runs:
+                ids = sorted(int(i) for _, run in of_hour for i in run)
+                assert ids == expected[h]  # each id in one run only
+                assert len(of_hour) <= max(1, len(ids)).bit_length() + 1
+                for serial, run in of_hour:
+                    assert made.setdefault(serial, run.tobytes()) == run.tobytes()
+
+
+def test_an_open_hour_takes_only_its_new_ids_into_a_new_run() -> None:
+    seen = SeenIds()
+    for key in range(1000):
+        seen.add(key, 10)
+    [(_, [(first, _)])] = seen.runs()
+    for key in range(1000, 1010):
+        seen.add(key, 10)
+    [(_, runs)] = seen.runs()
+    assert [serial for serial, _ in runs][0] == first  # kept: not written again
+    assert [len(run) for _, run in runs] == [1000, 10]
+    assert seen.runs() == [(0, runs)]  # nothing new: the same runs
+    for key in range(2000, 2200):  # a snapshot after every id: runs merge
+        seen.add(key, 10)
+        [(_, runs)] = seen.runs()
+        assert len(runs) <= 10
+    assert sum(len(run) for _, run in runs) == 1210
+
+
 def test_a_snapshot_of_plain_ids_still_loads() -> None:
     seen = SeenIds.from_dict([["machine-state", "e1", 5 * US], ["orders", "o1", 9 * US]])
     assert (digest("machine-state", "e1"), 5 * US) in seen
