@@ -46,6 +46,7 @@ class Outbox:
     async def put(
         self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None
     ) -> None:
+        value = kept(value)
         delivery = await self.send(topic, key, value, partition)
         self.pending.append((topic, key, value, partition, delivery))
 
@@ -104,6 +105,17 @@ class Outbox:
         deliveries = [asyncio.ensure_future(d) for *_, d in self.pending]
         if deliveries:
             await asyncio.wait(deliveries, timeout=timeout_s)
+
+
+def kept(value: bytes) -> bytes:
+    """`value` in bytes of its own size, to be kept a while.
+
+    `orjson.dumps` (3.13) returns bytes whose allocation stays as large as
+    the buffer it wrote into: 100,000 small records kept take about 400 MiB
+    of RSS instead of 5. Everything an outbox keeps until a snapshot is
+    acknowledged goes through here (a copy: about 0.1 us for a record).
+    """
+    return bytes(memoryview(value))
 
 
 def _name(topic: Any) -> str:

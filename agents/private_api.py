@@ -19,8 +19,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web as aiohttp_web
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+
+from agents.outbox import kept
 
 if TYPE_CHECKING:
     import faust
@@ -188,8 +191,12 @@ def set_table_row(table: faust.Table, partition: int, key: str, value: Any) -> A
     than `partition_for_key(key)` (the current event's), and skips the key's
     TTL bookkeeping and the set sensor (the snapshot table has neither).
     The caller awaits the future before acknowledging the input the row covers.
+    The value is serialised here as the table's JSON codec would, but into
+    bytes of their own size (`agents.outbox.kept`): the codec's `orjson`
+    output keeps its whole write buffer while the record waits in the producer.
     """
-    delivered = table.send_changelog(partition, key, value)
+    serialised = kept(orjson.dumps(value))
+    delivered = table.send_changelog(partition, key, serialised, value_serializer="raw")
     table.data[key] = value
     return delivered
 
