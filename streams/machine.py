@@ -124,11 +124,17 @@ class MachineTimeline:
         self.touched.add(point[0] // SLICE_US)
 
     def drop_due(self, count: int) -> None:
-        """Forget the `count` oldest pending events (attributed)."""
+        """Forget the `count` oldest pending events (attributed).
+
+        Only the slice of the last one may keep events; the slices before it
+        are gone from the next snapshot, so they leave `touched` (which stays
+        as small as the pending events' span, snapshots or not)."""
         if count:
-            first, last = self.pending[0][0] // SLICE_US, self.pending[count - 1][0] // SLICE_US
-            self.touched.update(range(first, last + 1))
+            last = self.pending[count - 1][0] // SLICE_US
             del self.pending[:count]
+            if self.touched and min(self.touched) < last:
+                self.touched = {where for where in self.touched if where >= last}
+            self.touched.add(last)
 
     def pending_slices(self) -> list[tuple[int, int, int]]:
         """(slice, start, end): the pending events in each slice of event time

@@ -38,6 +38,7 @@ from typing import Any
 
 from streams.open_order import OpenOrder, OrderRule, Shipment
 from streams.perfect_order import OrderVerdict
+from streams.snapshot_sections import OPEN_BUCKETS, bucket_of
 
 __all__ = ["OpenOrder", "OrderBook", "OrderRule", "Shipment"]
 
@@ -61,6 +62,11 @@ class OrderBook:
         self.tolerance_us = tolerance_us
         self.rules = dict(rules or {})
         self.open: dict[str, OpenOrder] = {}
+        # Buckets (`streams.snapshot_sections.OPEN_BUCKETS`) of the open orders
+        # added, changed or removed since a worker's snapshot last looked, and
+        # each bucket's version: a snapshot makes only those buckets again.
+        self.touched: set[int] = set()
+        self.versions: dict[int, int] = {}
         self.decided: dict[str, int] = {}  # order id -> decision time
         # Decided orders a late event may still change (the engine's revision
         # horizon): id -> (the order, its verdict or None if excluded).
@@ -108,6 +114,7 @@ class OrderBook:
             self.ignored[f"{event.type}_after_decision"] += 1
             return f"{event.type}_after_decision"
         order = self.open.setdefault(oid, OpenOrder(oid))
+        self.touched.add(bucket_of(oid, OPEN_BUCKETS))
         if event.type in ("order", "order_cancelled") and (
             (found := order.decision(self.grace_us)) is not None
             and (
@@ -180,6 +187,7 @@ class OrderBook:
                 counted_at = floor_us if moved_to_us is None else moved_to_us
             if found[1] == "cancelled" and (reason := order.excluded(self.tolerance_us)):
                 del self.open[oid]
+                self.touched.add(bucket_of(oid, OPEN_BUCKETS))
                 self.decided[oid] = counted_at
                 if self.keep_settled:
                     self.settled[oid] = (order, None)
@@ -192,6 +200,7 @@ class OrderBook:
                 verdict = replace(verdict, decided_us=counted_at)
             verdicts.append(verdict)
             del self.open[oid]
+            self.touched.add(bucket_of(oid, OPEN_BUCKETS))
             self.decided[oid] = verdict.decided_us
             if self.keep_settled:
                 self.settled[oid] = (order, verdict)
@@ -235,6 +244,7 @@ class OrderBook:
         if verdict is None and (reason := order.excluded(self.tolerance_us)):
             self.ignored[reason] -= 1  # counted again if it is excluded again
         self.open[order_id] = order
+        self.touched.add(bucket_of(order_id, OPEN_BUCKETS))
         del self.decided[order_id]
         return True, verdict
 

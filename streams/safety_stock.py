@@ -45,6 +45,7 @@ from typing import Any
 from streams.config import EngineConfig
 from streams.perfect_order import OrderVerdict
 from streams.records import SafetyStockRecord, window_fields
+from streams.snapshot_sections import ORIGINAL_BUCKETS, bucket_of, json_key
 from streams.timeutil import US, parse_duration_us
 from streams.windows import TumblingWindows, Window
 
@@ -124,6 +125,10 @@ class SafetyStock:
         self.min_lead_time_samples = s.min_lead_time_samples
         self.skus: dict[str, SkuHistory] = {}
         self.originals: dict[str, Original] = {}  # open outbound order id -> its demand
+        # Buckets (`streams.snapshot_sections.ORIGINAL_BUCKETS`) of originals set
+        # or removed since a worker's snapshot last looked, and their versions.
+        self.touched: set[int] = set()
+        self.versions: dict[int, int] = {}
         # Decided orders' originals, while a late event may still reopen them.
         self.settled: dict[str, Original] = {}
         self.keep_settled = False
@@ -139,6 +144,7 @@ class SafetyStock:
         old = self.originals.get(oid)
         if event.type == "order_cancelled":
             self.originals.pop(oid, None)
+            self._touch(oid)
             if old is not None and old[0] // DAY_US == event.ts_us // DAY_US:
                 self._count(old, -1)
             return
@@ -154,6 +160,7 @@ class SafetyStock:
             self._count(old, -1)  # the original arrived after its amendment
         self._count(new, +1)
         self.originals[oid] = new
+        self._touch(oid)
 
     def decided(self, verdict: OrderVerdict) -> None:
         """A decided order: outbound ones leave the open set; complete inbound ones
@@ -161,6 +168,7 @@ class SafetyStock:
         if not self.enabled:
             return
         original = self.originals.pop(verdict.order_id, None)
+        self._touch(verdict.order_id)
         if original is not None and self.keep_settled:
             self.settled[verdict.order_id] = original
         if verdict.direction != "inbound" or verdict.cycle_time_us is None:
@@ -178,6 +186,7 @@ class SafetyStock:
         original = self.settled.pop(verdict.order_id, None)
         if original is not None:
             self.originals[verdict.order_id] = original
+            self._touch(verdict.order_id)
         if verdict.direction != "inbound" or verdict.cycle_time_us is None:
             return
         sample = (verdict.decided_us // DAY_US, verdict.cycle_time_us)
@@ -196,6 +205,9 @@ class SafetyStock:
             old.append(oid)
         for oid in old:
             del self.settled[oid]
+
+    def _touch(self, oid: str) -> None:
+        self.touched.add(bucket_of(json_key(oid), ORIGINAL_BUCKETS))
 
     def _count(self, original: Original, sign: int) -> None:
         created_us, segment, lines = original

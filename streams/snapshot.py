@@ -21,7 +21,7 @@ from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.safety_stock import original_row
 from streams.seen import BUCKET_US, SeenIds
-from streams.snapshot_sections import Lazy, Runs, Sliced, json_key
+from streams.snapshot_sections import Lazy, Runs, Sliced, bumped, json_key
 from streams.windows import Window
 
 VERSION = 1
@@ -42,9 +42,15 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     machines: Any
     history: Any
     if lazy:
-        book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict), **book}
+        opened = bumped(engine.book.touched, engine.book.versions)
+        book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict, opened), **book}
         originals = [(json_key(oid), (oid, o)) for oid, o in engine.stock.originals.items()]
-        stock = {"skus": stock.pop("skus"), "originals": Lazy(originals, original_row), **stock}
+        versions = bumped(engine.stock.touched, engine.stock.versions)
+        stock = {
+            "skus": stock.pop("skus"),
+            "originals": Lazy(originals, original_row, versions),
+            **stock,
+        }
         pairs = [(str(t.machine), t) for t in engine.machines.values()]
         machines = Sliced(pairs, engine.slice_versions)
         history = Lazy(list(engine.history.items()), MachineHistory.to_dict)

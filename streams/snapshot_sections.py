@@ -75,6 +75,11 @@ def _field(name: str) -> Key:
     return lambda element: str(element[name])
 
 
+OPEN_BUCKETS = 64
+"""Buckets of open orders (by order id): the book marks those it changes."""
+ORIGINAL_BUCKETS = 16
+"""Buckets of the safety stock's open originals (by the id's JSON), likewise."""
+
 # path (keys into the snapshot dict), how an item's key is found (None: a
 # dict's own keys), buckets (0: one section per item).
 CUTS: list[tuple[tuple[str, ...], Key | None, int]] = [
@@ -84,11 +89,11 @@ CUTS: list[tuple[tuple[str, ...], Key | None, int]] = [
     (("last_closed",), None, 64),
     (("charts",), None, 16),
     (("chart_history",), None, 16),
-    (("book", "open"), _field("order_id"), 64),
+    (("book", "open"), _field("order_id"), OPEN_BUCKETS),
     (("book", "decided"), _first, 64),
     (("book", "settled"), lambda e: str(e[0]["order_id"]), 64),
     (("stock", "skus"), None, 16),
-    (("stock", "originals"), _first, 16),
+    (("stock", "originals"), _first, ORIGINAL_BUCKETS),
     (("stock", "settled"), _first, 16),
 ]
 # Containers of windows each holding [key, state] pairs (open OEE and order
@@ -108,6 +113,9 @@ class Lazy:
 
     pairs: Sequence[tuple[str, Any]]
     to_value: Callable[[Any], Any]
+    versions: dict[int, int] | None = None
+    """Each bucket's version, if the owner keeps them (`bumped`): buckets
+    come `Tokened` then, (bucket, version) their token."""
 
     def as_list(self) -> list[Any]:
         return [self.to_value(item) for _, item in self.pairs]
@@ -159,6 +167,16 @@ class Runs:
 
 _GENERATIONS = itertools.count()
 """Versions of sliced sections: unique in the process, so no two states share a token."""
+
+
+def bumped(touched: set[int], versions: dict[int, int]) -> dict[int, int]:
+    """`versions` with a new version for each bucket in `touched` (the owner
+    marks the buckets of the items it changes), which is emptied."""
+    generation = next(_GENERATIONS)
+    for bucket in touched:
+        versions[bucket] = generation
+    touched.clear()
+    return versions
 
 
 def materialised(parts: Mapping[str, Any], *, tokened: bool = False) -> Iterator[tuple[str, Any]]:
@@ -302,8 +320,19 @@ def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buck
             grouped: dict[str, list[Any]] = {}
             for k, item in container.pairs:
                 grouped.setdefault(f"{name}#{bucket_of(k, buckets)}", []).append((k, item))
+            versions = container.versions
             for section, pairs in grouped.items():
-                parts[section] = Deferred(_bucket_maker(pairs, container.to_value))
+                maker = _bucket_maker(pairs, container.to_value)
+                if versions is None:
+                    parts[section] = Deferred(maker)
+                    continue
+                bucket = int(section.rsplit("#", 1)[1])
+                version = versions.setdefault(bucket, next(_GENERATIONS))
+                parts[section] = Tokened(maker, (bucket, version))
+            if versions is not None:
+                present = {int(section.rsplit("#", 1)[1]) for section in grouped}
+                for gone in versions.keys() - present:
+                    del versions[gone]
             return
     try:
         if not isinstance(container, dict if key is None else list):

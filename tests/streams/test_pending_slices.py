@@ -1,8 +1,10 @@
 """A worker's snapshot cuts the machines' pending events by slice of event time
-(`streams.snapshot_sections.Sliced`): each slice section carries a token, and a
-writer that saw the token before does not make it again. So an equal token must
-mean equal bytes, whatever happened in between: events in order, late, re-sent,
-closes by the per-point and by the columnar path.
+(`streams.snapshot_sections.Sliced`), the seen ids into runs, and marks the
+buckets of open orders and of the safety stock's originals that changed: each
+of those sections carries a token, and a writer that saw the token before does
+not make it again. So an equal token must mean equal bytes, whatever happened
+in between: events in order, late, re-sent, closes by the per-point and by the
+columnar path, orders amended, shipped, cancelled, decided and reopened.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from streams.decode import parse_event
 from streams.engine import Engine, Output
 from streams.machine import SLICE_US
 from streams.snapshot import snapshot
-from streams.snapshot_sections import PENDING, Tokened, bucket_of, join, materialised, split
+from streams.snapshot_sections import (
+    OPEN_BUCKETS,
+    ORIGINAL_BUCKETS,
+    PENDING,
+    Tokened,
+    bucket_of,
+    join,
+    json_key,
+    materialised,
+    split,
+)
 from tests import eventfactory as ef
 from tests.streams.test_columnar import CONFIGS, batches, machine_streams
 
@@ -34,7 +46,8 @@ def tokened(engine: Engine) -> tuple[Tokens, dict[str, Any]]:
         for name, value in parts.items()
         if isinstance(value, Tokened)
     }
-    assert all(PENDING in name or name.startswith("seen.hours/") for name in tokens)
+    families = ("seen.hours/", "book.open#", "stock.originals#")
+    assert all(PENDING in name or name.startswith(families) for name in tokens)
     return tokens, orjson.loads(orjson.dumps(dict(materialised(parts))))
 
 
@@ -44,7 +57,7 @@ def slices_of(engine: Engine) -> tuple[Tokens, dict[str, Any]]:
 
 
 def check(engine: Engine, before: Tokens) -> Tokens:
-    """The pending slices, after checking every tokened section against `before`."""
+    """Every tokened section's (token, bytes), checked against `before`'s."""
     tokens, sections = tokened(engine)
     for name, (token, data) in tokens.items():
         if name in before and before[name][0] == token:
@@ -84,6 +97,53 @@ def test_an_unchanged_token_means_unchanged_bytes(
         out.extend(engine.advance(max(e.ts_us for e in batch)))
         tokens = check(engine, tokens)
     out.extend(engine.flush())
+    check(engine, tokens)
+
+
+@st.composite
+def order_streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Orders of a few ids: placed, amended, shipped, closed, cancelled, some
+    late (a decided order reopened within the revision horizon)."""
+    # Standing orders in every bucket, so a bucket keeps others when one goes.
+    events = [ef.order(f"o{n}", ef.at(6), ef.at(8 + n % 3 * 20), lines=2) for n in range(200)]
+    hours = 7.0
+    for _ in range(draw(st.integers(1, 60))):
+        hours += draw(st.sampled_from((0.0, 0.01, 0.5, 3.0)))
+        late = draw(st.integers(0, 6)) == 0
+        when = ef.at(hours - 2.0 if late else hours)
+        oid = f"o{draw(st.integers(0, 219))}"
+        kind = draw(st.sampled_from(("order", "order", "shipment", "closed", "cancelled")))
+        if kind == "order":
+            direction = draw(st.sampled_from(("outbound", "inbound")))
+            due = ef.at(hours + draw(st.sampled_from((0.5, 2.0, 30.0))))
+            qty = draw(st.sampled_from((10, 100)))
+            events.append(ef.order(oid, when, due, qty=qty, direction=direction, lines=2))
+        elif kind == "shipment":
+            events.append(ef.shipment(oid, when, qty=draw(st.sampled_from((10, 100))), lines=2))
+        elif kind == "closed":
+            events.append(ef.closed(oid, when))
+        else:
+            events.append(ef.cancelled(oid, when))
+    return events
+
+
+@settings(
+    derandomize=True,
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(events=order_streams(), every=st.integers(1, 5))
+def test_an_unchanged_order_bucket_token_means_unchanged_bytes(
+    events: list[dict[str, Any]], every: int
+) -> None:
+    engine = Engine(EngineConfig())
+    tokens: Tokens = {}
+    for n, event in enumerate(events):
+        engine.ingest(parse_event(event))  # its watermark decides orders as it moves
+        if n >= 199 and n % every == 0:
+            tokens = check(engine, tokens)
+    engine.advance(parse_event(events[-1]).ts_us + 40 * 24 * 3600 * 10**6)
     check(engine, tokens)
 
 
@@ -141,3 +201,28 @@ def test_kept_histories_do_not_gather_touched_slices() -> None:
     engine.advance(parse_event(ef.state(ef.at(9), "down")).ts_us)
     assert engine.history
     assert all(not h.base.touched for h in engine.history.values())
+
+
+def test_an_order_event_changes_its_buckets_token_only() -> None:
+    engine = Engine(EngineConfig())
+    for n in range(300):
+        assert engine.ingest(parse_event(ef.order(f"o{n}", ef.at(7), ef.at(30)))) is None
+    first = of_orders(tokened(engine)[0])
+    open_buckets = {name for name in first if name.startswith("book.open#")}
+    assert len(open_buckets) == OPEN_BUCKETS
+    assert of_orders(tokened(engine)[0]) == first  # nothing happened: the same tokens
+    engine.ingest(parse_event(ef.shipment("o7", ef.at(7.5), qty=40)))
+    after = of_orders(check(engine, first))
+    changed = {name for name in after if after[name][0] != first[name][0]}
+    assert changed == {f"book.open#{bucket_of('o7', OPEN_BUCKETS)}"}
+    engine.ingest(parse_event(ef.order("new", ef.at(7.6), ef.at(30))))
+    again = of_orders(check(engine, after))
+    changed = {name for name in again if again[name][0] != after.get(name, (None,))[0]}
+    assert changed == {
+        f"book.open#{bucket_of('new', OPEN_BUCKETS)}",
+        f"stock.originals#{bucket_of(json_key('new'), ORIGINAL_BUCKETS)}",
+    }
+
+
+def of_orders(tokens: Tokens) -> Tokens:
+    return {n: got for n, got in tokens.items() if n.startswith(("book.open#", "stock.originals#"))}
