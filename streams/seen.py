@@ -13,8 +13,8 @@ of about 190 for a tuple key, a dict entry and a heap entry).
 A worker's snapshot takes the ids as runs (`runs`): sorted arrays that never
 change, each with a serial number. The ids added since the last snapshot
 become a new run, merged with the run before it while it is at least half
-as long (so an hour has a few runs, and an id is copied into a new run about
-log2(ids) times). A snapshot then writes the new runs only, not an open
+as long and shorter than `RUN_CAP` (so an hour has a few runs, and an id is
+copied into a new run about log2(ids) times, at most log2(RUN_CAP)). A snapshot then writes the new runs only, not an open
 hour's millions of ids each time.
 """
 
@@ -45,6 +45,10 @@ Run = tuple[int, np.ndarray]
 unique in the process."""
 
 _SERIALS = itertools.count()
+
+RUN_CAP = 1 << 18
+"""A run this long is not merged again: a snapshot rewrites at most about
+twice this many ids (4 MiB of base64) of an hour at once."""
 
 
 class SeenIds:
@@ -118,7 +122,7 @@ class SeenIds:
             if fresh:
                 new = np.unique(np.frombuffer(fresh, dtype=np.uint64))
                 self._fresh[hour] = array("Q")
-                while runs and 2 * len(new) >= len(runs[-1][1]):
+                while runs and 2 * len(new) >= len(runs[-1][1]) and len(runs[-1][1]) < RUN_CAP:
                     new = np.union1d(runs.pop()[1], new)
                 runs.append((next(_SERIALS), new))
             out.append((hour, list(runs)))

@@ -11,6 +11,7 @@ import base64
 from array import array
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -176,6 +177,17 @@ def test_an_open_hour_takes_only_its_new_ids_into_a_new_run() -> None:
         [(_, runs)] = seen.runs()
         assert len(runs) <= 10
     assert sum(len(run) for _, run in runs) == 1210
+
+
+def test_a_long_run_is_not_merged_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streams.seen.RUN_CAP", 16)
+    seen = SeenIds()
+    for key in range(200):
+        seen.add(key, 10)
+        [(_, runs)] = seen.runs()
+    assert sum(len(run) for _, run in runs) == 200
+    assert max(len(run) for _, run in runs) < 2 * 16 + 2  # a merge stops at the cap
+    assert len(runs) <= 200 // 16 + 6
 
 
 def test_a_snapshot_of_plain_ids_still_loads() -> None:
