@@ -92,9 +92,9 @@ class Engine:
             self.site_windows(site)  # on which sites a restored engine has seen since
 
         self.machines: dict[str, MachineTimeline] = {}
-        # (bucket, slice) -> generation: which slices of the machines' pending
-        # events a worker's snapshot must write again (streams.snapshot_sections.Sliced)
-        self.slice_versions: dict[tuple[int, int], int] = {}
+        # slice -> generation: which slices of the machines' pending events a
+        # worker's snapshot must write again (streams.snapshot_sections.Sliced)
+        self.slice_versions: dict[int, int] = {}
         self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
         self.orders: dict[Window, dict[SegmentKey, PerfectOrderState]] = defaultdict(dict)
         self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"), order_rules(c))

@@ -27,8 +27,8 @@ every time. Sections have stable names:
   merged with), not the open hour's;
 - `book.settled#t<hour>`: settled orders by the hour of their decision
   (`BY_TIME`), for the same reason;
-- `machines.pending#<bucket>/<slice>`: the pending events of a machine
-  bucket in one slice of event time (`streams.machine.SLICE_US`), when the
+- `machines.pending#<slice>`: the machines' pending events in one slice
+  of event time (`streams.machine.SLICE_US`), when the
   machine timelines come `Sliced`: the allowed lateness's worth of events
   (minutes of a busy plant) is cut so that a snapshot writes the slices
   events joined or left. Each is `Tokened`: its token changes whenever its
@@ -148,13 +148,13 @@ class Sliced:
     """Machine timelines (`streams.machine.MachineTimeline`) as `(key, timeline)`
     pairs, in order, for `split` to cut their pending events by slice.
 
-    `versions` maps (bucket, slice) to the generation that last saw it change
-    (the engine keeps it between snapshots); `split` takes each timeline's
-    `touched` slices into it, so a slice's token is (bucket, slice, version).
+    `versions` maps a slice to the generation that last saw it change (the
+    engine keeps it between snapshots); `split` takes each timeline's
+    `touched` slices into it, so a slice's token is (slice, version).
     """
 
     pairs: Sequence[tuple[str, Any]]
-    versions: dict[tuple[int, int], int]
+    versions: dict[int, int]
 
 
 @dataclass(frozen=True)
@@ -359,8 +359,11 @@ def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buck
 
 def _cut_sliced(parts: dict[str, Any], name: str, sliced: Sliced, buckets: int) -> None:
     """Timelines by bucket, each with `"pending": {"slices": [...]}` naming the
-    slices its pending events are in, and a `Tokened` section per bucket and
-    slice holding them (`{machine: events}`)."""
+    slices its pending events are in, and a `Tokened` section per slice
+    holding every machine's events in it (`{machine: events}`). Not by
+    bucket as well: a busy plant touches every bucket's newest slice anyway,
+    and each section is a table row (about 2,000 of them a snapshot at 64
+    buckets, which cost a third of a fast replay's throughput)."""
     keys = [k for k, _ in sliced.pairs]
     if len(set(keys)) != len(keys):  # as an unsliced container would be
         _cut(parts, name, Lazy(sliced.pairs, _whole_timeline), _field("machine"), buckets)
@@ -368,21 +371,22 @@ def _cut_sliced(parts: dict[str, Any], name: str, sliced: Sliced, buckets: int) 
     generation, versions = next(_GENERATIONS), sliced.versions
     parts[f"{name}.order"] = keys
     grouped: dict[int, list[tuple[str, Any, list[int]]]] = {}
-    slices: dict[tuple[int, int], list[tuple[str, Any, int, int]]] = {}
+    slices: dict[int, list[tuple[str, Any, int, int]]] = {}
     for k, timeline in sliced.pairs:
-        bucket = bucket_of(k, buckets)
         for where in timeline.touched:
-            versions[bucket, where] = generation
+            versions[where] = generation
         timeline.touched.clear()
         runs = timeline.pending_slices()
-        grouped.setdefault(bucket, []).append((k, timeline, [where for where, _, _ in runs]))
+        grouped.setdefault(bucket_of(k, buckets), []).append(
+            (k, timeline, [where for where, _, _ in runs])
+        )
         for where, start, end in runs:
-            slices.setdefault((bucket, where), []).append((k, timeline, start, end))
+            slices.setdefault(where, []).append((k, timeline, start, end))
     for bucket, timelines in grouped.items():
         parts[f"{name}#{bucket}"] = Deferred(_timelines_maker(timelines))
-    for (bucket, where), held in sorted(slices.items()):
-        token = (bucket, where, versions.setdefault((bucket, where), generation))
-        parts[f"{name}{PENDING}{bucket}/{where}"] = Tokened(_slice_maker(held), token)
+    for where, held in sorted(slices.items()):
+        token = (where, versions.setdefault(where, generation))
+        parts[f"{name}{PENDING}{where}"] = Tokened(_slice_maker(held), token)
     for gone in versions.keys() - slices.keys():
         del versions[gone]
 
@@ -414,7 +418,7 @@ def _joined_pending(parts: Mapping[str, Any]) -> dict[str, Any]:
     for section, value in parts.items():
         if PENDING in section:
             name, rest = section.split(PENDING, 1)
-            where = int(rest.split("/", 1)[1])
+            where = int(rest)
             for machine, points in value.items():
                 events.setdefault((name, machine), {})[where] = points
     out = dict(parts)
