@@ -58,6 +58,7 @@ import numpy as np
 import orjson
 
 from streams.pointlog import HOUR_US, hour_runs
+from streams.seen import packed as packed_ids
 
 Key = Callable[[Any], str]
 
@@ -563,7 +564,7 @@ def _cut_runs(parts: dict[str, Any], name: str, runs: Runs) -> None:
 
 
 def _run_maker(ids: np.ndarray) -> Callable[[], str]:
-    return lambda: base64.b64encode(ids.astype("<u8").tobytes()).decode()
+    return lambda: packed_ids(ids)
 
 
 def _joined_runs(parts: Mapping[str, Any], name: str, order: list[Any]) -> list[Any]:
@@ -571,7 +572,7 @@ def _joined_runs(parts: Mapping[str, Any], name: str, order: list[Any]) -> list[
     for hour, serials in order:
         raw = b"".join(base64.b64decode(parts[f"{name}/{hour}/{serial}"]) for serial in serials)
         ids = np.unique(np.frombuffer(raw, dtype="<u8"))
-        out.append([hour, base64.b64encode(ids.astype("<u8").tobytes()).decode()])
+        out.append([hour, packed_ids(ids)])
     return out
 
 
