@@ -115,11 +115,13 @@ def _reject(
 def run_replay(args: argparse.Namespace) -> int:
     """`kpimon replay`: records as JSON lines on stdout, a summary on stderr;
     returns the exit code."""
+    from agents import collector
     from agents.cli_common import EXIT_OK, EXIT_REJECTED, input_lines, output_file
     from agents.settings import load_settings
     from streams.summary import Summary
 
     settings = load_settings(args.config)
+    collector.for_long_lived_state()
     engine = Engine(settings.engine, auto_watermark=False)  # `replay` moves it
     stdout = sys.stdout.buffer
     files = ExitStack()

@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 
+from agents import collector
 from agents.app import build_app
 from agents.private_api import stop_worker
 from agents.runtime import Runtime, pipeline_stats
@@ -166,6 +167,7 @@ def _run(
     w = settings.worker
     assert url is not None
     app, runtime = build_app(settings, url, embedded=embedded)
+    collector.for_long_lived_state()
     bootstrap = url.removeprefix("kafka://")
     running = Running(app, runtime, bootstrap, f"http://{w.web_host}:{w.web_port}", broker)
     if extra is not None:

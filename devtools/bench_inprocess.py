@@ -10,8 +10,8 @@
   (`streams.decode.decode_message` with its key and topic kind) and every
   event applied by an `Engine` of the default configuration, the watermark
   following the newest event as `kpimon replay` moves it, windows closing
-  as they fall due. Timed with `perf_counter`, cyclic GC on as in a worker:
-  events/s = N / seconds. What the worker adds to this is Kafka, Faust,
+  as they fall due. Timed with `perf_counter`, the cyclic garbage collector
+  set as a worker sets it (`agents.collector`): events/s = N / seconds. What the worker adds to this is Kafka, Faust,
   the engine-topic hop (re-encoding, a second decode) and snapshots.
 - `replay`: the simulator's plant (`devtools.simulator.simulate`, profiles
   `mix`, as `kpimon simulate --days D --profiles mix`) is written to a JSON
@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from agents import collector
 from devtools.bench_mix import Mix
 from devtools.bench_produce import encode
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    collector.for_long_lived_state()  # as a worker and `kpimon replay` do
     result = measure_engine(args) if args.what == "engine" else measure_replay(args)
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return 0
