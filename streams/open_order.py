@@ -45,6 +45,9 @@ class OpenOrder:
     shipments: list[Shipment] = field(default_factory=list)
     closed_us: int | None = None
     cancelled_us: int | None = None  # the earliest cancellation's ts
+    # The snapshot bucket the book put it in (`OrderBook.open_bucket`); not
+    # part of the order's data, so not in `to_dict`.
+    bucket: int = field(default=0, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The order as JSON-safe data (a snapshot's)."""

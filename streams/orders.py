@@ -38,9 +38,11 @@ from typing import Any
 
 from streams.open_order import OpenOrder, OrderRule, Shipment
 from streams.perfect_order import OrderVerdict
-from streams.snapshot_sections import OPEN_BUCKETS, bucket_of
 
 __all__ = ["OpenOrder", "OrderBook", "OrderRule", "Shipment"]
+
+BUCKET_ORDERS = 256
+"""Orders opened into one snapshot bucket (`OrderBook.open_bucket`)."""
 
 
 class OrderBook:
@@ -62,11 +64,12 @@ class OrderBook:
         self.tolerance_us = tolerance_us
         self.rules = dict(rules or {})
         self.open: dict[str, OpenOrder] = {}
-        # Buckets (`streams.snapshot_sections.OPEN_BUCKETS`) of the open orders
-        # added, changed or removed since a worker's snapshot last looked, and
-        # each bucket's version: a snapshot makes only those buckets again.
+        # Snapshot buckets of open orders (`OpenOrder.bucket`) added, changed or
+        # removed since a worker's snapshot last looked, and each bucket's
+        # version: a snapshot makes only those buckets again.
         self.touched: set[int] = set()
         self.versions: dict[int, int] = {}
+        self.opened = 0  # orders put in a bucket so far, in this process
         self.decided: dict[str, int] = {}  # order id -> decision time
         # Decided orders a late event may still change (the engine's revision
         # horizon): id -> (the order, its verdict or None if excluded).
@@ -83,7 +86,6 @@ class OrderBook:
             **({"open": [o.to_dict() for o in self.open.values()]} if with_open else {}),
             "decided": list(self.decided.items()),
             "ignored": dict(self.ignored),
-            "heap": [list(h) for h in self._heap],
             "settled": [
                 [o.to_dict(), None if v is None else v.to_dict()] for o, v in self.settled.values()
             ],
@@ -92,13 +94,34 @@ class OrderBook:
     def load(self, data: dict[str, Any]) -> None:
         """Take back the state `to_dict` gave (`settled` is absent before revisions)."""
         self.open = {o["order_id"]: OpenOrder.from_dict(o) for o in data["open"]}
+        self.opened = 0
+        for order in self.open.values():
+            order.bucket = self.open_bucket()
         self.decided = dict((k, v) for k, v in data["decided"])
         self.ignored = Counter(data["ignored"])
-        self._heap = [(at, oid) for at, oid in data["heap"]]
+        # Not in the data (an older snapshot's "heap" is not read): every open
+        # order with a decision has an entry for it in the heap (`apply` and
+        # `reopen` see to that), and entries of decisions since moved change
+        # nothing when they come up, so the heap is rebuilt from the orders.
+        self._heap = [
+            (found[0], oid)
+            for oid, order in self.open.items()
+            if (found := order.decision(self.grace_us)) is not None
+        ]
+        heapq.heapify(self._heap)
         for o, v in data.get("settled", []):
             order = OpenOrder.from_dict(o)
             verdict = None if v is None else OrderVerdict(**{**v, "skus": tuple(v["skus"])})
             self.settled[order.order_id] = (order, verdict)
+
+    def open_bucket(self) -> int:
+        """The snapshot bucket of an order opened (or reopened) now: orders by
+        the order they opened in, `BUCKET_ORDERS` a bucket. The events of a
+        plant come mostly for orders opened lately, so a snapshot makes those
+        few buckets again, not (as buckets by a hash of the id would) all."""
+        bucket = self.opened // BUCKET_ORDERS
+        self.opened += 1
+        return bucket
 
     def opens(self, event: Any) -> bool:
         """Whether `apply` would add an open order: an order id neither open nor
@@ -113,8 +136,10 @@ class OrderBook:
         if oid in self.decided:
             self.ignored[f"{event.type}_after_decision"] += 1
             return f"{event.type}_after_decision"
-        order = self.open.setdefault(oid, OpenOrder(oid))
-        self.touched.add(bucket_of(oid, OPEN_BUCKETS))
+        order = self.open.get(oid)
+        if order is None:
+            order = self.open[oid] = OpenOrder(oid, bucket=self.open_bucket())
+        self.touched.add(order.bucket)
         if event.type in ("order", "order_cancelled") and (
             (found := order.decision(self.grace_us)) is not None
             and (
@@ -187,7 +212,7 @@ class OrderBook:
                 counted_at = floor_us if moved_to_us is None else moved_to_us
             if found[1] == "cancelled" and (reason := order.excluded(self.tolerance_us)):
                 del self.open[oid]
-                self.touched.add(bucket_of(oid, OPEN_BUCKETS))
+                self.touched.add(order.bucket)
                 self.decided[oid] = counted_at
                 if self.keep_settled:
                     self.settled[oid] = (order, None)
@@ -200,7 +225,7 @@ class OrderBook:
                 verdict = replace(verdict, decided_us=counted_at)
             verdicts.append(verdict)
             del self.open[oid]
-            self.touched.add(bucket_of(oid, OPEN_BUCKETS))
+            self.touched.add(order.bucket)
             self.decided[oid] = verdict.decided_us
             if self.keep_settled:
                 self.settled[oid] = (order, verdict)
@@ -244,7 +269,10 @@ class OrderBook:
         if verdict is None and (reason := order.excluded(self.tolerance_us)):
             self.ignored[reason] -= 1  # counted again if it is excluded again
         self.open[order_id] = order
-        self.touched.add(bucket_of(order_id, OPEN_BUCKETS))
+        order.bucket = self.open_bucket()
+        self.touched.add(order.bucket)
+        if (found := order.decision(self.grace_us)) is not None:
+            heapq.heappush(self._heap, (found[0], order_id))
         del self.decided[order_id]
         return True, verdict
 

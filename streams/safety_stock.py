@@ -45,11 +45,12 @@ from typing import Any
 from streams.config import EngineConfig
 from streams.perfect_order import OrderVerdict
 from streams.records import SafetyStockRecord, window_fields
-from streams.snapshot_sections import ORIGINAL_BUCKETS, bucket_of, json_key
 from streams.timeutil import US, parse_duration_us
 from streams.windows import TumblingWindows, Window
 
 DAY_US = 86_400 * US
+BUCKET_US = 60 * US
+"""Event time of the open originals in one snapshot bucket (`SafetyStock.bucket`)."""
 MICRO = 1_000_000  # demand is summed in integer millionths of a unit: exact add and subtract
 
 
@@ -125,8 +126,8 @@ class SafetyStock:
         self.min_lead_time_samples = s.min_lead_time_samples
         self.skus: dict[str, SkuHistory] = {}
         self.originals: dict[str, Original] = {}  # open outbound order id -> its demand
-        # Buckets (`streams.snapshot_sections.ORIGINAL_BUCKETS`) of originals set
-        # or removed since a worker's snapshot last looked, and their versions.
+        # Snapshot buckets (`bucket`) of originals set or removed since a
+        # worker's snapshot last looked, and their versions.
         self.touched: set[int] = set()
         self.versions: dict[int, int] = {}
         # Decided orders' originals, while a late event may still reopen them.
@@ -144,7 +145,7 @@ class SafetyStock:
         old = self.originals.get(oid)
         if event.type == "order_cancelled":
             self.originals.pop(oid, None)
-            self._touch(oid)
+            self._touch(old)
             if old is not None and old[0] // DAY_US == event.ts_us // DAY_US:
                 self._count(old, -1)
             return
@@ -160,7 +161,8 @@ class SafetyStock:
             self._count(old, -1)  # the original arrived after its amendment
         self._count(new, +1)
         self.originals[oid] = new
-        self._touch(oid)
+        self._touch(old)
+        self._touch(new)
 
     def decided(self, verdict: OrderVerdict) -> None:
         """A decided order: outbound ones leave the open set; complete inbound ones
@@ -168,7 +170,7 @@ class SafetyStock:
         if not self.enabled:
             return
         original = self.originals.pop(verdict.order_id, None)
-        self._touch(verdict.order_id)
+        self._touch(original)
         if original is not None and self.keep_settled:
             self.settled[verdict.order_id] = original
         if verdict.direction != "inbound" or verdict.cycle_time_us is None:
@@ -186,7 +188,7 @@ class SafetyStock:
         original = self.settled.pop(verdict.order_id, None)
         if original is not None:
             self.originals[verdict.order_id] = original
-            self._touch(verdict.order_id)
+            self._touch(original)
         if verdict.direction != "inbound" or verdict.cycle_time_us is None:
             return
         sample = (verdict.decided_us // DAY_US, verdict.cycle_time_us)
@@ -206,8 +208,18 @@ class SafetyStock:
         for oid in old:
             del self.settled[oid]
 
-    def _touch(self, oid: str) -> None:
-        self.touched.add(bucket_of(json_key(oid), ORIGINAL_BUCKETS))
+    @staticmethod
+    def bucket(original: Original) -> int:
+        """The snapshot bucket of an open original: the minute of event time
+        its order was created in. Orders come, and are decided, mostly in
+        time order, so a snapshot makes the newest minutes' buckets again
+        and those of the orders just decided, not (as buckets by a hash of
+        the id would) all."""
+        return original[0] // BUCKET_US
+
+    def _touch(self, original: Original | None) -> None:
+        if original is not None:
+            self.touched.add(self.bucket(original))
 
     def _count(self, original: Original, sign: int) -> None:
         created_us, segment, lines = original
@@ -336,10 +348,14 @@ class SafetyStock:
     def to_dict(self, *, with_originals: bool = True) -> dict[str, Any]:
         """JSON-safe state for `load`; `with_originals=False` leaves the open
         orders' originals out (`streams.snapshot` adds them lazily)."""
-        originals = {"originals": [original_row(o) for o in self.originals.items()]}
+        originals = (
+            {"originals": [original_row(o) for o in self.originals.items()]}
+            if with_originals
+            else {}
+        )
         return {
             "skus": {sku: h.to_dict() for sku, h in self.skus.items()},
-            **(originals if with_originals else {}),
+            **originals,
             "settled": [original_row(o) for o in self.settled.items()],
             "floor_day": self.floor_day,
             "emitted_until_us": self.emitted_until_us,

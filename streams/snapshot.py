@@ -19,12 +19,20 @@ from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
-from streams.safety_stock import original_row
+from streams.safety_stock import Original, SafetyStock, original_row
 from streams.seen import BUCKET_US, SeenIds
 from streams.snapshot_sections import Lazy, Runs, Sliced, bumped, json_key
 from streams.windows import Window
 
 VERSION = 1
+
+
+def _order_bucket(order: OpenOrder) -> int:
+    return order.bucket
+
+
+def _original_bucket(item: tuple[str, Original]) -> int:
+    return SafetyStock.bucket(item[1])
 
 
 def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
@@ -43,12 +51,13 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     history: Any
     if lazy:
         opened = bumped(engine.book.touched, engine.book.versions)
-        book = {"open": Lazy(list(engine.book.open.items()), OpenOrder.to_dict, opened), **book}
+        open_orders = list(engine.book.open.items())
+        book = {"open": Lazy(open_orders, OpenOrder.to_dict, opened, _order_bucket), **book}
         originals = [(json_key(oid), (oid, o)) for oid, o in engine.stock.originals.items()]
         versions = bumped(engine.stock.touched, engine.stock.versions)
         stock = {
             "skus": stock.pop("skus"),
-            "originals": Lazy(originals, original_row, versions),
+            "originals": Lazy(originals, original_row, versions, _original_bucket),
             **stock,
         }
         pairs = [(str(t.machine), t) for t in engine.machines.values()]

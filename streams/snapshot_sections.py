@@ -77,9 +77,11 @@ def _field(name: str) -> Key:
 
 
 OPEN_BUCKETS = 64
-"""Buckets of open orders (by order id): the book marks those it changes."""
+"""Buckets of open orders by order id, in a snapshot made without the book's
+own buckets (`streams.orders.OrderBook.open_bucket`)."""
 ORIGINAL_BUCKETS = 16
-"""Buckets of the safety stock's open originals (by the id's JSON), likewise."""
+"""Buckets of the safety stock's open originals by the id's JSON, likewise
+(`streams.safety_stock.SafetyStock.bucket`)."""
 
 # path (keys into the snapshot dict), how an item's key is found (None: a
 # dict's own keys), buckets (0: one section per item).
@@ -117,6 +119,9 @@ class Lazy:
     versions: dict[int, int] | None = None
     """Each bucket's version, if the owner keeps them (`bumped`): buckets
     come `Tokened` then, (bucket, version) their token."""
+    bucket: Callable[[Any], int] | None = None
+    """An item's bucket, if the owner chooses it (else a hash of its key,
+    `bucket_of`); the owner then marks the buckets it changes by this number."""
 
     def as_list(self) -> list[Any]:
         return [self.to_value(item) for _, item in self.pairs]
@@ -319,8 +324,10 @@ def _cut(parts: dict[str, Any], name: str, container: Any, key: Key | None, buck
         else:
             parts[f"{name}.order"] = keys
             grouped: dict[str, list[Any]] = {}
+            chosen = container.bucket
             for k, item in container.pairs:
-                grouped.setdefault(f"{name}#{bucket_of(k, buckets)}", []).append((k, item))
+                where = bucket_of(k, buckets) if chosen is None else chosen(item)
+                grouped.setdefault(f"{name}#{where}", []).append((k, item))
             versions = container.versions
             for section, pairs in grouped.items():
                 maker = _bucket_maker(pairs, container.to_value)

@@ -10,6 +10,7 @@ columnar path, orders amended, shipped, cancelled, decided and reopened.
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -19,18 +20,10 @@ from streams.config import EngineConfig
 from streams.decode import parse_event
 from streams.engine import Engine, Output
 from streams.machine import SLICE_US
+from streams.orders import BUCKET_ORDERS
 from streams.snapshot import snapshot
-from streams.snapshot_sections import (
-    OPEN_BUCKETS,
-    ORIGINAL_BUCKETS,
-    PENDING,
-    Tokened,
-    bucket_of,
-    join,
-    json_key,
-    materialised,
-    split,
-)
+from streams.snapshot_sections import PENDING, Tokened, join, materialised, split
+from streams.timeutil import US
 from tests import eventfactory as ef
 from tests.streams.test_columnar import CONFIGS, batches, machine_streams
 
@@ -139,12 +132,13 @@ def test_an_unchanged_order_bucket_token_means_unchanged_bytes(
 ) -> None:
     engine = Engine(EngineConfig())
     tokens: Tokens = {}
-    for n, event in enumerate(events):
-        engine.ingest(parse_event(event))  # its watermark decides orders as it moves
-        if n >= 199 and n % every == 0:
-            tokens = check(engine, tokens)
-    engine.advance(parse_event(events[-1]).ts_us + 40 * 24 * 3600 * 10**6)
-    check(engine, tokens)
+    with mock.patch("streams.orders.BUCKET_ORDERS", 8):  # many buckets of open orders
+        for n, event in enumerate(events):
+            engine.ingest(parse_event(event))  # its watermark decides orders as it moves
+            if n >= 199 and n % every == 0:
+                tokens = check(engine, tokens)
+        engine.advance(parse_event(events[-1]).ts_us + 40 * 24 * 3600 * 10**6)
+        check(engine, tokens)
 
 
 def busy_engine() -> Engine:
@@ -205,23 +199,48 @@ def test_kept_histories_do_not_gather_touched_slices() -> None:
 
 def test_an_order_event_changes_its_buckets_token_only() -> None:
     engine = Engine(EngineConfig())
-    for n in range(300):
+    orders = BUCKET_ORDERS + 44
+    for n in range(orders):
         assert engine.ingest(parse_event(ef.order(f"o{n}", ef.at(7), ef.at(30)))) is None
     first = of_orders(tokened(engine)[0])
-    open_buckets = {name for name in first if name.startswith("book.open#")}
-    assert len(open_buckets) == OPEN_BUCKETS
+    # Open orders by the order they opened in; originals by their minute.
+    assert {name for name in first if name.startswith("book.open#")} == {
+        "book.open#0",
+        "book.open#1",
+    }
+    minute = parse_event(ef.order("x", ef.at(7), ef.at(30))).ts_us // (60 * US)
+    assert {name for name in first if name.startswith("stock.originals#")} == {
+        f"stock.originals#{minute}"
+    }
     assert of_orders(tokened(engine)[0]) == first  # nothing happened: the same tokens
     engine.ingest(parse_event(ef.shipment("o7", ef.at(7.5), qty=40)))
     after = of_orders(check(engine, first))
     changed = {name for name in after if after[name][0] != first[name][0]}
-    assert changed == {f"book.open#{bucket_of('o7', OPEN_BUCKETS)}"}
+    assert changed == {"book.open#0"}
     engine.ingest(parse_event(ef.order("new", ef.at(7.6), ef.at(30))))
     again = of_orders(check(engine, after))
     changed = {name for name in again if again[name][0] != after.get(name, (None,))[0]}
-    assert changed == {
-        f"book.open#{bucket_of('new', OPEN_BUCKETS)}",
-        f"stock.originals#{bucket_of(json_key('new'), ORIGINAL_BUCKETS)}",
-    }
+    later = parse_event(ef.order("x", ef.at(7.6), ef.at(30))).ts_us // (60 * US)
+    assert changed == {"book.open#1", f"stock.originals#{later}"}
+
+
+def test_a_decided_order_changes_its_bucket_and_a_reopened_one_goes_to_the_newest() -> None:
+    engine = Engine(EngineConfig(), auto_watermark=False)
+    for n in range(BUCKET_ORDERS + 1):
+        assert engine.ingest(parse_event(ef.order(f"o{n}", ef.at(7), ef.at(8)))) is None
+    engine.ingest(parse_event(ef.closed("o3", ef.at(7.1))))
+    first = of_orders(tokened(engine)[0])  # the close is in: the decision comes later
+    engine.advance(parse_event(ef.order("x", ef.at(7.5), ef.at(8))).ts_us)
+    assert "o3" not in engine.book.open and "o3" not in engine.stock.originals
+    after = of_orders(check(engine, first))
+    changed = {name for name in after if after[name][0] != first.get(name, (None,))[0]}
+    minute = parse_event(ef.order("x", ef.at(7), ef.at(8))).ts_us // (60 * US)
+    assert changed == {"book.open#0", f"stock.originals#{minute}"}
+    engine.ingest(parse_event(ef.shipment("o3", ef.at(7.05), qty=1)))  # late: reopens it
+    assert engine.book.open["o3"].bucket == 1
+    again = of_orders(check(engine, after))
+    changed = {name for name in again if again[name][0] != after.get(name, (None,))[0]}
+    assert "book.open#1" in changed
 
 
 def of_orders(tokens: Tokens) -> Tokens:

@@ -25,6 +25,7 @@ from streams.snapshot_sections import (
     materialised,
     split,
 )
+from streams.timeutil import US
 from tests import eventfactory as ef
 
 W1, W2 = [0, 60, "1m"], [60, 120, "1m"]
@@ -177,10 +178,17 @@ def test_an_engines_lazy_snapshot_has_the_bytes_of_its_eager_one() -> None:
         "seen.hours",
     }
     # The same sections but the machines', whose pending events are cut by
-    # slice, and the seen ids', which come as runs.
+    # slice, the seen ids', which come as runs, and the open orders' and
+    # originals', which come in their owners' buckets (by opening, by minute).
+    owned = ("machines", "seen", "book.open#", "stock.originals#")
     lazy_bytes, eager_bytes = dumped(lazy), dumped(eager)
-    assert {n: b for n, b in lazy_bytes.items() if not n.startswith(("machines", "seen"))} == {
-        n: b for n, b in eager_bytes.items() if not n.startswith(("machines", "seen"))
+    assert {n: b for n, b in lazy_bytes.items() if not n.startswith(owned)} == {
+        n: b for n, b in eager_bytes.items() if not n.startswith(owned)
+    }
+    assert {n for n in lazy if n.startswith("book.open#")} == {"book.open#0"}  # 200 orders
+    minutes = {o[0] // (60 * US) for o in engine.stock.originals.values()}
+    assert {n for n in lazy if n.startswith("stock.originals#")} == {
+        f"stock.originals#{m}" for m in minutes
     }
     wire = orjson.loads(orjson.dumps(dict(materialised(lazy))))
     assert join(wire) == orjson.loads(orjson.dumps(snapshot(engine)))
