@@ -11,6 +11,7 @@ words rather than pydantic's. The models themselves are in `streams.events`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -349,14 +350,16 @@ def to_wire(event: Event) -> list[Any]:
     datetimes so), order and shipment lines as arrays of their values. Only
     for events validated by this code: the engine side trusts it.
     """
-    values = event.__dict__
-    out: list[Any] = [WIRE_VERSION, event.type]
-    for name in WIRE_FIELDS[event.type]:
-        value = values[name]
-        if name == "lines":
-            value = [list(line.__dict__.values()) for line in value]
-        out.append(value)
+    out = [WIRE_VERSION, event.type, *_WIRE_VALUES[event.type](event.__dict__)]
+    if event.type in _LINE_MODELS:
+        at = _LINES_AT[event.type]
+        out[at] = [list(line.__dict__.values()) for line in out[at]]
     return out
+
+
+_WIRE_VALUES = {kind: operator.itemgetter(*names) for kind, names in WIRE_FIELDS.items()}
+"""Event type -> the values of its `WIRE_FIELDS`, in order, from the event's `__dict__`."""
+_LINES_AT = {kind: 2 + WIRE_FIELDS[kind].index("lines") for kind in _LINE_MODELS}
 
 
 def trusted_event(data: list[Any] | dict[str, Any]) -> Event:

@@ -57,8 +57,10 @@ def _parse_rfc3339(value: object) -> object:
     also take unix-second numbers and digit strings as timestamps.
     """
     if value.__class__ is str and _USUAL.fullmatch(value):
-        with contextlib.suppress(ValueError):  # an impossible date: worded below
+        try:  # (not `contextlib.suppress`: this runs for every timestamp)
             return _from_iso(value)
+        except ValueError:  # an impossible date: worded below
+            pass
     if isinstance(value, datetime):
         return value  # AwareDatetime still rejects a naive one
     if not isinstance(value, str):
