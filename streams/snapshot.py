@@ -24,7 +24,11 @@ from streams.seen import BUCKET_US, SeenIds
 from streams.snapshot_sections import Lazy, Runs, Sliced, bumped, json_key
 from streams.windows import Window
 
-VERSION = 1
+VERSION = 2
+"""The form `snapshot` writes. 2: no decision heap (rebuilt from the open orders)."""
+READS = (1, 2)
+"""The forms `restore` takes: a worker of the release before reads none of 2,
+and says so instead of failing on a missing field."""
 
 
 def _order_bucket(order: OpenOrder) -> int:
@@ -98,8 +102,11 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
 
 def restore(config: EngineConfig, data: dict[str, Any], *, auto_watermark: bool = True) -> Engine:
     """An engine in exactly the state `snapshot` saw."""
-    if data.get("version") != VERSION:
-        raise ValueError(f"snapshot version {data.get('version')!r} is not {VERSION}")
+    if data.get("version") not in READS:
+        raise ValueError(
+            f"snapshot version {data.get('version')!r} is not one this worker reads "
+            f"({', '.join(map(str, READS))})"
+        )
     engine = Engine(config, auto_watermark=auto_watermark)
     engine.watermark_us = data["watermark_us"]
     engine.closed_until_us = data["closed_until_us"]
