@@ -91,6 +91,7 @@ class Ingest:
         self._reading: list[str] = []
         self._lock = asyncio.Lock()  # a batch or a tail at a time
         self._handed: dict[tuple[str, int], float] = {}  # input partition -> last handed over, s
+        self._tail_left: set[tuple[str, int]] = set()  # tails read in part so far
 
     def reading_inputs(self) -> list[str]:
         """The assigned input partitions, sorted; sorted again only when they change."""
@@ -126,6 +127,10 @@ class Ingest:
         at the end of a partition is not, until a later message comes, which on
         a quiet topic can be hours (and its offset is never committed until
         then). Whatever the consumer hands over later is left out as read.
+
+        At most `worker.ingest_batch` messages of a partition are read a
+        call, as the consumer hands them over: a long tail is read over the
+        next calls (without waiting for quiet again), never held whole.
         """
         now = self.clock_us() / US
         due = [
@@ -134,7 +139,7 @@ class Ingest:
             if tp[0] in self.sources
             and tp in self.assignment()
             and self.runtime.next_input.get(tp, end) < end
-            and now - self._handed.get(tp, now) >= TAIL_QUIET_S
+            and (tp in self._tail_left or now - self._handed.get(tp, now) >= TAIL_QUIET_S)
         ]
         if not due:
             return
@@ -144,14 +149,20 @@ class Ingest:
             for (topic, partition), end in due:
                 start = self.runtime.next_input.get((topic, partition), end)
                 if start >= end:  # handed over meanwhile
+                    self._tail_left.discard((topic, partition))
                     continue
-                found = await self.read_back("ingest", topic, partition, start, end)
+                stop = min(end, start + self.settings.worker.ingest_batch)
+                found = await self.read_back("ingest", topic, partition, start, stop)
                 if (topic, partition) not in self.assignment():  # revoked meanwhile
                     continue
                 incoming += [Incoming(topic, partition, *item) for item in found]
-                holes.append((topic, partition, start, end))
-                self.runtime.next_input[topic, partition] = end
+                holes.append((topic, partition, start, stop))
+                self.runtime.next_input[topic, partition] = stop
                 self._handed[topic, partition] = now
+                if stop < end:
+                    self._tail_left.add((topic, partition))
+                else:
+                    self._tail_left.discard((topic, partition))
             if holes:
                 await self._forward(incoming, holes, {})
 
@@ -286,3 +297,4 @@ class Ingest:
         rt.resumed_at.pop((topic, partition), None)
         rt.sent_before.forget(topic, partition)
         self._handed.pop((topic, partition), None)
+        self._tail_left.discard((topic, partition))

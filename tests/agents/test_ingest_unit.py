@@ -224,6 +224,33 @@ def test_a_tail_not_handed_over_is_read_back_once_the_partition_is_quiet() -> No
     assert rt.redelivered == {MACHINES: 1}
 
 
+def test_a_long_tail_is_read_back_a_batch_at_a_time() -> None:
+    """`worker.ingest_batch` messages a call: never the whole tail in memory."""
+    wire = Wire()
+    read = topic_holding(ON_TOPIC, b"press-1")
+    clock = [WALL_US]
+    ingest = make(wire, read=read)
+    worker = ingest.settings.worker.model_copy(update={"ingest_batch": 3})
+    ingest.settings = ingest.settings.model_copy(update={"worker": worker})
+    ingest.clock_us = lambda: clock[0]
+    ends = {(MACHINES, 0): 6}
+
+    async def main() -> None:
+        await ingest.forward([message(0), message(1)])
+        clock[0] += 10 * US
+        await ingest.read_tail(ends)
+        assert ingest.runtime.next_input == {(MACHINES, 0): 5}
+        await ingest.read_tail(ends)  # the rest at once: no new quiet to wait for
+        await ingest.read_tail(ends)  # read to its end: nothing more
+
+    asyncio.run(main())
+    assert read.asked == [(MACHINES, 0, 2, 5), (MACHINES, 0, 5, 6)]
+    assert forwarded(wire) == [0, 1, 2, 3, 4, 5]
+    assert ("marked", MACHINES, 0, 2, 5) in wire.journal
+    assert ("marked", MACHINES, 0, 5, 6) in wire.journal
+    assert ingest.runtime.next_input == {(MACHINES, 0): 6}
+
+
 def test_a_tail_of_a_partition_still_handing_over_or_not_assigned_is_left() -> None:
     wire = Wire()
     read = topic_holding(ON_TOPIC, b"press-1")
