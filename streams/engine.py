@@ -95,6 +95,7 @@ class Engine:
         # slice -> generation: which slices of the machines' pending events a
         # worker's snapshot must write again (streams.snapshot_sections.Sliced)
         self.slice_versions: dict[int, int] = {}
+        self.history_versions: dict[tuple[int, int], int] = {}  # (bucket, hour): as above
         self.oee: dict[Window, dict[MachineKey, OeeState]] = defaultdict(dict)
         self.orders: dict[Window, dict[SegmentKey, PerfectOrderState]] = defaultdict(dict)
         self.book = OrderBook(c.us("decision_grace"), c.us("on_time_tolerance"), order_rules(c))

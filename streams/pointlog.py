@@ -34,13 +34,16 @@ _OVERSIZED = 3  # the point is in `odd`, by sequence number
 class PointLog:
     """Timeline points in event-time order, packed; appended at the end."""
 
-    __slots__ = ("_data", "_names", "_codes", "odd")
+    __slots__ = ("_data", "_names", "_codes", "odd", "touched")
 
     def __init__(self) -> None:
         self._data = bytearray()
         self._names: list[str] = []
         self._codes: dict[str, int] = {}
         self.odd: dict[int, tuple[Any, ...]] = {}  # seq -> a point too large to pack
+        # Hours of event time (`HOUR_US`) whose points changed since a worker's
+        # snapshot last looked (`streams.snapshot_sections.HistoryHours`).
+        self.touched: set[int] = set()
 
     @classmethod
     def of(cls, points: Iterable[tuple[Any, ...]]) -> PointLog:
@@ -57,8 +60,19 @@ class PointLog:
         return _RECORD.unpack_from(self._data)[0] if self._data else None
 
     def extend(self, points: Iterable[tuple[Any, ...]]) -> None:
+        touched = self.touched
         for point in points:
             self._data += self._pack(point)
+            touched.add(point[0] // HOUR_US)
+
+    @property
+    def raw(self) -> bytes:
+        """The packed records, as `to_dict` writes them (before base64)."""
+        return bytes(self._data)
+
+    def packed(self, start: int, end: int) -> str:
+        """The base64 of the packed records' bytes `start:end` (`to_dict`'s form)."""
+        return base64.b64encode(self._data[start:end]).decode()
 
     def points(self) -> list[tuple[Any, ...]]:
         """Every point, as the tuples put in."""
@@ -74,6 +88,7 @@ class PointLog:
         del data[: taken * size]
         for point in head:
             self.odd.pop(point[1], None)
+            self.touched.add(point[0] // HOUR_US)
         return head
 
     # -- packing -------------------------------------------------------------
@@ -120,10 +135,11 @@ class PointLog:
         return (*head, ["counter", names[product], total, None if no_good else good, ideal_s])
 
     # -- snapshots -----------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, packed: Any = None) -> dict[str, Any]:
+        """JSON-safe data; `packed`, if given, stands for the base64 of the records."""
         return {
             "names": list(self._names),
-            "packed": base64.b64encode(self._data).decode(),
+            "packed": base64.b64encode(self._data).decode() if packed is None else packed,
             "odd": [list(p) for p in self.odd.values()],
         }
 

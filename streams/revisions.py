@@ -78,10 +78,12 @@ class MachineHistory:
         self.base.pending = []
         self.base.touched.clear()  # no snapshot looks at the base's slices
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, packed: Any = None) -> dict[str, Any]:
+        """JSON-safe data; `packed`, if given, stands for the points' base64
+        (`PointLog.to_dict`)."""
         return {
             "base": self.base.to_dict(),
-            "points": self.points.to_dict(),
+            "points": self.points.to_dict(packed),
             "late": [list(p) for p in self.late],
         }
 

@@ -21,7 +21,7 @@ from streams.records import typed
 from streams.revisions import ChartHistory, ClosedWindow, MachineHistory, window_to_list
 from streams.safety_stock import Original, SafetyStock, original_row
 from streams.seen import BUCKET_US, SeenIds
-from streams.snapshot_sections import Lazy, Runs, Sliced, bumped, json_key
+from streams.snapshot_sections import HistoryHours, Lazy, Runs, Sliced, bumped, json_key
 from streams.windows import Window
 
 VERSION = 2
@@ -66,7 +66,7 @@ def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
         }
         pairs = [(str(t.machine), t) for t in engine.machines.values()]
         machines = Sliced(pairs, engine.slice_versions)
-        history = Lazy(list(engine.history.items()), MachineHistory.to_dict)
+        history = HistoryHours(list(engine.history.items()), engine.history_versions)
     else:
         machines = [t.to_dict() for t in engine.machines.values()]
         history = {m: h.to_dict() for m, h in engine.history.items()}

@@ -5,13 +5,15 @@ changed since the last snapshot, so most of a large state (closed windows,
 each machine's kept history, the hours of seen ids) is not written again
 every time. Sections have stable names:
 
-- `head`: everything not cut out below (watermarks, stats, the book's heap...);
+- `head`: everything not cut out below (watermarks, stats, the book's ignored counts...);
 - `<path>.order`: the keys of a cut-out container, in its order (a restore
   rebuilds dicts and lists in exactly the order the snapshot had);
 - `<path>/<key>`: one item of a container of large items (a closed window);
 - `<path>#<bucket>`: the items of a container of small items whose key
-  hashes to `bucket` (machine timelines, last records, open orders), so
-  per-row overhead does not dominate;
+  hashes to `bucket` (machine timelines, last records), or that their
+  owner put in `bucket` (a `Lazy` with its own buckets: open orders by
+  when they opened, originals by their minute), so per-row overhead does
+  not dominate;
 - `seen.hours/<hour>#<group>`: the ids seen in an hour whose top 5 bits
   are `group` (ids are uniform hashes: a new one changes one group);
 - `<path>.keys/<window>/<i>`: the i-th `KEY_GROUP` keys, in order, of an
@@ -20,7 +22,9 @@ every time. Sections have stable names:
 - `history.points#<bucket>/<hour>`: the kept events of a history bucket's
   machines in one hour of event time (`materialised` cuts them out, `join`
   puts them back): kept events grow at the end, so only the newest hour's
-  sections change;
+  sections change; when the histories come as `HistoryHours` (a worker's
+  snapshot) each such section is `Tokened` (below), made only when a point
+  of its hour was added or folded away;
 - `seen.hours/<hour>/<serial>`: instead, when the seen ids come as `Runs`
   (a worker's snapshot), each run of an hour's ids: a run never changes, so
   a snapshot writes the ids added since the last one (and the runs they
@@ -164,6 +168,23 @@ class Sliced:
 
 
 @dataclass(frozen=True)
+class HistoryHours:
+    """Machine histories (`streams.revisions.MachineHistory`) as `(key, history)`
+    pairs, in order, for `split` to cut their kept events by hour (the
+    sections `_cut_points` makes of a history bucket) without making the
+    hours no event changed.
+
+    `versions` maps (bucket, hour) to the generation that last saw it change
+    (the engine keeps it between snapshots); `split` takes each history's
+    `points.touched` hours into it, so a section's token is (bucket, hour,
+    version, the machines in it).
+    """
+
+    pairs: Sequence[tuple[str, Any]]
+    versions: dict[tuple[int, int], int]
+
+
+@dataclass(frozen=True)
 class Runs:
     """Seen ids' hours as runs (`streams.seen.SeenIds.runs`): (hour, [(serial,
     sorted ids)]); a run's ids never change, so its serial is its token."""
@@ -283,6 +304,8 @@ def split(state: Mapping[str, Any]) -> dict[str, Any]:
         container = _pop(head, path)
         if isinstance(container, Sliced):
             _cut_sliced(parts, ".".join(path), container, buckets)
+        elif isinstance(container, HistoryHours):
+            _cut_history(parts, ".".join(path), container, buckets)
         elif container is not _ABSENT:
             _cut(parts, ".".join(path), container, key, buckets)
     for path in NESTED:
@@ -400,6 +423,66 @@ def _cut_sliced(parts: dict[str, Any], name: str, sliced: Sliced, buckets: int) 
 
 
 PENDING = ".pending#"
+
+
+def _cut_history(parts: dict[str, Any], name: str, held: HistoryHours, buckets: int) -> None:
+    """Histories by bucket, as `_cut` and then `_cut_points` make them, but each
+    hour's section (`history.points#<bucket>/<hour>`) `Tokened`: made only
+    when a point of that hour changed since the last snapshot looked."""
+    keys = [k for k, _ in held.pairs]
+    if len(set(keys)) != len(keys):  # as an uncut container would be
+        _cut(parts, name, Lazy(held.pairs, _whole_history), None, buckets)
+        return
+    generation, versions = next(_GENERATIONS), held.versions
+    parts[f"{name}.order"] = keys
+    grouped: dict[int, list[tuple[str, Any, Any]]] = {}
+    hours: dict[tuple[int, int], list[tuple[str, Any, int, int]]] = {}
+    for k, history in held.pairs:
+        bucket = bucket_of(k, buckets)
+        log = history.points
+        for hour in log.touched:
+            versions[bucket, hour] = generation
+        log.touched.clear()
+        raw = log.raw
+        runs = hour_runs(raw)
+        grouped.setdefault(bucket, []).append(  # no hours: kept whole, as `_cut_points` does
+            (k, history, [hour for hour, _, _ in runs] if runs else None)
+        )
+        for hour, start, end in runs or ():
+            hours.setdefault((bucket, hour), []).append((k, log, start, end))
+    by_bucket: dict[int, list[int]] = {}
+    for bucket, hour in hours:
+        by_bucket.setdefault(bucket, []).append(hour)
+    for bucket, histories in grouped.items():
+        parts[f"{name}#{bucket}"] = Deferred(_histories_maker(histories))
+        for hour in sorted(by_bucket.get(bucket, ())):
+            held_hour = hours[bucket, hour]
+            version = versions.setdefault((bucket, hour), generation)
+            token = (bucket, hour, version, tuple(k for k, _, _, _ in held_hour))
+            parts[f"{POINTS}{bucket}/{hour}"] = Tokened(_hour_maker(held_hour), token)
+    for gone in versions.keys() - hours.keys():
+        del versions[gone]
+
+
+def _whole_history(history: Any) -> Any:
+    return history.to_dict()
+
+
+def _histories_maker(histories: list[tuple[str, Any, list[int] | None]]) -> Callable[[], Any]:
+    def make() -> dict[str, Any]:
+        return {
+            k: history.to_dict() if hours is None else history.to_dict({"hours": hours})
+            for k, history, hours in histories
+        }
+
+    return make
+
+
+def _hour_maker(held: list[tuple[str, Any, int, int]]) -> Callable[[], Any]:
+    def make() -> dict[str, str]:
+        return {k: log.packed(start, end) for k, log, start, end in held}
+
+    return make
 
 
 def _whole_timeline(timeline: Any) -> Any:

@@ -21,6 +21,7 @@ from streams.decode import parse_event
 from streams.engine import Engine, Output
 from streams.machine import SLICE_US
 from streams.orders import BUCKET_ORDERS
+from streams.pointlog import HOUR_US
 from streams.snapshot import snapshot
 from streams.snapshot_sections import PENDING, Tokened, join, materialised, split
 from streams.timeutil import US
@@ -39,7 +40,7 @@ def tokened(engine: Engine) -> tuple[Tokens, dict[str, Any]]:
         for name, value in parts.items()
         if isinstance(value, Tokened)
     }
-    families = ("seen.hours/", "book.open#", "stock.originals#")
+    families = ("seen.hours/", "book.open#", "stock.originals#", "history.points#")
     assert all(PENDING in name or name.startswith(families) for name in tokens)
     return tokens, orjson.loads(orjson.dumps(dict(materialised(parts))))
 
@@ -245,3 +246,23 @@ def test_a_decided_order_changes_its_bucket_and_a_reopened_one_goes_to_the_newes
 
 def of_orders(tokens: Tokens) -> Tokens:
     return {n: got for n, got in tokens.items() if n.startswith(("book.open#", "stock.originals#"))}
+
+
+def test_a_fold_of_the_history_changes_the_token_of_the_hour_it_cuts() -> None:
+    """A plant on India's clock (UTC+05:30): its days, and so the history
+    floor, start inside a UTC hour; the fold takes that hour's first events,
+    and its section changes."""
+    config = EngineConfig.model_validate(
+        {"production_day": {"timezone": "Asia/Kolkata"}, "revision_horizon": "1h"}
+    )
+    engine = Engine(config, auto_watermark=False)
+    tokens: Tokens = {}
+    cut_inside_an_hour = False
+    for i in range(64):  # every 30 minutes for 32 hours
+        event = parse_event(ef.state(ef.at(6 + i / 2), "running" if i % 2 else "down"))
+        engine.ingest(event)
+        engine.advance(event.ts_us)
+        first = engine.history[event.machine].points.first_us
+        cut_inside_an_hour |= first is not None and first % HOUR_US != 0 and i > 40
+        tokens = check(engine, tokens)
+    assert cut_inside_an_hour
