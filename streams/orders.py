@@ -43,6 +43,23 @@ __all__ = ["OpenOrder", "OrderBook", "OrderRule", "Shipment"]
 
 BUCKET_ORDERS = 256
 """Orders opened into one snapshot bucket (`OrderBook.open_bucket`)."""
+_HOUR_US = 3_600_000_000
+
+
+def settled_row(entry: tuple[OpenOrder, OrderVerdict | None]) -> list[Any]:
+    """A settled order (the order, its verdict or None if excluded) as a snapshot keeps it."""
+    order, verdict = entry
+    return [order.to_dict(), None if verdict is None else verdict.to_dict()]
+
+
+def settled_bucket(entry: tuple[OpenOrder, OrderVerdict | None]) -> int:
+    """The snapshot bucket of a settled order: the hour of its decision (of the
+    cancellation that excluded it). Orders settle, and are dropped, mostly in
+    time order, so a snapshot makes the newest hour's bucket again and the
+    oldest's, not every hour's of the revision horizon."""
+    order, verdict = entry
+    at = verdict.decided_us if verdict is not None else order.cancelled_us or 0
+    return at // _HOUR_US
 
 
 class OrderBook:
@@ -74,21 +91,23 @@ class OrderBook:
         # Decided orders a late event may still change (the engine's revision
         # horizon): id -> (the order, its verdict or None if excluded).
         self.settled: dict[str, tuple[OpenOrder, OrderVerdict | None]] = {}
+        # Snapshot buckets (`settled_bucket`) of settled orders added or dropped
+        # since a worker's snapshot last looked, and their versions.
+        self.settled_touched: set[int] = set()
+        self.settled_versions: dict[int, int] = {}
         self.keep_settled = False
         self.ignored: Counter[str] = Counter()
         self._heap: list[tuple[int, str]] = []
 
-    def to_dict(self, *, with_open: bool = True) -> dict[str, Any]:
+    def to_dict(self, *, lazy: bool = False) -> dict[str, Any]:
         """The book's state as JSON-safe data (a snapshot's); `load` takes it
-        back. `with_open=False` leaves the open orders out (`streams.snapshot`
-        adds them lazily)."""
+        back. `lazy` leaves the open and the settled orders out
+        (`streams.snapshot` adds them lazily)."""
         return {
-            **({"open": [o.to_dict() for o in self.open.values()]} if with_open else {}),
+            **({} if lazy else {"open": [o.to_dict() for o in self.open.values()]}),
             "decided": list(self.decided.items()),
             "ignored": dict(self.ignored),
-            "settled": [
-                [o.to_dict(), None if v is None else v.to_dict()] for o, v in self.settled.values()
-            ],
+            **({} if lazy else {"settled": [settled_row(e) for e in self.settled.values()]}),
         }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -215,7 +234,7 @@ class OrderBook:
                 self.touched.add(order.bucket)
                 self.decided[oid] = counted_at
                 if self.keep_settled:
-                    self.settled[oid] = (order, None)
+                    self._settle(oid, (order, None))
                 self.ignored[reason] += 1
                 continue
             rule = self.rules.get(order.segment or "") if order.direction == "outbound" else None
@@ -228,7 +247,7 @@ class OrderBook:
             self.touched.add(order.bucket)
             self.decided[oid] = verdict.decided_us
             if self.keep_settled:
-                self.settled[oid] = (order, verdict)
+                self._settle(oid, (order, verdict))
         verdicts.sort(key=lambda v: (v.decided_us, v.order_id))
         return verdicts
 
@@ -265,6 +284,7 @@ class OrderBook:
         found = self.settled.pop(order_id, None)
         if found is None:
             return False, None
+        self.settled_touched.add(settled_bucket(found))
         order, verdict = found
         if verdict is None and (reason := order.excluded(self.tolerance_us)):
             self.ignored[reason] -= 1  # counted again if it is excluded again
@@ -280,7 +300,11 @@ class OrderBook:
         """No late event reaches orders decided before `before_us`: drop their data."""
         decided = self.decided
         for oid in _oldest(self.settled, lambda oid: decided.get(oid, before_us - 1) < before_us):
-            del self.settled[oid]
+            self.settled_touched.add(settled_bucket(self.settled.pop(oid)))
+
+    def _settle(self, oid: str, entry: tuple[OpenOrder, OrderVerdict | None]) -> None:
+        self.settled[oid] = entry
+        self.settled_touched.add(settled_bucket(entry))
 
     def forget_decided(self, before_us: int) -> None:
         """Drop the memory of orders decided before `before_us`."""

@@ -15,6 +15,7 @@ from streams.engine import Engine
 from streams.machine import MachineTimeline
 from streams.oee import OeeState
 from streams.open_order import OpenOrder
+from streams.orders import settled_bucket, settled_row
 from streams.pchart import PChart
 from streams.perfect_order import PerfectOrderState
 from streams.records import typed
@@ -42,21 +43,29 @@ def _original_bucket(item: tuple[str, Original]) -> int:
 def snapshot(engine: Engine, *, lazy: bool = False) -> dict[str, Any]:
     """Everything needed to continue exactly where the engine is.
 
-    `lazy`: the large containers (machine timelines, their histories, open
-    orders, the safety stock's open originals) as `streams.snapshot_sections.Lazy`,
-    made a bucket at a time when `split` sections are written (the worker's
-    snapshots), not every item's dict at once; the machine timelines as
-    `Sliced`, their pending events cut by slice of event time; the seen ids
-    as `Runs`.
+    `lazy`: the large containers (open and settled orders, the safety
+    stock's open originals) as `streams.snapshot_sections.Lazy`, in their
+    owners' buckets, made a bucket at a time when `split` sections are
+    written (the worker's snapshots), not every item's dict at once; the
+    machine timelines as `Sliced`, their pending events cut by slice of
+    event time; their histories as `HistoryHours`, kept events cut by hour;
+    the seen ids as `Runs`.
     """
-    book = engine.book.to_dict(with_open=not lazy)
+    book = engine.book.to_dict(lazy=lazy)
     stock = engine.stock.to_dict(with_originals=not lazy)
     machines: Any
     history: Any
     if lazy:
         opened = bumped(engine.book.touched, engine.book.versions)
         open_orders = list(engine.book.open.items())
-        book = {"open": Lazy(open_orders, OpenOrder.to_dict, opened, _order_bucket), **book}
+        settled = bumped(engine.book.settled_touched, engine.book.settled_versions)
+        book = {
+            "open": Lazy(open_orders, OpenOrder.to_dict, opened, _order_bucket),
+            **book,
+            "settled": Lazy(
+                list(engine.book.settled.items()), settled_row, settled, settled_bucket
+            ),
+        }
         originals = [(json_key(oid), (oid, o)) for oid, o in engine.stock.originals.items()]
         versions = bumped(engine.stock.touched, engine.stock.versions)
         stock = {

@@ -40,7 +40,7 @@ def tokened(engine: Engine) -> tuple[Tokens, dict[str, Any]]:
         for name, value in parts.items()
         if isinstance(value, Tokened)
     }
-    families = ("seen.hours/", "book.open#", "stock.originals#", "history.points#")
+    families = ("seen.hours/", "book.open#", "book.settled#", "stock.originals#", "history.points#")
     assert all(PENDING in name or name.startswith(families) for name in tokens)
     return tokens, orjson.loads(orjson.dumps(dict(materialised(parts))))
 
@@ -266,3 +266,39 @@ def test_a_fold_of_the_history_changes_the_token_of_the_hour_it_cuts() -> None:
         cut_inside_an_hour |= first is not None and first % HOUR_US != 0 and i > 40
         tokens = check(engine, tokens)
     assert cut_inside_an_hour
+
+
+def of_settled(tokens: Tokens) -> Tokens:
+    return {n: got for n, got in tokens.items() if n.startswith("book.settled#")}
+
+
+def test_a_settled_order_changes_the_token_of_its_hour() -> None:
+    """Settled orders (kept for the revision horizon) by the hour of their
+    decision: one settling, reopened or dropped changes that hour's token.
+    The plant is on India's clock (UTC+05:30), so the horizon's floor, a
+    local day's start, falls inside a UTC hour and drops part of it."""
+    config = EngineConfig.model_validate({"production_day": {"timezone": "Asia/Kolkata"}})
+    engine = Engine(config, auto_watermark=False)
+
+    def advance(hours: float, day: int = 0) -> None:
+        engine.advance(parse_event(ef.state(ef.at(hours, day), "running")).ts_us)
+
+    for n in range(3):
+        engine.ingest(parse_event(ef.order(f"o{n}", ef.at(17), ef.at(20, day=3))))
+    engine.ingest(parse_event(ef.closed("o0", ef.at(18.1))))  # 18:06 UTC
+    advance(18.2)
+    first = of_settled(check(engine, {}))
+    assert len(first) == 1
+    engine.ingest(parse_event(ef.closed("o1", ef.at(18.6))))  # 18:36, the same UTC hour
+    advance(18.7)
+    after = of_settled(check(engine, first))
+    assert after.keys() == first.keys() and after != first
+    engine.ingest(parse_event(ef.shipment("o1", ef.at(18.55), qty=10)))  # late: reopens o1
+    assert "o1" not in engine.book.settled
+    again = of_settled(check(engine, after))
+    assert again != after
+    advance(18.8)  # o1 settles again
+    settled = of_settled(check(engine, again))
+    advance(18.9, day=1)  # the floor is the local day's start, 18:30 UTC: o0 goes, o1 stays
+    assert list(engine.book.settled) == ["o1"]
+    assert of_settled(check(engine, settled)) != settled

@@ -180,7 +180,7 @@ def test_an_engines_lazy_snapshot_has_the_bytes_of_its_eager_one() -> None:
     # The same sections but the machines', whose pending events are cut by
     # slice, the seen ids', which come as runs, and the open orders' and
     # originals', which come in their owners' buckets (by opening, by minute).
-    owned = ("machines", "seen", "book.open#", "stock.originals#")
+    owned = ("machines", "seen", "book.open#", "book.settled#", "stock.originals#")
     lazy_bytes, eager_bytes = dumped(lazy), dumped(eager)
     assert {n: b for n, b in lazy_bytes.items() if not n.startswith(owned)} == {
         n: b for n, b in eager_bytes.items() if not n.startswith(owned)
