@@ -38,12 +38,12 @@ from typing import Any
 
 from streams.open_order import OpenOrder, OrderRule, Shipment
 from streams.perfect_order import OrderVerdict
+from streams.pointlog import HOUR_US
 
 __all__ = ["OpenOrder", "OrderBook", "OrderRule", "Shipment"]
 
 BUCKET_ORDERS = 256
 """Orders opened into one snapshot bucket (`OrderBook.open_bucket`)."""
-_HOUR_US = 3_600_000_000
 
 
 def settled_row(entry: tuple[OpenOrder, OrderVerdict | None]) -> list[Any]:
@@ -59,7 +59,7 @@ def settled_bucket(entry: tuple[OpenOrder, OrderVerdict | None]) -> int:
     oldest's, not every hour's of the revision horizon."""
     order, verdict = entry
     at = verdict.decided_us if verdict is not None else order.cancelled_us or 0
-    return at // _HOUR_US
+    return at // HOUR_US
 
 
 class OrderBook:
