@@ -37,7 +37,15 @@ from streams.windows import WindowSet
 
 MachineKey = tuple[str, str, str]
 BUCKET_CODE = {bucket: i for i, bucket in enumerate(STATE_BUCKETS)}
-_ATTRS = tuple(f"{bucket}_us" for bucket in STATE_BUCKETS)
+_FIELDS = (
+    *(f"{bucket}_us" for bucket in STATE_BUCKETS),
+    "ideal_us",
+    "total",
+    "good",
+    "failures",
+    "outside_running",
+)
+"""The order of `_apply`'s sums: `OeeState`'s number fields (a test keeps them in step)."""
 _SAFE = 1 << 62  # a sum of values below _SAFE / n over n values fits int64
 
 
@@ -55,13 +63,14 @@ def spread_columns(
     segments: Sequence[tuple[int, Segment]],
     mkeys: Sequence[MachineKey],
     sizes: tuple[tuple[int, str], ...],
-    state_of: Callable[[Window, MachineKey], OeeState],
+    states_of: Callable[[Window], dict[MachineKey, OeeState]],
 ) -> bool:
     """Add `segments` ((machine index into `mkeys`, segment), in the order the
-    per-segment path spreads them) to their windows' states. False, having
+    per-segment path spreads them) to their windows' states (`states_of`: a
+    window's states by machine, the engine's `oee[window]`). False, having
     changed nothing, when the segments are out of the columnar path's range."""
     rows = segment_rows(segments)
-    return rows is not None and spread_rows(*rows, mkeys, sizes, state_of)
+    return rows is not None and spread_rows(*rows, mkeys, sizes, states_of)
 
 
 def segment_rows(
@@ -104,7 +113,7 @@ def spread_rows(
     reason_names: Sequence[str],
     mkeys: Sequence[MachineKey],
     sizes: tuple[tuple[int, str], ...],
-    state_of: Callable[[Window, MachineKey], OeeState],
+    states_of: Callable[[Window], dict[MachineKey, OeeState]],
 ) -> bool:
     """Add a close's time rows (g, m, start, end, bucket, reason) and marker
     rows (g, m, ts, total, good, ideal_us, outside-running total, failures)
@@ -124,7 +133,7 @@ def spread_rows(
     if not _codes_fit(pieces, markers, sizes, n_machines=len(mkeys)):
         return False
     points = [_mark(markers, size, z) for z, (size, _) in enumerate(sizes)]
-    _apply(pieces, points, sizes, mkeys, list(reason_names), state_of)
+    _apply(pieces, points, sizes, mkeys, list(reason_names), states_of)
     return True
 
 
@@ -156,7 +165,7 @@ def _apply(
     sizes: tuple[tuple[int, str], ...],
     mkeys: Sequence[MachineKey],
     reason_names: list[str],
-    state_of: Callable[[Window, MachineKey], OeeState],
+    states_of: Callable[[Window], dict[MachineKey, OeeState]],
 ) -> None:
     """Sum per state and add to the engine's states in first-touch order."""
     piece = np.concatenate(pieces)
@@ -189,30 +198,44 @@ def _apply(
         piece_group[lossy], piece[lossy, 5], piece[lossy, 6], rank[:n_pieces][lossy]
     )
 
-    windows: dict[tuple[int, int], Window] = {}
+    # One row of sums per state, in `OeeState`'s field order: the buckets
+    # (`STATE_BUCKETS` is that order), then ideal_us, total, good, failures,
+    # outside_running. A state made here is made with its sums.
+    sums = np.concatenate((buckets, units[:, [2, 0, 1, 4, 3]]), axis=1).tolist()
+    tables: dict[tuple[int, int], dict[MachineKey, OeeState]] = {}
     states = []
-    for z, k, m in keys:
-        window = windows.get((z, k))
-        if window is None:
+    for (z, k, m), row in zip(keys, sums, strict=True):
+        table = tables.get((z, k))
+        if table is None:
             size, label = sizes[z]
-            window = windows[z, k] = Window(k * size, k * size + size, label)
-        states.append(state_of(window, mkeys[m]))
-    nonzero = np.nonzero(buckets)
-    for i, b, value in zip(*(a.tolist() for a in nonzero), buckets[nonzero].tolist(), strict=True):
-        attr, state = _ATTRS[b], states[i]
-        setattr(state, attr, getattr(state, attr) + value)
-    for i in np.flatnonzero(units.any(axis=1)).tolist():
-        total, good, ideal_us, outside, failures = units[i].tolist()
-        state = states[i]
-        state.total += total
-        state.good += good
-        state.ideal_us += ideal_us
-        state.outside_running += outside
-        state.failures += failures
+            table = tables[z, k] = states_of(Window(k * size, k * size + size, label))
+        mkey = mkeys[m]
+        state = table.get(mkey)
+        if state is None:
+            state = table[mkey] = OeeState(*row)
+        else:
+            _add_row(state, row)
+        states.append(state)
     for i, reason, value in by_reason:
         held = states[i].downtime_by_reason_us
         name = reason_names[reason]
         held[name] = held.get(name, 0) + value
+
+
+def _add_row(state: OeeState, row: list[int]) -> None:
+    """Add a row of `_apply`'s sums to a state that holds some already."""
+    running, idle, down, setup, planned_stop, no_data, ideal, total, good, failures, outside = row
+    state.running_us += running
+    state.idle_us += idle
+    state.down_us += down
+    state.setup_us += setup
+    state.planned_stop_us += planned_stop
+    state.no_data_us += no_data
+    state.ideal_us += ideal
+    state.total += total
+    state.good += good
+    state.failures += failures
+    state.outside_running += outside
 
 
 def _reason_sums(
@@ -221,12 +244,17 @@ def _reason_sums(
     """(state, reason, sum) per state and reason, each state's in first-touch order."""
     if not len(group):
         return []
-    pairs, inverse = np.unique(np.column_stack((group, reason)), axis=0, return_inverse=True)
+    # (state, reason) as one number: sorting it sorts the pairs.
+    n_reasons = int(reason.max()) + 1
+    pairs, inverse = np.unique(group * n_reasons + reason, return_inverse=True)
     inverse = inverse.reshape(-1)
     sums = np.zeros(len(pairs), dtype=np.int64)
     np.add.at(sums, inverse, value)
-    order = np.lexsort((_first(inverse, rank, len(pairs)), pairs[:, 0]))
-    return [(int(pairs[i, 0]), int(pairs[i, 1]), int(sums[i])) for i in order]
+    states, reasons = pairs // n_reasons, pairs % n_reasons
+    order = np.lexsort((_first(inverse, rank, len(pairs)), states))
+    return list(
+        zip(states[order].tolist(), reasons[order].tolist(), sums[order].tolist(), strict=True)
+    )
 
 
 def _codes_fit(

@@ -148,7 +148,11 @@ class MachineSide:
         for m, timeline in enumerate(timelines):
             segments += ((m, seg) for seg in self._segments(timeline, until_us, out, inclusive))
         big = len(segments) >= self.columnar_min
-        if plain is not None and big and spread_columns(segments, mkeys, plain, self._oee_state):
+        if (
+            plain is not None
+            and big
+            and spread_columns(segments, mkeys, plain, self.engine.oee.__getitem__)
+        ):
             return
         for m, segment in segments:
             mkey = mkeys[m]
@@ -180,7 +184,7 @@ class MachineSide:
             hold_us=engine.hold_us,
         )
         if rows is None or not spread_rows(
-            rows.times, rows.markers, rows.reason_names, mkeys, sizes, self._oee_state
+            rows.times, rows.markers, rows.reason_names, mkeys, sizes, self.engine.oee.__getitem__
         ):
             return False
         for m, points, _ in rows.taken:

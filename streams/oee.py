@@ -94,8 +94,19 @@ class OeeState:
 
     def merge(self, other: OeeState) -> OeeState:
         """In-place sum with another state; returns self."""
-        for name in _SUMMED:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Field by field, not a loop over `_SUMMED`: a close merges every
+        # machine's state into its line's and site's (a test keeps the list whole).
+        self.running_us += other.running_us
+        self.idle_us += other.idle_us
+        self.down_us += other.down_us
+        self.setup_us += other.setup_us
+        self.planned_stop_us += other.planned_stop_us
+        self.no_data_us += other.no_data_us
+        self.ideal_us += other.ideal_us
+        self.total += other.total
+        self.good += other.good
+        self.failures += other.failures
+        self.outside_running += other.outside_running
         reasons = self.downtime_by_reason_us
         for key, value in other.downtime_by_reason_us.items():
             reasons[key] = reasons.get(key, 0) + value
@@ -129,15 +140,23 @@ class OeeState:
 
     def result(self) -> dict[str, Any]:
         """Seconds, counts and ratios in the field names of the `oee` record."""
-        availability = ratio(self.running_us, self.planned_us)
-        performance = ratio(self.ideal_us, self.running_us)
-        quality = ratio(self.good, self.total)
-        parts = (availability, performance, quality)
-        oee = None if None in parts else availability * performance * quality  # type: ignore[operator]
+        # Written out with locals (a close makes one per machine and window);
+        # the same operations in the same order as `ratio` would do them.
+        running, down, failures = self.running_us, self.down_us, self.failures
+        planned = running + self.idle_us + down + self.setup_us
+        availability = running / planned if planned else None
+        performance = self.ideal_us / running if running else None
+        quality = self.good / self.total if self.total else None
+        oee = (
+            None
+            if availability is None or performance is None or quality is None
+            else availability * performance * quality
+        )
+        reasons = self.downtime_by_reason_us
         return {
-            "planned_s": self.planned_us / US,
-            "running_s": self.running_us / US,
-            "down_s": self.down_us / US,
+            "planned_s": planned / US,
+            "running_s": running / US,
+            "down_s": down / US,
             "setup_s": self.setup_us / US,
             "idle_s": self.idle_us / US,
             "planned_stop_s": self.planned_stop_us / US,
@@ -145,17 +164,17 @@ class OeeState:
             "ideal_s": self.ideal_us / US,
             "total": self.total,
             "good": self.good,
-            "failures": self.failures,
+            "failures": failures,
             "units_outside_running": self.outside_running,
             "availability": availability,
             "performance": performance,
             "quality": quality,
             "oee": oee,
-            "mtbf_s": ratio(self.running_us / US, self.failures),
-            "mttr_s": ratio(self.down_us / US, self.failures),
-            "downtime_by_reason_s": {
-                k: v / US for k, v in sorted(self.downtime_by_reason_us.items())
-            },
+            "mtbf_s": running / US / failures if failures else None,
+            "mttr_s": down / US / failures if failures else None,
+            "downtime_by_reason_s": (
+                {k: v / US for k, v in sorted(reasons.items())} if reasons else {}
+            ),
             # Performance above 1 means the ideal cycle time is set too slow:
             # exported as it is, flagged for data quality, never clipped.
             "performance_above_ideal": performance is not None and performance > 1.0,

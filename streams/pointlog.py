@@ -60,10 +60,11 @@ class PointLog:
         return _RECORD.unpack_from(self._data)[0] if self._data else None
 
     def extend(self, points: Iterable[tuple[Any, ...]]) -> None:
-        touched = self.touched
-        for point in points:
-            self._data += self._pack(point)
-            touched.add(point[0] // HOUR_US)
+        points = list(points)
+        if points:
+            pack = self._pack
+            self._data += b"".join([pack(point) for point in points])
+            self.touched.update({point[0] // HOUR_US for point in points})
 
     @property
     def raw(self) -> bytes:

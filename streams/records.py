@@ -7,6 +7,7 @@ so the live pipeline and `kpimon replay` print the very same bytes.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
@@ -96,6 +97,13 @@ def typed(record: Mapping[str, Any]) -> Record:
 
 def window_fields(window: Window) -> dict[str, Any]:
     """Label and UTC bounds; plus the local production `date` of a dated window."""
+    return dict(_window_fields(window))
+
+
+@functools.lru_cache(maxsize=1024)
+def _window_fields(window: Window) -> dict[str, Any]:
+    """`window_fields`, made once per window: a close writes them into a
+    record per machine (never handed out: callers get a copy)."""
     fields = {"window": window.label, "start": iso(window.start_us), "end": iso(window.end_us)}
     if window.date is not None:
         fields["date"] = window.date

@@ -150,3 +150,10 @@ def test_a_simulated_plant_gives_the_same_bytes(settings_: dict[str, Any], colum
     events = simulated(8)
     cuts = list(range(300, len(events), 300))
     assert run(config, events, cuts, columns=True) == run(config, events, cuts, columns=False)
+
+
+def test_the_sums_are_in_the_order_of_the_states_fields() -> None:
+    # `_apply` makes a new state from a row of sums by position.
+    from streams import columnar, oee
+
+    assert columnar._FIELDS == oee._SUMMED

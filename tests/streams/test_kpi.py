@@ -111,3 +111,33 @@ def test_oee_add_is_add_time_and_add_units() -> None:
     by_parts.add_time("down", 600, "jam")
     by_parts.add_units(10, 9, 40)
     assert by_add == by_parts
+
+
+def test_oee_merge_and_subtract_cover_every_summed_field() -> None:
+    # `merge` names its fields one by one: a field added to OeeState must be summed too.
+    from streams.oee import _SUMMED
+
+    for i, name in enumerate(_SUMMED, start=1):
+        one = OeeState(**{name: i}, downtime_by_reason_us={"jam": i})
+        merged = OeeState().merge(one).merge(one)
+        assert getattr(merged, name) == 2 * i, name
+        assert merged.to_dict() == {
+            **OeeState().to_dict(),
+            name: 2 * i,
+            "downtime_by_reason_us": {"jam": 2 * i},
+        }
+        assert merged.subtract(one) == one
+
+
+def test_oee_result_ratios_follow_the_definitions() -> None:
+    state = OeeState(running_us=45, idle_us=5, down_us=7, setup_us=3, ideal_us=40, total=9, good=8)
+    state.failures = 2
+    r = state.result()
+    assert r["availability"] == 45 / (45 + 5 + 7 + 3)
+    assert r["performance"] == 40 / 45 and r["quality"] == 8 / 9
+    assert r["oee"] == (45 / 60) * (40 / 45) * (8 / 9)
+    assert r["mtbf_s"] == 45 / 1_000_000 / 2 and r["mttr_s"] == 7 / 1_000_000 / 2
+    empty = OeeState().result()
+    assert empty["availability"] is empty["performance"] is empty["quality"] is None
+    assert empty["oee"] is empty["mtbf_s"] is empty["mttr_s"] is None
+    assert empty["downtime_by_reason_s"] == {} and empty["performance_above_ideal"] is False
