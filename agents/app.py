@@ -26,6 +26,7 @@ from agents.metrics import install_metrics
 from agents.private_api import (
     committed_offset,
     delete_table_row,
+    hand_over_directly,
     limit_fetch_wait,
     mark_read_back,
     set_table_row,
@@ -56,6 +57,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         patch_faust_for_embedded()
     app = faust.App(w.app_id, **app_options(settings, broker_url, embedded=embedded))
     limit_fetch_wait(app, k.fetch_max_wait)
+    hand_over_directly(app.consumer)  # no tasks a message in Faust's fetch loop
     bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     engine_topic = app.topic(s.engine, partitions=s.engine_partitions, **RAW)
     ingestion, engine, ticks = _parts(app, runtime, bootstrap, engine_topic)

@@ -14,14 +14,17 @@ check each function here against the new sources, run the tests, then raise
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import re
+import types
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web as aiohttp_web
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from mode.services import WaitResults
 
 from agents.outbox import kept
 
@@ -37,6 +40,7 @@ __all__ = [
     "delete_table_row",
     "consumer_client",
     "fetch_committed_offsets",
+    "hand_over_directly",
     "limit_fetch_wait",
     "mark_read_back",
     "reads_committed",
@@ -180,6 +184,84 @@ def limit_fetch_wait(app: faust.App, seconds: float) -> None:
         return consumer
 
     thread._create_worker_consumer = create_worker_consumer
+
+
+def hand_over_directly(consumer: Any) -> None:
+    """Hand each fetched message to the streams without four tasks a message.
+
+    Faust's fetch loop (`Consumer._drain_messages`) hands every message over
+    with `self.wait_first(callback(message), self.suspend_flow.wait())`, so
+    that a rebalance (`suspend_flow`) abandons a hand-over stuck on a full
+    stream buffer. `mode`'s `wait_first` makes a task for each awaitable and
+    for the service's stopped and crashed events, waits, then cancels the
+    losers: per message, whether or not the hand-over ever waits. Measured
+    with a Faust agent that does nothing on single-event messages: about a
+    fifth of its time (11,000 msg/s, 12,700 with this).
+
+    This wraps the consumer's `wait_first` (an attribute of the instance;
+    Faust's code is unchanged): for that one call, recognised by its second
+    awaitable being `suspend_flow.wait()`, the hand-over coroutine is run
+    up to its first wait here. Most finish there (the buffer had room): done,
+    no task made. One that waits continues inside Faust's own `wait_first`
+    against `suspend_flow`, as before. Any other call goes to Faust's.
+    """
+    original = consumer.wait_first
+    flow_wait = asyncio.Event.wait.__code__
+
+    def is_flow_wait(awaitable: Any) -> bool:
+        frame = getattr(awaitable, "cr_frame", None)
+        return (
+            frame is not None
+            and awaitable.cr_code is flow_wait
+            and frame.f_locals.get("self") is consumer.suspend_flow
+        )
+
+    async def wait_first(*coros: Any, timeout: Any = None) -> WaitResults:
+        if not (
+            timeout is None
+            and len(coros) == 2
+            and asyncio.iscoroutine(coros[0])
+            and is_flow_wait(coros[1])
+        ):
+            return await original(*coros, timeout=timeout)
+        handing, flow = coros
+        try:
+            yielded = handing.send(None)
+        except StopIteration as done:
+            flow.close()
+            if consumer._stopped.is_set() or consumer._crashed.is_set():
+                return WaitResults([], [], True)  # as Faust's answers then
+            return WaitResults([handing], [done.value], False)
+        except BaseException:
+            flow.close()
+            raise
+        return await original(_resumed(handing, yielded), flow)
+
+    consumer.wait_first = wait_first
+
+
+async def _resumed(coro: Any, yielded: Any) -> Any:
+    """Await the rest of `coro`, which already ran up to yielding `yielded`."""
+    return await _continue(coro, yielded)
+
+
+@types.coroutine
+def _continue(coro: Any, yielded: Any) -> Any:
+    # What `yield from coro` does, from a coroutine's first yield on: each
+    # value it yields goes to the task, each answer (or exception) back in.
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def set_table_row(table: faust.Table, partition: int, key: str, value: Any) -> Any:

@@ -281,3 +281,116 @@ def test_a_page_streams_its_chunks_on_the_aiohttp_request_faust_hands_it() -> No
     status, content_type, body = asyncio.run(fetch())
     assert (status, content_type) == (200, "text/plain; version=0.0.4")
     assert body == b"chunk 0\nchunk 1\nchunk 2\n" and written == [b"0", b"1", b"2"]
+
+
+# ------------------------------------------------- the fetch loop's hand-over
+
+
+def test_faust_hands_messages_over_as_hand_over_directly_expects() -> None:
+    """`hand_over_directly` recognises one call of Faust's fetch loop; if a
+    release words it otherwise, the wrapper would quietly stop applying."""
+    import inspect
+
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "await self.wait_first(" in source
+    assert "callback(message), self.suspend_flow.wait()" in source
+
+
+def _with_direct_hand_over(body: Any) -> Any:
+    """Run `body(consumer, calls)` on a never-started Faust consumer whose
+    `wait_first` is wrapped; `calls` lists the calls that reached Faust's."""
+    import asyncio
+
+    import faust
+
+    async def run() -> Any:
+        consumer = faust.App("t-hand-over", broker="kafka://127.0.0.1:1").consumer
+        faust_wait_first = consumer.wait_first
+        calls: list[tuple[Any, ...]] = []
+
+        async def spy(*coros: Any, timeout: Any = None) -> Any:
+            calls.append(coros)
+            return await faust_wait_first(*coros, timeout=timeout)
+
+        consumer.wait_first = spy
+        private_api.hand_over_directly(consumer)
+        return await body(consumer, calls)
+
+    return asyncio.run(run())
+
+
+def test_a_hand_over_that_does_not_wait_makes_no_task() -> None:
+    async def body(consumer: Any, calls: list[Any]) -> None:
+        async def handing() -> int:
+            return 7
+
+        flow = consumer.suspend_flow.wait()
+        coro = handing()
+        result = await consumer.wait_first(coro, flow)
+        assert (result.done, result.results, result.stopped) == ([coro], [7], False)
+        assert calls == []  # Faust's wait_first, and its tasks, never ran
+        assert flow.cr_frame is None  # closed: no "never awaited" warning
+
+    _with_direct_hand_over(body)
+
+
+def test_a_hand_over_that_waits_finishes_inside_faust_wait_first() -> None:
+    import asyncio
+
+    async def body(consumer: Any, calls: list[Any]) -> None:
+        room = asyncio.get_running_loop().create_future()
+
+        async def handing() -> str:
+            await asyncio.sleep(0)  # a first step that returns to the loop
+            return await room  # a full buffer, until there is room
+
+        asyncio.get_running_loop().call_later(0.01, room.set_result, "put")
+        result = await consumer.wait_first(handing(), consumer.suspend_flow.wait())
+        assert result.results == ["put"] and not result.stopped
+        assert len(calls) == 1
+
+    _with_direct_hand_over(body)
+
+
+def test_a_rebalance_abandons_a_waiting_hand_over() -> None:
+    import asyncio
+
+    async def body(consumer: Any, calls: list[Any]) -> None:
+        abandoned = asyncio.Event()
+
+        async def handing() -> None:
+            try:
+                await asyncio.get_running_loop().create_future()  # never room
+            except asyncio.CancelledError:
+                abandoned.set()
+                raise
+
+        asyncio.get_running_loop().call_later(0.01, consumer.suspend_flow.set)
+        result = await consumer.wait_first(handing(), consumer.suspend_flow.wait())
+        assert result.results == [True]  # suspend_flow won
+        await asyncio.wait_for(abandoned.wait(), 5)
+        assert len(calls) == 1
+
+    _with_direct_hand_over(body)
+
+
+def test_a_failing_hand_over_raises_and_other_waits_go_to_faust() -> None:
+    import asyncio
+
+    async def body(consumer: Any, calls: list[Any]) -> None:
+        async def failing() -> None:
+            raise ValueError("undecodable")
+
+        flow = consumer.suspend_flow.wait()
+        with pytest.raises(ValueError, match="undecodable"):
+            await consumer.wait_first(failing(), flow)
+        assert flow.cr_frame is None and calls == []
+        other = asyncio.Event()
+        other.set()
+        await consumer.wait_first(other.wait(), consumer.suspend_flow.wait(), timeout=1)
+        await consumer.wait_first(asyncio.sleep(0), other.wait())
+        assert len(calls) == 2  # a timeout, or not suspend_flow: Faust's own
+
+    _with_direct_hand_over(body)
