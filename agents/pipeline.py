@@ -173,6 +173,10 @@ class Shard:
                     yield name, Tokened(_dumping(value.make), value.token)
                 else:
                     yield name, orjson.dumps(value)
+            # Freed here, by reference counting, before the collector is back:
+            # its first collection would otherwise walk all of them (the
+            # containers made since the pause), 40-100 ms at 450,000 events.
+            parts = value = None
 
     @classmethod
     def from_sections(

@@ -1179,3 +1179,37 @@ def test_a_snapshot_fits_in_chunks_of_the_default_size() -> None:
 def test_empty_state_is_one_empty_chunk() -> None:
     assert chunks("") == [""]
     assert chunks("", 4) == [""]
+
+
+def test_a_snapshot_frees_its_cut_state_before_the_collector_is_back(
+    plant_day: tuple[list[bytes], Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is paused while a snapshot is cut (`_cyclic_gc_paused`):
+    the containers made meanwhile must be gone when it resumes, else its first
+    collection walks them all (40-100 ms a snapshot at 450,000 events)."""
+    import gc
+
+    import agents.pipeline as pipeline
+
+    _, feed = plant_day
+    pending_at_enable: list[int] = []
+
+    class Watched:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gc, name)
+
+        def enable(self) -> None:
+            # What the first collection will walk: containers made, not yet freed.
+            pending_at_enable.append(len(gc.get_objects(generation=0)))
+            gc.enable()
+
+    monkeypatch.setattr(pipeline, "gc", Watched())
+    gc.collect()
+    made = 0
+    for _, section in feed.shard.iter_sections(tokened=True):  # as a snapshot's plan takes them
+        data = section if isinstance(section, bytes) else section.value()
+        made += len(orjson.loads(data))
+    del section
+    assert gc.isenabled() and len(pending_at_enable) == 1
+    assert made > 1000  # the cut state is that many containers and more
+    assert pending_at_enable[0] < made / 10
