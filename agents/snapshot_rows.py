@@ -75,42 +75,59 @@ def plan(
     plan's `memo` holds, with its rows present, is referenced without being
     made: a snapshot of a busy plant skips the slices no event changed.
     """
-    planned = Planned()
-    memo = memo or {}
-    have: dict[str, int] = {}  # digest -> chunks, of the rows in the table
-    for key in present:
-        digest, chunk = key.rsplit("/", 2)[1:]
-        have[digest] = max(have.get(digest, 0), int(chunk) + 1)
+    planner = Planner(partition, present, memo)
+    for name, data in sections:
+        planner.add(name, data)
+    return planner.finish()
 
-    def add(data: bytes) -> list[object]:
+
+class Planner:
+    """`plan`, a section at a time: `add` each, then `finish` (a caller may
+    return to its event loop between sections)."""
+
+    def __init__(self, partition: int, present: Iterable[str], memo: Memo | None = None) -> None:
+        self.partition = partition
+        self.planned = Planned()
+        self.memo = memo or {}
+        self.have: dict[str, int] = {}  # digest -> chunks, of the rows in the table
+        for key in present:
+            digest, chunk = key.rsplit("/", 2)[1:]
+            self.have[digest] = max(self.have.get(digest, 0), int(chunk) + 1)
+        self.families: dict[str, dict[str, list[object]]] = {}
+
+    def _rows(self, data: bytes) -> list[object]:
+        planned, have = self.planned, self.have
         digest = hashlib.sha256(data).hexdigest()[:32]
         count = have.get(digest)
         if count is None:  # not in the table: decoded and cut only then
             parts = chunks(data.decode())
             count = have[digest] = len(parts)
-            planned.rows.extend(zip(row_keys(partition, digest, count), parts, strict=True))
-        planned.referenced.update(row_keys(partition, digest, count))
+            planned.rows.extend(zip(row_keys(self.partition, digest, count), parts, strict=True))
+        planned.referenced.update(row_keys(self.partition, digest, count))
         return [digest, count]
 
-    def add_section(name: str, data: bytes | Tokened) -> list[object]:
+    def add(self, name: str, data: bytes | Tokened) -> None:
+        """One section: its rows, unless a known token says they are there."""
+        self.families.setdefault(family(name), {})[name] = self._section(name, data)
+
+    def _section(self, name: str, data: bytes | Tokened) -> list[object]:
         if not isinstance(data, Tokened):
-            return add(data)
-        known = memo.get(name)
-        if known is not None and known[0] == data.token and have.get(known[1]) == known[2]:
-            planned.referenced.update(row_keys(partition, known[1], known[2]))
-            planned.memo[name] = known
+            return self._rows(data)
+        known = self.memo.get(name)
+        if known is not None and known[0] == data.token and self.have.get(known[1]) == known[2]:
+            self.planned.referenced.update(row_keys(self.partition, known[1], known[2]))
+            self.planned.memo[name] = known
             return [known[1], known[2]]
-        digest, count = where = add(data.value())
-        planned.memo[name] = (data.token, digest, count)  # type: ignore[assignment]
+        digest, count = where = self._rows(data.value())
+        self.planned.memo[name] = (data.token, digest, count)  # type: ignore[assignment]
         return where
 
-    families: dict[str, dict[str, list[object]]] = {}
-    for name, data in sections:
-        families.setdefault(family(name), {})[name] = add_section(name, data)
-    index = {name: add(orjson.dumps(where)) for name, where in families.items()}
-    manifest = {"version": VERSION, "index": add(orjson.dumps(index))}
-    planned.rows.append((manifest_key(partition), orjson.dumps(manifest).decode()))
-    return planned
+    def finish(self) -> Planned:
+        """The index of every family, then the manifest, last."""
+        index = {name: self._rows(orjson.dumps(where)) for name, where in self.families.items()}
+        manifest = {"version": VERSION, "index": self._rows(orjson.dumps(index))}
+        self.planned.rows.append((manifest_key(self.partition), orjson.dumps(manifest).decode()))
+        return self.planned
 
 
 def family(section: str) -> str:

@@ -259,3 +259,67 @@ def test_forget_on_revoke_drops_the_partitions_state() -> None:
         {},
         {},
     )
+
+
+def _turns_during_snapshot(runner: EngineRunner, wire: Wire) -> tuple[int, int]:
+    """(loop turns another task got while a snapshot was planned, rows written)."""
+    rt = runner.runtime
+
+    async def main() -> tuple[int, int]:
+        await runner.step(event(0), wire.ack)
+        turns = 0
+        planning = True
+
+        async def other_agent() -> None:
+            nonlocal turns
+            while planning:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_agent())
+        await asyncio.sleep(0)
+        turns = 0
+        await runner.snapshot(0, rt.shards[0], wire.ack)
+        planning = False
+        await other
+        await runner.settled(0)
+        return turns, len([kind for kind in wire.kinds() if kind == "row"])
+
+    return asyncio.run(main())
+
+
+def test_a_snapshot_plan_returns_to_the_event_loop_between_sections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a snapshot is planned, the ingest agent and the pages go on: the
+    plan gives the loop a turn whenever it has held it `PLAN_SLICE_S`."""
+    monkeypatch.setattr("agents.engine_runner.PLAN_SLICE_S", 0.0)
+    wire = Wire()
+    turns, _ = _turns_during_snapshot(make(wire), wire)
+    monkeypatch.setattr("agents.engine_runner.PLAN_SLICE_S", 3600.0)
+    wire = Wire()
+    held_turns, held_rows = _turns_during_snapshot(make(wire), wire)
+    assert held_turns <= 1  # one plan, the loop held throughout
+    assert turns > 10  # a turn after every section
+    assert held_rows > 0
+
+
+def test_a_partition_revoked_while_its_snapshot_is_planned_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agents.engine_runner.PLAN_SLICE_S", 0.0)
+    wire = Wire()
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        snapshot = asyncio.create_task(runner.snapshot(0, rt.shards[0], wire.ack))
+        await asyncio.sleep(0)  # the plan has begun
+        assert not snapshot.done()
+        await runner.forget(0, settle_s=0.0)
+        await snapshot
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+    assert "row" not in wire.kinds() and "acked" not in wire.kinds()
