@@ -235,15 +235,18 @@ class EngineRunner:
         with contextlib.closing(shard.iter_sections(tokened=True)) as sections:
             for name, data in sections:
                 planner.add(name, data)
-                if time.monotonic() - began >= PLAN_SLICE_S:
-                    held_s += time.monotonic() - began
+                held = time.monotonic() - began
+                if held >= PLAN_SLICE_S:
+                    held_s += held
                     await asyncio.sleep(0)
                     began = time.monotonic()
         planned = planner.finish()
         return planned, held_s + time.monotonic() - began
 
     def save_shard(self, partition: int, shard: Shard) -> list[Awaitable[Any]]:
-        """Plan and write a snapshot in one step (`plan_shard` and `write_planned`)."""
+        """Plan and write a snapshot in one synchronous step, for callers outside
+        the worker's loop (tests); the worker snapshots through `plan_shard`,
+        which plans the same rows, and `write_planned`."""
         planned = snapshot_rows.plan(
             partition,
             shard.iter_sections(tokened=True),
