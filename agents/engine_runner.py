@@ -93,6 +93,7 @@ class EngineRunner:
         self.written_bytes: dict[int, int] = {}  # by the last snapshot, per partition
         self.in_flight: dict[int, asyncio.Future[None]] = {}  # delivery, then acks (`snapshot`)
         self.memos: dict[int, snapshot_rows.Memo] = {}  # sections the last plan made
+        self.forgetting: set[int] = set()  # revoked, `forget` not done: no snapshot starts
 
     async def step(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
         """Apply one engine-topic event (its `message`), publish what it gives,
@@ -135,9 +136,11 @@ class EngineRunner:
         """
         await self.settled(partition)
         rt = self.runtime
+        if partition in self.forgetting:
+            return  # revoked: nothing written, the next owner goes on
         planned, held_s = await self.plan_shard(partition, shard)
         if rt.shards.get(partition) is not shard:
-            return  # revoked while planned: nothing written, the next owner goes on
+            return  # revoked while planned: forget has dropped the shard
         began = time.monotonic()
         delivered = self.write_planned(partition, planned)
         rt.snapshot_at[partition] = time.monotonic()
@@ -157,10 +160,17 @@ class EngineRunner:
         )
 
     async def settled(self, partition: int) -> None:
-        """Wait for the partition's snapshot in flight, if any (raising what it raised)."""
-        task = self.in_flight.pop(partition, None)
-        if task is not None:
-            await task
+        """Wait for the partition's snapshot in flight, if any (raising what it
+        raised; one that `forget` gave up is over). It stays in `in_flight`
+        while waited for, so a revocation meanwhile waits for it too."""
+        task = self.in_flight.get(partition)
+        if task is None:
+            return
+        await asyncio.wait({task})
+        if self.in_flight.get(partition) is task:
+            del self.in_flight[partition]
+        if not task.cancelled():
+            task.result()
 
     async def _acknowledge(
         self,
@@ -345,8 +355,18 @@ class EngineRunner:
 
     async def forget(self, partition: int, settle_s: float) -> None:
         """Drop a revoked engine partition's state; the next owner sends the rest."""
-        rt = self.runtime
         began = time.monotonic()
+        # From here no snapshot of the partition starts or is written: one
+        # due in a step meanwhile would write after (and over) what the
+        # next owner restores.
+        self.forgetting.add(partition)
+        try:
+            await self._forget(partition, settle_s, began)
+        finally:
+            self.forgetting.discard(partition)
+
+    async def _forget(self, partition: int, settle_s: float, began: float) -> None:
+        rt = self.runtime
         task = self.in_flight.pop(partition, None)
         if task is not None:  # its deliveries first, as below; acknowledged if in time
             done, _ = await asyncio.wait({task}, timeout=settle_s)

@@ -323,3 +323,52 @@ def test_a_partition_revoked_while_its_snapshot_is_planned_writes_nothing(
 
     asyncio.run(main())
     assert "row" not in wire.kinds() and "acked" not in wire.kinds()
+
+
+def test_no_snapshot_is_written_once_its_partition_is_being_forgotten() -> None:
+    """While `forget` waits for the last snapshot's delivery, a step of the
+    revoked partition can still come due for a snapshot: it writes nothing
+    and leaves nothing in flight (the next owner may be writing already)."""
+    wire = Wire(held=True)
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.snapshot(0, rt.shards[0], wire.ack)  # in flight, held
+        rows = wire.kinds().count("row")
+        forgetting = asyncio.create_task(runner.forget(0, settle_s=3600.0))
+        await asyncio.sleep(0)  # forget waits for the held delivery
+        assert not forgetting.done()
+        await runner.snapshot(0, rt.shards[0], wire.ack)  # the step's, meanwhile
+        assert wire.kinds().count("row") == rows
+        wire.release()
+        await forgetting
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+
+
+def test_forget_waits_for_a_snapshot_that_a_step_is_also_waiting_for() -> None:
+    """A step's next snapshot waits for the last one's delivery; a revocation
+    meanwhile waits for (or gives up) that delivery too, and the step's
+    snapshot then writes nothing and does not fail."""
+    wire = Wire(held=True)
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        await runner.snapshot(0, rt.shards[0], wire.ack)  # in flight, held
+        rows = wire.kinds().count("row")
+        step = asyncio.create_task(runner.snapshot(0, rt.shards[0], wire.ack))
+        await asyncio.sleep(0)  # the step waits for the held delivery
+        await runner.forget(0, settle_s=0.05)  # not delivered in time: given up
+        assert "acked" not in wire.kinds()
+        # No error: the snapshot it waited for was given up, not failed.
+        await asyncio.wait_for(step, timeout=60)
+        assert wire.kinds().count("row") == rows
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+    assert "acked" not in wire.kinds()
