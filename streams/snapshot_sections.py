@@ -443,8 +443,7 @@ def _cut_history(parts: dict[str, Any], name: str, held: HistoryHours, buckets: 
         for hour in log.touched:
             versions[bucket, hour] = generation
         log.touched.clear()
-        raw = log.raw
-        runs = hour_runs(raw)
+        runs = log.hour_runs()
         grouped.setdefault(bucket, []).append(  # no hours: kept whole, as `_cut_points` does
             (k, history, [hour for hour, _, _ in runs] if runs else None)
         )
