@@ -112,7 +112,11 @@ class EngineRunner:
             await self.resumed(msg.partition, shard, msg)
         if msg.offset > shard.next_offset:
             await self.refill(msg.partition, shard, msg.offset)
-        await self.publish(msg.partition, shard.apply(msg.offset, msg.value))
+        if rt.shards.get(msg.partition) is not shard:
+            return  # revoked meanwhile (`forget`): the next owner applies it
+        await self.publish(msg.partition, shard.apply(msg.offset, msg.value), shard)
+        if rt.shards.get(msg.partition) is not shard:
+            return  # revoked while its outputs were put out; not acknowledged
         rt.engine_applied = time.monotonic()
         if msg.key == b"tick":
             rt.last_tick_seen = rt.engine_applied
@@ -143,7 +147,7 @@ class EngineRunner:
         """
         await self.settled(partition)
         rt = self.runtime
-        if partition in self.forgetting:
+        if partition in self.forgetting or rt.shards.get(partition) is not shard:
             return  # revoked: nothing written, the next owner goes on
         planned, held_s = await self.plan_shard(partition, shard)
         if rt.shards.get(partition) is not shard:
@@ -307,10 +311,12 @@ class EngineRunner:
     def _del_row(self, partition: int, key: str) -> None:
         del self.table[key]  # type: ignore[attr-defined]
 
-    async def publish(self, partition: int, out: Output | None) -> None:
-        if out is None:
-            return
+    async def publish(self, partition: int, out: Output | None, shard: Shard) -> None:
+        """Put `shard`'s outputs out; nothing once its partition was revoked
+        (`forget`): the next owner sends them, and its refusals once."""
         rt = self.runtime
+        if out is None or rt.shards.get(partition) is not shard:
+            return
         box = rt.outboxes.setdefault(partition, Outbox(self.send))
         for record in out.records:
             await box.put(self.windows_topic, record_key(record).encode(), orjson.dumps(record))
@@ -339,6 +345,8 @@ class EngineRunner:
         except (KafkaError, OSError) as exc:
             log.warning("could not read back the refusals sent before (%r): sent twice maybe", exc)
             found = set()
+        if self.runtime.shards.get(partition) is not shard:
+            return  # revoked meanwhile (`forget`)
         self.runtime.engine_letters[partition] = found
         log.info(
             "engine partition %s resumed at offset %s: %s refusals sent before",
@@ -355,7 +363,9 @@ class EngineRunner:
         for offset, _, value in await self.read_back(
             "engine", self.engine_topic, partition, shard.next_offset, upto
         ):
-            await self.publish(partition, shard.apply(offset, value or b"{}"))
+            await self.publish(partition, shard.apply(offset, value or b"{}"), shard)
+        if self.runtime.shards.get(partition) is not shard:
+            return  # revoked meanwhile (`forget`)
         # Committable once a snapshot covers them, like the offsets handed over.
         self.runtime.read_back.setdefault(partition, []).append((start, upto))
         shard.next_offset = upto  # what could not be read back is lost (counted)

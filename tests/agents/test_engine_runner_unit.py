@@ -372,3 +372,35 @@ def test_forget_waits_for_a_snapshot_that_a_step_is_also_waiting_for() -> None:
 
     asyncio.run(main())
     assert "acked" not in wire.kinds()
+
+
+def test_a_step_suspended_while_its_partition_is_forgotten_leaves_nothing_behind() -> None:
+    """A revocation can come while a step waits (here: for the refusals an
+    earlier owner sent). The step then applies nothing further: no output,
+    no acknowledgement, no state of the revoked partition made again."""
+    wire = Wire()
+    released = asyncio.Event()
+
+    async def slow_lettered(**_: Any) -> set[tuple[int, int]]:
+        await released.wait()
+        return set()
+
+    runner = make(wire, lettered=slow_lettered, snapshot_interval=1e-9)
+    rt = runner.runtime
+
+    async def main() -> None:
+        step = asyncio.create_task(runner.step(event(0), wire.ack))
+        await settle(lambda: 0 in rt.shards, "the step began")
+        await runner.forget(0, settle_s=0.05)
+        released.set()
+        await asyncio.wait_for(step, timeout=60)  # no error
+
+    asyncio.run(main())
+    assert wire.journal == []
+    assert (rt.shards, rt.unacked, rt.engine_letters, rt.outboxes, rt.read_back) == (
+        {},
+        {},
+        {},
+        {},
+        {},
+    )
