@@ -325,6 +325,13 @@ def test_a_partition_revoked_while_its_snapshot_is_planned_writes_nothing(
     assert "row" not in wire.kinds() and "acked" not in wire.kinds()
 
 
+async def _a_snapshot_held(runner: EngineRunner, wire: Wire) -> int:
+    """Apply a message, snapshot it (its delivery held); the rows written."""
+    await runner.step(event(0), wire.ack)
+    await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
+    return wire.kinds().count("row")
+
+
 def test_no_snapshot_is_written_once_its_partition_is_being_forgotten() -> None:
     """While `forget` waits for the last snapshot's delivery, a step of the
     revoked partition can still come due for a snapshot: it writes nothing
@@ -334,9 +341,7 @@ def test_no_snapshot_is_written_once_its_partition_is_being_forgotten() -> None:
     rt = runner.runtime
 
     async def main() -> None:
-        await runner.step(event(0), wire.ack)
-        await runner.snapshot(0, rt.shards[0], wire.ack)  # in flight, held
-        rows = wire.kinds().count("row")
+        rows = await _a_snapshot_held(runner, wire)
         forgetting = asyncio.create_task(runner.forget(0, settle_s=3600.0))
         await asyncio.sleep(0)  # forget waits for the held delivery
         assert not forgetting.done()
@@ -358,9 +363,7 @@ def test_forget_waits_for_a_snapshot_that_a_step_is_also_waiting_for() -> None:
     rt = runner.runtime
 
     async def main() -> None:
-        await runner.step(event(0), wire.ack)
-        await runner.snapshot(0, rt.shards[0], wire.ack)  # in flight, held
-        rows = wire.kinds().count("row")
+        rows = await _a_snapshot_held(runner, wire)
         step = asyncio.create_task(runner.snapshot(0, rt.shards[0], wire.ack))
         await asyncio.sleep(0)  # the step waits for the held delivery
         await runner.forget(0, settle_s=0.05)  # not delivered in time: given up
