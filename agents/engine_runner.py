@@ -112,11 +112,9 @@ class EngineRunner:
             await self.resumed(msg.partition, shard, msg)
         if msg.offset > shard.next_offset:
             await self.refill(msg.partition, shard, msg.offset)
-        if rt.shards.get(msg.partition) is not shard:
-            return  # revoked meanwhile (`forget`): the next owner applies it
         await self.publish(msg.partition, shard.apply(msg.offset, msg.value), shard)
-        if rt.shards.get(msg.partition) is not shard:
-            return  # revoked while its outputs were put out; not acknowledged
+        if self.revoked(msg.partition, shard):
+            return  # meanwhile: nothing put out, not acknowledged; the next owner applies it
         rt.engine_applied = time.monotonic()
         if msg.key == b"tick":
             rt.last_tick_seen = rt.engine_applied
@@ -147,10 +145,10 @@ class EngineRunner:
         """
         await self.settled(partition)
         rt = self.runtime
-        if partition in self.forgetting or rt.shards.get(partition) is not shard:
+        if partition in self.forgetting or self.revoked(partition, shard):
             return  # revoked: nothing written, the next owner goes on
         planned, held_s = await self.plan_shard(partition, shard)
-        if rt.shards.get(partition) is not shard:
+        if self.revoked(partition, shard):
             return  # revoked while planned: forget has dropped the shard
         began = time.monotonic()
         delivered = self.write_planned(partition, planned)
@@ -169,6 +167,11 @@ class EngineRunner:
                 ack,
             )
         )
+
+    def revoked(self, partition: int, shard: Shard) -> bool:
+        """Whether `shard` is no longer the partition's (`forget` dropped it):
+        a step that waited across a revocation stops at its next look."""
+        return self.runtime.shards.get(partition) is not shard
 
     async def settled(self, partition: int) -> None:
         """Wait for the partition's snapshot in flight, if any (raising what it
@@ -315,7 +318,7 @@ class EngineRunner:
         """Put `shard`'s outputs out; nothing once its partition was revoked
         (`forget`): the next owner sends them, and its refusals once."""
         rt = self.runtime
-        if out is None or rt.shards.get(partition) is not shard:
+        if out is None or self.revoked(partition, shard):
             return
         box = rt.outboxes.setdefault(partition, Outbox(self.send))
         for record in out.records:
@@ -345,7 +348,7 @@ class EngineRunner:
         except (KafkaError, OSError) as exc:
             log.warning("could not read back the refusals sent before (%r): sent twice maybe", exc)
             found = set()
-        if self.runtime.shards.get(partition) is not shard:
+        if self.revoked(partition, shard):
             return  # revoked meanwhile (`forget`)
         self.runtime.engine_letters[partition] = found
         log.info(
@@ -364,7 +367,7 @@ class EngineRunner:
             "engine", self.engine_topic, partition, shard.next_offset, upto
         ):
             await self.publish(partition, shard.apply(offset, value or b"{}"), shard)
-        if self.runtime.shards.get(partition) is not shard:
+        if self.revoked(partition, shard):
             return  # revoked meanwhile (`forget`)
         # Committable once a snapshot covers them, like the offsets handed over.
         self.runtime.read_back.setdefault(partition, []).append((start, upto))

@@ -18,6 +18,7 @@ to the ones put in.
 from __future__ import annotations
 
 import base64
+import itertools
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -182,4 +183,4 @@ def hour_runs(raw: bytes | bytearray) -> list[tuple[int, int, int]] | None:
     if first == int(hours[-1]):  # the usual case: one hour (numpy's r_ costs 9 us a call)
         return [(first, 0, n * size)]
     bounds = [0, *(np.flatnonzero(hours[1:] != hours[:-1]) + 1).tolist(), n]
-    return [(int(hours[a]), a * size, b * size) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [(int(hours[a]), a * size, b * size) for a, b in itertools.pairwise(bounds)]
