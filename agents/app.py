@@ -27,6 +27,7 @@ from agents.private_api import (
     committed_offset,
     delete_table_row,
     hand_over_directly,
+    keep_faust_assignor,
     limit_fetch_wait,
     mark_read_back,
     set_table_row,
@@ -57,29 +58,40 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
         patch_faust_for_embedded()
     app = faust.App(w.app_id, **app_options(settings, broker_url, embedded=embedded))
     limit_fetch_wait(app, k.fetch_max_wait)
+    keep_faust_assignor(app)  # a group may mix roles (worker.role)
     hand_over_directly(app.consumer)  # no tasks a message in Faust's fetch loop
     bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     engine_topic = app.topic(s.engine, partitions=s.engine_partitions, **RAW)
     ingestion, engine, ticks = _parts(app, runtime, bootstrap, engine_topic)
 
-    @app.agent(app.topic(*s.sources(), **RAW), concurrency=1)
-    async def ingest(stream: faust.StreamT) -> None:
-        # Batches of whatever arrived within `ingest_within`: one engine-topic
-        # message per engine partition instead of one per input message. Ingest
-        # writes no table, so take() acknowledging the batch after it is safe.
-        async for events in stream.take_events(w.ingest_batch, within=w.ingest_within):
-            await ingestion.forward([event.message for event in events])
+    if ingestion is not None:
 
-    @app.agent(engine_topic, concurrency=1)
-    async def run_engine(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
-            await engine.step(event, manual.ack)
+        @app.agent(app.topic(*s.sources(), **RAW), concurrency=1)
+        async def ingest(stream: faust.StreamT) -> None:
+            # Batches of whatever arrived within `ingest_within`: one engine-topic
+            # message per engine partition instead of one per input message. Ingest
+            # writes no table, so take() acknowledging the batch after it is safe.
+            async for events in stream.take_events(w.ingest_batch, within=w.ingest_within):
+                await ingestion.forward([event.message for event in events])
 
-    @app.task
-    async def watch_input_ends() -> None:
-        watcher = EndOffsetWatcher(bootstrap, k, app.conf.id, embedded=embedded)  # Faust's group
-        await watch(watcher, ticks.assigned_inputs, runtime.input_ends, w.tick_interval)
+        @app.task
+        async def watch_input_ends() -> None:
+            watcher = EndOffsetWatcher(bootstrap, k, app.conf.id, embedded=embedded)  # the group
+            await watch(watcher, ticks.assigned_inputs, runtime.input_ends, w.tick_interval)
+
+        @app.timer(w.tick_interval)
+        async def read_tails() -> None:
+            # A partition's tail the consumer stopped handing over (`Ingest.read_tail`);
+            # a timer of its own, so a tail being read never holds the ticks back.
+            await ingestion.read_tail({tp: end for tp, (end, _) in runtime.input_ends.ends.items()})
+
+    if engine is not None:
+
+        @app.agent(engine_topic, concurrency=1)
+        async def run_engine(stream: faust.StreamT) -> None:
+            manual = stream.noack()
+            async for event in manual.events():
+                await engine.step(event, manual.ack)
 
     @app.task
     async def stop_outputs_at_the_end() -> None:
@@ -93,12 +105,6 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def tick() -> None:
         await ticks.tick()
 
-    @app.timer(w.tick_interval)
-    async def read_tails() -> None:
-        # A partition's tail the consumer stopped handing over (`Ingest.read_tail`);
-        # a timer of its own, so a tail being read never holds the ticks back.
-        await ingestion.read_tail({tp: end for tp, (end, _) in runtime.input_ends.ends.items()})
-
     @app.on_partitions_assigned.connect
     async def joined(app: faust.App, assigned: set[TP], **_: Any) -> None:
         runtime.joined = True
@@ -106,8 +112,9 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set[TP], **_: Any) -> None:
         for tp in revoked:
-            ingestion.forget(tp.topic, tp.partition)
-            if tp.topic == s.engine:  # the next owner sends the rest
+            if ingestion is not None:
+                ingestion.forget(tp.topic, tp.partition)
+            if engine is not None and tp.topic == s.engine:  # the next owner sends the rest
                 await engine.forget(tp.partition, settle_s=w.tick_interval * 5)
 
     install_routes(app, runtime)  # /healthz, /livez, /readyz, /kpi (agents.web)
@@ -118,20 +125,51 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
 
 def _parts(
     app: faust.App, runtime: Runtime, bootstrap: str, engine_topic: Any
-) -> tuple[Ingest, EngineRunner, Ticks]:
+) -> tuple[Ingest | None, EngineRunner | None, Ticks]:
     """Ingest, the engine runner and the ticks, with the app's topics, table and
-    consumer as their collaborators."""
+    consumer as their collaborators; a worker of one role (`worker.role`) has
+    only its own part, and so subscribes to only its own topics (the engine's
+    snapshot table's changelog is one of them)."""
     settings = runtime.settings
-    s, k = settings.topics, settings.kafka
+    s, k, role = settings.topics, settings.kafka, settings.worker.role
     dead_topic = app.topic(s.dead_letter, **RAW)
-    snapshots = app.Table(
-        "snapshots", default=None, partitions=s.engine_partitions, key_type=str, value_type=str
-    )
 
     def assignment() -> set[TP]:  # looked up each time: the consumer is made on first use
         return app.consumer.assignment()
 
     tail = Tail(bootstrap, k, runtime.embedded)
+    read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)
+    marked = functools.partial(mark_read_back, app)
+    ticks = Ticks(
+        runtime,
+        engine_topic=engine_topic,
+        assignment=assignment,
+        highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
+        clock_us=wall_us,
+    )
+    ingestion: Ingest | None = None
+    engine: EngineRunner | None = None
+    if role != "engine":
+        ingestion = Ingest(
+            settings,
+            runtime,
+            send=_send_now,
+            engine_topic=engine_topic,
+            dead_topic=dead_topic,
+            assignment=assignment,
+            committed=functools.partial(committed_offset, app),
+            read_back=read_back,
+            sent_before=functools.partial(
+                input_sent_before, tail, engine_topic=s.engine, dead_topic=s.dead_letter
+            ),
+            mark_read_back=marked,
+            clock_us=wall_us,
+        )
+    if role == "ingest":
+        return ingestion, engine, ticks
+    snapshots = app.Table(
+        "snapshots", default=None, partitions=s.engine_partitions, key_type=str, value_type=str
+    )
     outputs = runtime.outputs = BatchProducer(
         functools.partial(
             AIOKafkaProducer,
@@ -141,23 +179,6 @@ def _parts(
             max_batch_size=min(MAX_BATCH_BYTES, app.conf.producer_max_request_size),
             **client_options(k),
         )
-    )
-    read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)
-    marked = functools.partial(mark_read_back, app)
-    ingestion = Ingest(
-        settings,
-        runtime,
-        send=_send_now,
-        engine_topic=engine_topic,
-        dead_topic=dead_topic,
-        assignment=assignment,
-        committed=functools.partial(committed_offset, app),
-        read_back=read_back,
-        sent_before=functools.partial(
-            input_sent_before, tail, engine_topic=s.engine, dead_topic=s.dead_letter
-        ),
-        mark_read_back=marked,
-        clock_us=wall_us,
     )
     engine = EngineRunner(
         settings,
@@ -172,13 +193,6 @@ def _parts(
         read_back=read_back,
         lettered=functools.partial(engine_lettered, tail, dead_topic=s.dead_letter),
         mark_read_back=marked,
-    )
-    ticks = Ticks(
-        runtime,
-        engine_topic=engine_topic,
-        assignment=assignment,
-        highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
-        clock_us=wall_us,
     )
     return ingestion, engine, ticks
 

@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration", type=positive, metavar="S", help="stop after S seconds (default: Ctrl-C)"
     )
+    p.add_argument(
+        "--role",
+        choices=("all", "ingest", "engine"),
+        help="the agents to run: ingest (input topics to the engine topic), engine (the "
+        "engine topic to the KPIs) or all (default: worker.role in the settings, all)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no live summary")
     p.set_defaults(func=_cmd_worker)
 

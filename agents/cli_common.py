@@ -84,8 +84,9 @@ def output_file(path: str | None) -> IO[bytes] | None:
 
 
 def settings_with_broker(args: argparse.Namespace) -> Settings:
-    """The settings of `--config`, with `--broker`, `--connect-timeout` and
-    `--port` over them where the command has those options and they are given."""
+    """The settings of `--config`, with `--broker`, `--connect-timeout`,
+    `--port` and `--role` over them where the command has those options and
+    they are given."""
     settings = load_settings(args.config)
     updates: dict[str, object] = {}
     if getattr(args, "broker", None):
@@ -94,7 +95,8 @@ def settings_with_broker(args: argparse.Namespace) -> Settings:
         updates["connect_timeout"] = args.connect_timeout
     if updates:
         settings = with_kafka(settings, **updates)
-    if getattr(args, "port", None) is not None:
-        worker = settings.worker.model_copy(update={"web_port": args.port})
-        settings = settings.model_copy(update={"worker": worker})
+    own = {"web_port": getattr(args, "port", None), "role": getattr(args, "role", None)}
+    own = {name: value for name, value in own.items() if value is not None}
+    if own:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=own)})
     return settings

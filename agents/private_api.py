@@ -186,6 +186,33 @@ def limit_fetch_wait(app: faust.App, seconds: float) -> None:
     thread._create_worker_consumer = create_worker_consumer
 
 
+def keep_faust_assignor(app: faust.App) -> None:
+    """Make the app's consumer join its group with Faust's assignor always.
+
+    Faust's aiokafka driver picks aiokafka's round-robin assignor for an app
+    with no changelog table (`_create_worker_consumer`), Faust's own
+    otherwise. A group whose members differ in that (an ingest-only worker
+    has no table, an engine worker has the snapshot table: `worker.role`)
+    cannot form: the broker refuses the second kind to join
+    (InconsistentGroupProtocolError). Faust's assignor also gives each member
+    only the topics it subscribes to, which a mixed group needs.
+
+    Wraps `AIOKafkaConsumerThread._create_worker_consumer` as
+    `limit_fetch_wait` does, to set `AIOKafkaConsumer._partition_assignment_strategy`,
+    which aiokafka reads when the consumer starts.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        consumer = create(transport)
+        thread._assignor = app.assignor
+        consumer._partition_assignment_strategy = [app.assignor]  # read when it starts
+        return consumer
+
+    thread._create_worker_consumer = create_worker_consumer
+
+
 def hand_over_directly(consumer: Any) -> None:
     """Hand each fetched message to the streams without four tasks a message.
 

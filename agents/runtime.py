@@ -82,6 +82,7 @@ class Runtime:
 
 def pipeline_stats(runtime: Runtime) -> dict[str, Any]:
     return {
+        "role": runtime.settings.worker.role,  # ingest only: no KPIs here (README, Scale out)
         "consumed": dict(runtime.consumed),
         "redelivered": dict(runtime.redelivered),
         "events": dict(runtime.events_in),

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from pydantic import (
@@ -118,6 +118,11 @@ class KafkaSettings(_Section):
 
 class WorkerSettings(_Section):
     app_id: str = "kpimon"
+    role: Literal["all", "ingest", "engine"] = Field(
+        "all",
+        description="the agents this worker runs: all, ingest (input topics to the engine "
+        "topic) or engine (the engine topic to the KPIs); one group may mix them",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     store: str = Field("memory://", description="memory:// or rocksdb:// for the table store")

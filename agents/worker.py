@@ -191,7 +191,8 @@ def _run(
             await asyncio.sleep(duration)
             stop_worker(worker)
 
-    print(f"kpimon: worker {w.app_id} on {redact(url)}", file=sys.stderr)
+    role = "" if w.role == "all" else f" ({w.role} only)"
+    print(f"kpimon: worker {w.app_id}{role} on {redact(url)}", file=sys.stderr)
     print(
         f"kpimon: live KPIs {running.web_url}/kpi   metrics {running.web_url}/metrics   "
         f"health {running.web_url}/healthz",

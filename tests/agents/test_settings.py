@@ -109,3 +109,31 @@ def test_the_worker_log_level_is_a_setting_with_an_environment_override(
     monkeypatch.setenv("KPIMON_WORKER__LOG_LEVEL", "chatty")
     with pytest.raises(SettingsError, match="worker.log_level"):
         load_settings(path)
+
+
+def test_the_worker_role_comes_from_the_file_the_environment_or_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents.cli import build_parser
+    from agents.cli_common import settings_with_broker
+
+    assert load_settings().worker.role == "all"
+    path = write(tmp_path, '[worker]\nrole = "engine"\n')
+    assert load_settings(path).worker.role == "engine"
+    monkeypatch.setenv("KPIMON_WORKER__ROLE", "ingest")
+    assert load_settings(path).worker.role == "ingest"
+    args = build_parser().parse_args(["worker", "--config", str(path), "--role", "all"])
+    assert settings_with_broker(args).worker.role == "all"
+    monkeypatch.setenv("KPIMON_WORKER__ROLE", "both")
+    with pytest.raises(SettingsError, match="worker.role"):
+        load_settings(path)
+
+
+def test_a_wrong_role_on_the_command_line_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "--role", "both"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--role" in err and "'both'" in err and "Traceback" not in err
