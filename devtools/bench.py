@@ -50,6 +50,13 @@ last event counted, so start-up and group joins are not in it):
   them. If the worker dead-letters the batches (a worker that requires a
   message's key to be each event's machine: `key_mismatch`), the figure is
   null and `null_reasons` gives the first letter's reason.
+- `single_split_events_per_s`, `batched_split_events_per_s`: the single
+  and batched phases again with the roles in two processes
+  (`worker.role`): an engine worker, then an ingest worker in the same
+  group (`bench_run.Bench.start_split`). events/s = N / (the engine
+  worker has applied all N - the ingest worker's first message consumed).
+  Two processes against bare Faust's one: what a deployment on two cores
+  gets per pair of workers, not what one process does.
 - `latency_p50_s`, `latency_p99_s`: a fresh worker at half of the batched
   rate just measured; batched messages, every event stamped with the wall
   time it is handed to the producer, paced for `--latency-seconds` after a
@@ -111,6 +118,7 @@ from devtools.bench_phases import (
     produce_shape,
     raw_phase,
     rss_phase,
+    split_phase,
 )
 from devtools.bench_processes import BenchError
 from devtools.bench_report import table
@@ -125,6 +133,8 @@ JSON_KEYS = (
     "batched_events_per_s",
     "gateway_events_per_s",
     "two_workers_gateway_events_per_s",
+    "single_split_events_per_s",
+    "batched_split_events_per_s",
     "latency_p50_s",
     "latency_p99_s",
     "peak_rss_bytes",
@@ -173,6 +183,7 @@ def measure_all(bench: Bench) -> tuple[dict[str, Any], dict[str, str]]:
     d["engine"] = engine_phase(bench, start)
     kpimon = {shape: kpimon_phase(bench, shape) for shape in SHAPES}
     d["kpimon"] = kpimon
+    d["split"] = {shape: split_phase(bench, shape) for shape in SHAPES}
     parts = GATEWAY_ENGINE_PARTITIONS
     d["gateway"] = group_phase(bench, "gateway", gateway(mix()), 1, parts)
     d["two_workers"] = group_phase(bench, "gateway2", gateway(mix()), 2, parts)
@@ -199,6 +210,8 @@ def measure_all(bench: Bench) -> tuple[dict[str, Any], dict[str, str]]:
         "batched_events_per_s": kpimon["batched"]["events_per_s"],
         "gateway_events_per_s": d["gateway"]["events_per_s"],
         "two_workers_gateway_events_per_s": d["two_workers"]["events_per_s"],
+        "single_split_events_per_s": d["split"]["single"]["events_per_s"],
+        "batched_split_events_per_s": d["split"]["batched"]["events_per_s"],
         "latency_p50_s": d["latency"]["p50_s"],
         "latency_p99_s": d["latency"]["p99_s"],
         "peak_rss_bytes": None if d["memory"] is None else d["memory"]["peak_rss_bytes"],

@@ -119,6 +119,32 @@ def kpimon_phase(bench: Bench, shape: str) -> dict[str, Any]:
     }
 
 
+def split_phase(bench: Bench, shape: str) -> dict[str, Any]:
+    """`kpimon_phase` with the roles in two processes (`worker.role`): an ingest
+    worker and an engine worker in one group, on the messages of `shape`
+    already produced. events/s = N / (the engine worker's last event applied -
+    the ingest worker's first message consumed)."""
+    bench.bar.phase(f"kpimon {shape}, roles split")
+    profile = None
+    if bench.args.profile:
+        Path(bench.args.profile).mkdir(parents=True, exist_ok=True)
+        profile = str(Path(bench.args.profile).resolve() / f"worker-{shape}-split")
+    ingest, engine = bench.start_split(f"{shape}-split", bench.topics(shape), profile)
+    try:
+        bench.wait_applied(engine, bench.n)
+        series = engine.series(bench.n)
+        ingest.probe()  # its first message consumed
+        vm = [ingest.child.memory(), engine.child.memory()]
+    finally:
+        ingest.child.stop()
+        engine.child.stop()
+    first = ingest.first_consumed
+    done = _first_at(series, 3, bench.n)
+    rate = bench.n / (done - first)
+    bench.bar.done(f"{rate:,.0f} ev/s")
+    return {"events_per_s": rate, "seconds": done - first, "worker_vm": vm}
+
+
 def group_phase(
     bench: Bench, tag: str, messages: Iterable[Message], members: int, engine_partitions: int
 ) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Bench:
         self.n = args.events
         self.run = f"kb{os.getpid()}x{int(time.time()) % 100_000}"
         self.dir = Path(tempfile.mkdtemp(prefix="kpimon-bench-"))
-        phases = 15 - args.skip_rss + bool(args.horizon)
+        phases = 17 - args.skip_rss + bool(args.horizon)
         self.bar = Bar(1 if args.horizon_only else phases, args.quiet)
         self.broker: Any = None
         self.bootstrap = ""
@@ -91,7 +91,12 @@ class Bench:
         return child
 
     def write_config(
-        self, tag: str, inputs: dict[str, str], member: str = "", engine_partitions: int = 1
+        self,
+        tag: str,
+        inputs: dict[str, str],
+        member: str = "",
+        engine_partitions: int = 1,
+        role: str = "all",
     ) -> tuple[Path, int]:
         """A worker config for `tag` (topics, app id, web port, data dir), reading
         the `inputs` topics; returns its path and the web port. Workers of one
@@ -123,6 +128,7 @@ engine_partitions = {engine_partitions}
 
 [worker]
 app_id = "{self.run}-{tag}"
+role = "{role}"
 web_port = {port}
 data_dir = "{self.dir / f"data-{tag}{member}"}"
 """
@@ -148,6 +154,41 @@ data_dir = "{self.dir / f"data-{tag}{member}"}"
                 raise BenchError(f"worker {tag} did not start; log {child.log}")
             time.sleep(0.2)
         return worker
+
+    def start_split(
+        self, tag: str, inputs: dict[str, str], profile: str | None = None
+    ) -> tuple[Worker, Worker]:
+        """Two kpimon workers in one consumer group on the `inputs` topics, one
+        of each role (`worker.role`): (ingest, engine), once the ingest worker
+        holds every input partition and the engine worker the engine partition.
+        `profile`: write each one's cProfile stats to `<profile>-<role>.prof`."""
+        from agents.settings import load_settings
+        from agents.worker import topic_plan
+
+        workers = []
+        for role in ("engine", "ingest"):  # the engine first: nothing is read before it is in
+            config, port = self.write_config(tag, inputs, f"-{role}", role=role)
+            if role == "engine":
+                asyncio.run(create_topics(self.bootstrap, topic_plan(load_settings(config))))
+            args = ["kpimon", "--config", str(config)]
+            if profile:
+                args += ["--profile", f"{profile}-{role}.prof"]
+            child = self.spawn(args, f"kpimon-{tag}-{role}.log")
+            workers.append(Worker(child, f"http://127.0.0.1:{port}"))
+            deadline = time.monotonic() + 120
+            while True:
+                probe = workers[-1].probe()
+                child.check()
+                if probe is not None:
+                    if role == "engine" and probe.get("engine_assigned", 0) == 1:
+                        break
+                    if role == "ingest" and probe["assigned"] == 4 * len(KINDS):
+                        break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the {role} worker of {tag} did not take its partitions")
+                time.sleep(0.2)
+        engine, ingest = workers
+        return ingest, engine
 
     def start_group(
         self, tag: str, inputs: dict[str, str], members: int, engine_partitions: int

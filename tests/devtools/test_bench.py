@@ -27,6 +27,8 @@ KEYS = (
     "batched_events_per_s",
     "gateway_events_per_s",
     "two_workers_gateway_events_per_s",
+    "single_split_events_per_s",
+    "batched_split_events_per_s",
     "latency_p50_s",
     "latency_p99_s",
     "peak_rss_bytes",
@@ -62,6 +64,7 @@ def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
     assert data["horizon_bytes"] is None and reasons["horizon_bytes"]
     # The table: a row and a mark for every target.
     assert "kpimon, gateway batches of 100" in proc.stdout
+    assert "roles split (2 processes), batches" in proc.stdout
     assert "<= 512 MiB" in proc.stdout and "<= 1.2 x short" in proc.stdout
 
 
