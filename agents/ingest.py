@@ -109,8 +109,10 @@ class Ingest:
             handed = self.clock_us() / US
             written: dict[tuple[str, int], float] = {}  # input partition -> oldest write time
             for m in messages:
-                tp = (m.topic, m.partition)
-                written[tp] = min(written.get(tp, m.timestamp), m.timestamp)
+                tp, at = (m.topic, m.partition), m.timestamp
+                if at < written.get(tp, at + 1):
+                    written[tp] = at
+            for tp in written:
                 self._handed[tp] = handed
             holes: list[Hole] = []
             incoming = await self.contiguous(

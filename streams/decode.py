@@ -245,6 +245,10 @@ def decode_message(
 
 
 _BATCH_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_validate_batch = _BATCH_ADAPTER.validator.validate_json
+_validate_event = EVENT_ADAPTER.validator.validate_json
+"""The adapters' own validators, without `TypeAdapter.validate_json`'s wrapper (a
+call an input message)."""
 _MAX_LINE_NO = 2**64 - 1
 """orjson reads a larger integer as a float, which the slow path rejects as a line_no."""
 
@@ -259,10 +263,7 @@ def _all_valid(
         return None
     try:
         first = value.lstrip()[:1]
-        if first in (b"[", "["):
-            events = _BATCH_ADAPTER.validate_json(value)
-        else:
-            events = [EVENT_ADAPTER.validate_json(value)]
+        events = _validate_batch(value) if first in (b"[", "[") else [_validate_event(value)]
     except Exception:  # invalid, or anything pydantic's JSON parser takes amiss
         return None
     if len(events) > max_batch:
@@ -270,10 +271,12 @@ def _all_valid(
     for event in events:
         if source is not None and event.source != source:
             return None
-        if key is not None and not _belongs(event, key):
+        if key is not None and event.key != key and not _belongs(event, key):
             return None
-        lines = event.lines if event.type in _LINE_MODELS else ()  # type: ignore[union-attr]
-        if any(line.line_no > _MAX_LINE_NO for line in lines):
+        if event.type in _LINE_MODELS and any(
+            line.line_no > _MAX_LINE_NO
+            for line in event.lines  # type: ignore[union-attr]
+        ):
             return None
     return events
 
