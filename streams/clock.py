@@ -65,6 +65,12 @@ class IdleAdvanceClock:
       time follows the clock from the newest event on. An input that lags
       the others (transport delay) then needs `allowed_lateness` to cover
       that lag, or its next event is late.
+    - An input's "read to its end" holds for `idle_us` of wall time after
+      the tick that said so: an input no tick names for that long (its
+      reader died and no worker took it over, as when the only ingest
+      worker of a group is down: `worker.role`) holds the watermark again
+      instead of moving on with the clock, so the windows wait for what it
+      has not read.
 
     The watermark is recomputed from this state at each call and may be
     below one given before (a new input, a quiet one that sends again); the
@@ -75,6 +81,7 @@ class IdleAdvanceClock:
         self.idle_us = idle_advance_after_us
         self.sources: dict[str, list[int | None]] = {}  # source -> [newest ts, last wall]
         self.caught_up: dict[str, bool] = {}  # source -> per the latest tick
+        self.told: dict[str, int] = {}  # source -> wall time of the latest tick naming it
         self.first_data: tuple[int, int] | None = None  # (event ts, wall) of the first event
         self.last_event_wall_us: int | None = None
 
@@ -100,6 +107,7 @@ class IdleAdvanceClock:
         for source, up in caught_up.items():
             self.sources.setdefault(source, [None, wall_us])
             self.caught_up[source] = up
+            self.told[source] = wall_us
 
     def watermark(self, wall_us: int | None = None) -> int | None:
         """The slowest input's progress at `wall_us`; None while an input that
@@ -110,7 +118,11 @@ class IdleAdvanceClock:
         holds: list[int] = []
         all_idle = True
         for source, (ts, seen) in self.sources.items():
-            idle = self.caught_up.get(source, False) and wall_us - seen >= self.idle_us  # type: ignore[operator]
+            idle = (
+                self.caught_up.get(source, False)
+                and wall_us - seen >= self.idle_us  # type: ignore[operator]
+                and wall_us - self.told.get(source, wall_us - self.idle_us - 1) <= self.idle_us
+            )
             all_idle = all_idle and idle
             if not idle:
                 if ts is None:
@@ -130,13 +142,14 @@ class IdleAdvanceClock:
         return min(holds) if holds else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The state as a snapshot holds it (these four keys, in this order).
+        """The state as a snapshot holds it (these five keys, in this order).
         Shares the clock's containers: serialise it before the clock moves on."""
         return {
             "sources": self.sources,
             "caught_up": self.caught_up,
             "first_data": self.first_data,
             "last_event_wall_us": self.last_event_wall_us,
+            "told": self.told,
         }
 
     @classmethod
@@ -147,6 +160,8 @@ class IdleAdvanceClock:
         clock.caught_up = data["caught_up"]
         clock.first_data = tuple(data["first_data"]) if data["first_data"] else None  # type: ignore[assignment]
         clock.last_event_wall_us = data["last_event_wall_us"]
+        # A snapshot from before `told`: every report stale until the next tick names it.
+        clock.told = data.get("told", {})
         return clock
 
 

@@ -681,13 +681,15 @@ def test_a_snapshot_keeps_the_layout_older_workers_wrote_and_read() -> None:
     feed.tick(40, {MACHINES: True, ORDERS: False})
     feed.send(ORDERS, 50, ef.order("O-1", iso(ts(6)), iso(ts(180))))
     data = feed.shard.to_bytes()
-    # Byte for byte what the shard wrote before its clock was `streams.clock`'s.
+    # Byte for byte what the shard wrote before its clock was `streams.clock`'s,
+    # and then when a tick last named each input (older workers ignore it).
     assert data[: data.index(b',"engine":')] == (
         b'{"next_offset":3,'
         b'"sources":{"machine-state:0":[%d,%d],"orders:0":[%d,%d]},'
         b'"caught_up":{"machine-state:0":true,"orders:0":false},'
-        b'"first_data":[%d,%d],"last_event_wall_us":%d'
-        % (ts(0), wall(0), ts(6), wall(50), ts(0), wall(0), wall(50))
+        b'"first_data":[%d,%d],"last_event_wall_us":%d,'
+        b'"told":{"machine-state:0":%d,"orders:0":%d}'
+        % (ts(0), wall(0), ts(6), wall(50), ts(0), wall(0), wall(50), wall(40), wall(40))
     )
     restored = Shard.from_bytes(ENGINE, IDLE_S * US, data)
     assert restored.to_bytes() == data
@@ -939,6 +941,7 @@ def test_a_dead_input_that_never_sent_creeps_from_the_first_event_seen() -> None
     assert feed.watermark_us == ts(10) + 35 * US
     feed.send(MACHINES, 40, ef.count(iso(ts(12)), 10, 10, 1.0))
     assert feed.watermark_us == ts(10) + 40 * US  # orders:0 creeps; machines hold at 06:12
+    feed.tick(99, {MACHINES: False, ORDERS: True})  # (its reader says so every tick)
     feed.send(MACHINES, 100, ef.count(iso(ts(14)), 10, 10, 1.0))
     assert feed.watermark_us == ts(10) + 100 * US
 
@@ -955,6 +958,7 @@ def test_a_quiet_input_creeps_at_clock_pace_from_its_newest_event() -> None:
     assert feed.watermark_us == ts(10)
     feed.tick(45, {MACHINES: True, ORDERS: True})
     assert feed.watermark_us == ts(10) + 45 * US
+    feed.tick(79, {MACHINES: True, ORDERS: False})  # (ticks come every second)
     feed.send(ORDERS, 80, ef.order("O-2", iso(ts(13)), iso(ts(600))))
     assert feed.watermark_us == ts(10) + 80 * US
     feed.tick(100, {MACHINES: True, ORDERS: True})

@@ -72,9 +72,32 @@ def test_an_input_idle_for_idle_advance_after_moves_on_at_clock_pace() -> None:
     assert clock.watermark(wall(29)) == ts(10)  # quiet for 29 s only
     clock.tick(wall(30), {MACHINES: True, ORDERS: False})
     assert clock.watermark(wall(30)) == ts(10) + 30 * US
+    clock.tick(wall(100), {MACHINES: True, ORDERS: False})  # (a tick every second, live)
     assert clock.watermark(wall(100)) == ts(10) + 100 * US
     # Past orders' newest event the creep stops: orders hold.
+    clock.tick(wall(60 * 30), {MACHINES: True, ORDERS: False})
     assert clock.watermark(wall(60 * 30)) == ts(30)
+
+
+def test_an_input_no_tick_names_for_idle_advance_after_holds_the_watermark_again() -> None:
+    #   wall (s)         0      40            70             71     80
+    #   machine-state:0  06:10 ...... quiet, caught up (the last tick naming it: 40) .....
+    #   orders:0         06:05 ...... quiet, caught up ....................................
+    #   ticks            ------ both --|  none (the only reader is gone)  |  both again
+    #   watermark        none   06:10 + 40 s  06:10 + 70 s   06:10  06:10 + 80 s
+    # With its reader gone an input may have unread events: after idle_advance_after
+    # without a word of it, it holds the watermark at its newest event again.
+    clock = live()
+    clock.observe(MACHINES, ts(10), wall(0))
+    clock.observe(ORDERS, ts(5), wall(0))
+    clock.tick(wall(40), {MACHINES: True, ORDERS: True})
+    assert clock.watermark(wall(40)) == ts(10) + 40 * US  # all quiet: follows the clock
+    clock.tick(wall(70), {})  # a worker that reads no input (worker.role = "engine")
+    assert clock.watermark(wall(70)) == ts(10) + 70 * US  # the reports are 30 s old: still good
+    clock.tick(wall(71), {})
+    assert clock.watermark(wall(71)) == ts(5)  # both stale: each holds at its newest event
+    clock.tick(wall(80), {MACHINES: True, ORDERS: True})  # a reader is back, caught up
+    assert clock.watermark(wall(80)) == ts(10) + 80 * US
 
 
 def test_an_input_not_caught_up_holds_the_watermark_however_long_it_is_silent() -> None:
@@ -144,19 +167,26 @@ def test_the_snapshot_has_the_same_bytes_as_before_and_round_trips() -> None:
     clock.observe(MACHINES, ts(0), wall(0))
     clock.tick(wall(40), {MACHINES: True, ORDERS: False})
     clock.observe(ORDERS, ts(6), wall(50))
-    assert orjson.dumps(clock.to_dict()) == OLD_STATE
+    # The same bytes and one key more: when a tick last named each input.
+    told = b',"told":{"machine-state:0":1000040000000,"orders:0":1000040000000}}'
+    assert orjson.dumps(clock.to_dict()) == OLD_STATE[:-1] + told
     restored = IdleAdvanceClock.from_dict(orjson.loads(OLD_STATE), IDLE_S * US)
-    assert orjson.dumps(restored.to_dict()) == OLD_STATE
+    assert orjson.dumps(restored.to_dict()) == OLD_STATE[:-1] + b',"told":{}}'
     assert restored.first_data == (ts(0), wall(0))  # a tuple again, as before the snapshot
-    # The restored clock goes on exactly as the original would.
-    for clk in (clock, restored):
+    again = IdleAdvanceClock.from_dict(orjson.loads(orjson.dumps(clock.to_dict())), IDLE_S * US)
+    assert again.to_dict() == clock.to_dict()
+    # The restored clocks go on exactly as the original would (the old one once
+    # a tick has named its inputs).
+    for clk in (clock, restored, again):
         clk.tick(wall(90), {MACHINES: True, ORDERS: True})
-    assert restored.watermark(wall(90)) == clock.watermark(wall(90)) == ts(6) + 40 * US
+    assert {clk.watermark(wall(90)) for clk in (clock, restored, again)} == {ts(6) + 40 * US}
 
 
 def test_a_clock_that_has_seen_nothing_round_trips() -> None:
     data = orjson.dumps(live().to_dict())
-    assert data == b'{"sources":{},"caught_up":{},"first_data":null,"last_event_wall_us":null}'
+    assert data == (
+        b'{"sources":{},"caught_up":{},"first_data":null,"last_event_wall_us":null,"told":{}}'
+    )
     restored = IdleAdvanceClock.from_dict(orjson.loads(data), IDLE_S * US)
     assert restored.first_data is None and restored.watermark(wall(0)) is None
 
