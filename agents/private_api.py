@@ -200,6 +200,12 @@ def keep_faust_assignor(app: faust.App) -> None:
     Wraps `AIOKafkaConsumerThread._create_worker_consumer` as
     `limit_fetch_wait` does, to set `AIOKafkaConsumer._partition_assignment_strategy`,
     which aiokafka reads when the consumer starts.
+
+    Holds while `table_standby_replicas` is 0 (`agents.faust_settings`): the
+    group's leader fills in every member's assignment with the changelog
+    topics it knows itself, so an ingest-only leader would leave out an
+    engine worker's standby partitions, and that member fails its check of
+    the assignment. Do not turn standbys on without a mixed group's test.
     """
     thread = app.consumer._thread  # type: ignore[attr-defined]
     create = thread._create_worker_consumer

@@ -80,6 +80,16 @@ class Runtime:
         )
 
 
+def applied_events(runtime: Runtime) -> int:
+    """Events the engine shards of this worker have applied (their `events.*` stats)."""
+    return sum(
+        n
+        for shard in list(runtime.shards.values())
+        for key, n in shard.engine.stats.items()
+        if key.startswith("events.")
+    )
+
+
 def pipeline_stats(runtime: Runtime) -> dict[str, Any]:
     return {
         "role": runtime.settings.worker.role,  # ingest only: no KPIs here (README, Scale out)

@@ -22,7 +22,7 @@ import faust
 from agents import collector
 from agents.app import build_app
 from agents.private_api import stop_worker
-from agents.runtime import Runtime, pipeline_stats
+from agents.runtime import Runtime, applied_events, pipeline_stats
 from agents.settings import Settings, redact, secrets_of
 from streams.records import OeeRecord, PChartRecord, PerfectOrderRecord, typed
 
@@ -134,6 +134,13 @@ def start_worker(
         print(
             f"kpimon: embedded broker (Tansu, memory-only) on {broker.bootstrap}", file=sys.stderr
         )
+        if w.role != "all":  # the other half must be told where this broker is
+            other = "engine" if w.role == "ingest" else "ingest"
+            print(
+                f"kpimon: this worker runs {w.role} only: start the {other} worker with "
+                f"--role {other} --broker {url}",
+                file=sys.stderr,
+            )
     assert url is not None
     try:
         return _run(settings, url, broker, extra, duration, log_file, any_port)
@@ -225,8 +232,11 @@ def add_console(running: Running, every: float = 3.0) -> None:
 
     @running.app.timer(every)
     async def show() -> None:
-        stats = pipeline_stats(running.runtime)
-        total = sum(stats["events"].values())
+        runtime = running.runtime
+        if runtime.settings.worker.role == "engine":  # it reads no input: what it applied
+            total = applied_events(runtime)
+        else:
+            total = sum(pipeline_stats(runtime)["events"].values())
         now = time.monotonic()
         rate = (total - last["events"]) / max(now - last["t"], 1e-9)
         last.update(events=total, t=now)

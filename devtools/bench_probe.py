@@ -16,17 +16,9 @@ import contextlib
 import time
 from typing import Any
 
+from agents.runtime import applied_events
+
 PROBE_INTERVAL_S = 0.01
-
-
-def engine_events(runtime: Any) -> int:
-    """Events the engine shards have applied (their `events.*` stats)."""
-    return sum(
-        n
-        for shard in list(runtime.shards.values())
-        for key, n in shard.engine.stats.items()
-        if key.startswith("events.")
-    )
 
 
 def reading(runtime: Any) -> tuple[int, int, int]:
@@ -34,7 +26,7 @@ def reading(runtime: Any) -> tuple[int, int, int]:
     return (
         sum(runtime.consumed.values()),
         sum(runtime.events_in.values()),
-        engine_events(runtime),
+        applied_events(runtime),
     )
 
 
