@@ -112,6 +112,15 @@ def expected_records(events: list[dict[str, Any]]) -> dict[str, set[bytes]]:
     return dict(expected)
 
 
+def two_days(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, set[bytes]]]:
+    """Every site's events of days 1 and 2 (in time order), and the records
+    `expected_records` computes over both."""
+    events = sites(seed, 2.0)
+    day_2 = iso(SAMPLE_START_US + DAY_S * 1_000_000)
+    first_day = [e for e in events if e["ts"] < day_2]
+    return first_day, events[len(first_day) :], expected_records(events)
+
+
 def canonical(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
@@ -159,12 +168,7 @@ def events_read(worker: Worker) -> int:
 def test_two_workers_share_the_group_and_one_takes_over_from_the_other(
     tmp_path: Path, shared_broker: Any
 ) -> None:
-    events = sites(61, 2.0)
-    day_2 = iso(SAMPLE_START_US + DAY_S * 1_000_000)
-    first_day = [e for e in events if e["ts"] < day_2]
-    second_day = events[len(first_day) :]
-    expected = expected_records(events)
-
+    first_day, second_day, expected = two_days(61)
     dep = make_deployment(tmp_path, shared_broker, topics=f"engine_partitions = {PARTITIONS}")
     first = Worker(
         dep, "first", env={**ENV, "KPIMON_WORKER__DATA_DIR": str(dep.data_dir / "first")}
