@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.exceptions import ConsumerNotStarted
 
 from agents.health import Health, judge, live, ready
 from agents.private_api import stream_response
@@ -87,23 +88,33 @@ class Probes:
         return web.json(body, status=200 if health.healthy else 503)
 
 
+def assignment_of(app: Any) -> Any:
+    """The consumer's assignment; none before its thread has started (the web
+    server answers first: a probe then gets 503 "not in the consumer group
+    yet", not a 500)."""
+    try:
+        return app.consumer.assignment()
+    except ConsumerNotStarted:
+        return set()
+
+
 def install_routes(app: faust.App, runtime: Runtime) -> None:
     """Add /healthz, /livez, /readyz and /kpi to `app`."""
     probes = Probes(app, runtime)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        assignment = app.consumer.assignment()
+        assignment = assignment_of(app)
         return probes.answer(web, probes.healthy(time.monotonic(), assignment), assignment)
 
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
-        assignment = app.consumer.assignment()
+        assignment = assignment_of(app)
         return probes.answer(web, probes.live(time.monotonic(), assignment), assignment)
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        assignment = app.consumer.assignment()
+        assignment = assignment_of(app)
         return probes.answer(web, probes.ready(time.monotonic(), assignment), assignment)
 
     @app.page("/kpi")

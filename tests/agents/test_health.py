@@ -278,3 +278,20 @@ def test_livez_stays_up_through_a_flood_while_readyz_waits_for_the_drain(
         print(f"{FLOOD} drained in {time.monotonic() - began:.0f} s; probes: {dict(seen)}")
     finally:
         worker.stop()
+
+
+def test_the_probes_answer_before_the_consumer_has_started() -> None:
+    """The web server answers before Faust's consumer thread runs: its
+    assignment is then none (a 503 'not in the group yet'), not a 500."""
+    from types import SimpleNamespace
+
+    from faust.exceptions import ConsumerNotStarted
+
+    from agents.web import assignment_of
+
+    def not_started() -> set[Any]:
+        raise ConsumerNotStarted("Consumer thread not yet started")
+
+    assert assignment_of(SimpleNamespace(consumer=SimpleNamespace(assignment=not_started))) == set()
+    held = {("orders", 0)}
+    assert assignment_of(SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: held))) == held
