@@ -105,6 +105,12 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     async def tick() -> None:
         await ticks.tick()
 
+    if engine is not None:
+
+        @app.on_before_shutdown.connect
+        async def stop_snapshots(app: faust.App, **_: Any) -> None:
+            await engine.stop(settle_s=w.tick_interval * 5)
+
     @app.on_partitions_assigned.connect
     async def joined(app: faust.App, assigned: set[TP], **_: Any) -> None:
         runtime.joined = True

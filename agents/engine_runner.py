@@ -101,6 +101,8 @@ class EngineRunner:
         self.in_flight: dict[int, asyncio.Future[None]] = {}  # delivery, then acks (`snapshot`)
         self.memos: dict[int, snapshot_rows.Memo] = {}  # sections the last plan made
         self.forgetting: set[int] = set()  # revoked, `forget` not done: no snapshot starts
+        self.stopping = False  # the worker stops (`stop`): no snapshot starts, no row deleted
+        self.deleting: set[asyncio.Future[Any]] = set()  # row deletes not yet delivered
 
     async def step(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
         """Apply one engine-topic event (its `message`), publish what it gives,
@@ -145,11 +147,11 @@ class EngineRunner:
         """
         await self.settled(partition)
         rt = self.runtime
-        if partition in self.forgetting or self.revoked(partition, shard):
-            return  # revoked: nothing written, the next owner goes on
+        if self.stopping or partition in self.forgetting or self.revoked(partition, shard):
+            return  # revoked or stopping: nothing written, the next owner goes on
         planned, held_s = await self.plan_shard(partition, shard)
-        if self.revoked(partition, shard):
-            return  # revoked while planned: forget has dropped the shard
+        if self.stopping or self.revoked(partition, shard):
+            return  # revoked (forget has dropped the shard) or stopping while planned
         began = time.monotonic()
         delivered = self.write_planned(partition, planned)
         rt.snapshot_at[partition] = time.monotonic()
@@ -302,14 +304,20 @@ class EngineRunner:
         if referenced is None:
             return
         self.live[partition] = referenced
+        if self.stopping:
+            return  # the rows stay known: the next owner deletes them (`load_shard`)
         stale = self.rows.get(partition, set()) - referenced
         self.rows[partition] = set(referenced)
         for key in sorted(stale):
             try:
-                self.delete_row(partition, key)
+                deleted = self.delete_row(partition, key)
             except (KeyError, TypeError, RuntimeError) as exc:  # kept; tried again next time
                 log.warning("snapshot row %s not deleted yet (%r)", key, exc)
                 self.rows[partition].add(key)
+                continue
+            if isinstance(deleted, asyncio.Future) and not deleted.done():
+                self.deleting.add(deleted)  # `stop` waits for it
+                deleted.add_done_callback(self.deleting.discard)
 
     def _del_row(self, partition: int, key: str) -> None:
         del self.table[key]  # type: ignore[attr-defined]
@@ -372,6 +380,30 @@ class EngineRunner:
         # Committable once a snapshot covers them, like the offsets handed over.
         self.runtime.read_back.setdefault(partition, []).append((start, upto))
         shard.next_offset = upto  # what could not be read back is lost (counted)
+
+    async def stop(self, settle_s: float) -> None:
+        """The worker stops: from here no snapshot is written and no row deleted;
+        the snapshots in flight have `settle_s` to be delivered and acknowledged.
+
+        Called before Faust flushes and stops its producer (`App.on_stop` sends
+        `on_before_shutdown` first). A row write still in the producer's buffer
+        when the producer has stopped crashes the worker on its way out (the
+        buffer's sender meets `NotReady`), so nothing is put there after this,
+        and what is there already is waited for. What is not acknowledged in
+        time, the next owner applies again from the last delivered snapshot.
+        """
+        self.stopping = True
+        waited = set(self.in_flight.values()) | self.deleting
+        if not waited:
+            return
+        _, late = await asyncio.wait(waited, timeout=settle_s)
+        given_up = late & set(self.in_flight.values())
+        for task in given_up:
+            task.cancel()
+        if given_up:
+            await asyncio.wait(given_up)
+        if late:
+            log.warning("%s snapshot write(s) not delivered as the worker stopped", len(late))
 
     async def forget(self, partition: int, settle_s: float) -> None:
         """Drop a revoked engine partition's state; the next owner sends the rest."""

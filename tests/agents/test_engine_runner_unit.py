@@ -407,3 +407,101 @@ def test_a_step_suspended_while_its_partition_is_forgotten_leaves_nothing_behind
         {},
         {},
     )
+
+
+def test_a_stopping_worker_waits_for_its_snapshot_in_flight_and_writes_no_more() -> None:
+    """Faust stops its producer right after `on_before_shutdown`, and a row
+    write still in its buffer then crashes the worker on its way out: `stop`
+    waits for the snapshot in flight, and from then on nothing is written."""
+    wire = Wire(held=True)
+    runner = make(wire)
+    rt = runner.runtime
+
+    async def main() -> None:
+        rows = await _a_snapshot_held(runner, wire)
+        stopping = asyncio.create_task(runner.stop(settle_s=3600.0))
+        await asyncio.sleep(0)
+        assert not stopping.done()  # the rows are not delivered yet
+        await runner.step(event(1), wire.ack)
+        step_snapshot = asyncio.create_task(runner.snapshot(0, rt.shards[0], wire.ack))
+        wire.release()
+        await stopping
+        await step_snapshot
+        assert wire.kinds().count("row") == rows
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+    assert [e[1] for e in wire.journal if e[0] == "acked"] == [0]  # delivered in time
+
+
+def test_a_stopping_worker_gives_up_a_snapshot_not_delivered_in_time() -> None:
+    wire = Wire(held=True)
+    runner = make(wire)
+
+    async def main() -> None:
+        await _a_snapshot_held(runner, wire)
+        [task] = runner.in_flight.values()
+        await runner.stop(settle_s=0.05)
+        assert task.cancelled()
+
+    asyncio.run(main())
+    assert "acked" not in wire.kinds()
+
+
+def _deleting(runner: EngineRunner) -> list[asyncio.Future[None]]:
+    """Row deletes of `runner` that stay under way until their futures are set."""
+    deletes: list[asyncio.Future[None]] = []
+
+    def delete_row(partition: int, key: str) -> asyncio.Future[None]:
+        deletes.append(asyncio.get_running_loop().create_future())
+        return deletes[-1]
+
+    runner.delete_row = delete_row
+    return deletes
+
+
+async def _snapshot_of(runner: EngineRunner, wire: Wire, offset: int) -> None:
+    await runner.step(event(offset), wire.ack)
+    await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
+
+
+def test_a_stopping_worker_waits_for_the_row_deletes_under_way() -> None:
+    wire = Wire()
+    runner = make(wire)
+    deletes = _deleting(runner)
+
+    async def main() -> None:
+        await _snapshot_of(runner, wire, 0)
+        await _snapshot_of(runner, wire, 1)
+        await runner.settled(0)
+        assert deletes  # rows of the first manifest the second does not reference
+        stopping = asyncio.create_task(runner.stop(settle_s=3600.0))
+        await asyncio.sleep(0)
+        assert not stopping.done()
+        for future in deletes:
+            future.set_result(None)
+        await asyncio.wait_for(stopping, timeout=60)
+
+    asyncio.run(main())
+
+
+def test_a_snapshot_delivered_while_the_worker_stops_deletes_no_row() -> None:
+    """The rows its manifest no longer references stay: the next owner deletes
+    them (`load_shard`), after the producer is gone they cannot be."""
+    wire = Wire()
+    runner = make(wire)
+    deletes = _deleting(runner)
+
+    async def main() -> None:
+        await _snapshot_of(runner, wire, 0)
+        await runner.settled(0)
+        wire.held = True
+        await _snapshot_of(runner, wire, 1)
+        stopping = asyncio.create_task(runner.stop(settle_s=3600.0))
+        await asyncio.sleep(0)
+        wire.release()
+        await stopping
+
+    asyncio.run(main())
+    assert [e[1] for e in wire.journal if e[0] == "acked"] == [0, 1]  # the second delivered
+    assert deletes == [] and runner.rows[0] - runner.live[0]  # stale rows kept, none deleted
