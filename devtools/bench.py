@@ -57,6 +57,9 @@ last event counted, so start-up and group joins are not in it):
   worker has applied all N - the ingest worker's first message consumed).
   Two processes against bare Faust's one: what a deployment on two cores
   gets per pair of workers, not what one process does.
+- `gateway_split_events_per_s`: the gateway phase again with an engine
+  worker and an ingest worker in the group (the engine worker joins first
+  and holds both engine partitions), measured as `gateway_events_per_s`.
 - `latency_p50_s`, `latency_p99_s`: a fresh worker at half of the batched
   rate just measured; batched messages, every event stamped with the wall
   time it is handed to the producer, paced for `--latency-seconds` after a
@@ -135,6 +138,7 @@ JSON_KEYS = (
     "two_workers_gateway_events_per_s",
     "single_split_events_per_s",
     "batched_split_events_per_s",
+    "gateway_split_events_per_s",
     "latency_p50_s",
     "latency_p99_s",
     "peak_rss_bytes",
@@ -185,9 +189,11 @@ def measure_all(bench: Bench) -> tuple[dict[str, Any], dict[str, str]]:
     d["kpimon"] = kpimon
     d["split"] = {shape: split_phase(bench, shape) for shape in SHAPES}
     parts = GATEWAY_ENGINE_PARTITIONS
-    d["gateway"] = group_phase(bench, "gateway", gateway(mix()), 1, parts)
-    d["two_workers"] = group_phase(bench, "gateway2", gateway(mix()), 2, parts)
-    for key, phase in (("gateway", "gateway"), ("two_workers_gateway", "two_workers")):
+    d["gateway"] = group_phase(bench, "gateway", gateway(mix()), ["all"], parts)
+    d["two_workers"] = group_phase(bench, "gateway2", gateway(mix()), ["all", "all"], parts)
+    d["gateway_split"] = group_phase(bench, "gateway3", gateway(mix()), ["engine", "ingest"], parts)
+    phases = ("gateway", "gateway"), ("two_workers_gateway", "two_workers")
+    for key, phase in (*phases, ("gateway_split", "gateway_split")):
         if d[phase]["events_per_s"] is None:
             reasons[f"{key}_events_per_s"] = d[phase]["reason"]
     d["latency"] = latency_phase(bench, kpimon["batched"]["events_per_s"] / 2)
@@ -212,6 +218,7 @@ def measure_all(bench: Bench) -> tuple[dict[str, Any], dict[str, str]]:
         "two_workers_gateway_events_per_s": d["two_workers"]["events_per_s"],
         "single_split_events_per_s": d["split"]["single"]["events_per_s"],
         "batched_split_events_per_s": d["split"]["batched"]["events_per_s"],
+        "gateway_split_events_per_s": d["gateway_split"]["events_per_s"],
         "latency_p50_s": d["latency"]["p50_s"],
         "latency_p99_s": d["latency"]["p99_s"],
         "peak_rss_bytes": None if d["memory"] is None else d["memory"]["peak_rss_bytes"],

@@ -15,7 +15,7 @@ import bisect
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,20 +146,28 @@ def split_phase(bench: Bench, shape: str) -> dict[str, Any]:
 
 
 def group_phase(
-    bench: Bench, tag: str, messages: Iterable[Message], members: int, engine_partitions: int
+    bench: Bench,
+    tag: str,
+    messages: Iterable[Message],
+    roles: Sequence[str],
+    engine_partitions: int,
 ) -> dict[str, Any]:
-    """kpimon workers in one consumer group on topics of their own: they join
-    first, then the messages are produced (so no rebalance falls inside the
-    measurement; the producer runs beside them). events/s = N / (the last
-    worker's last event applied - the first message either consumed).
+    """kpimon workers in one consumer group on topics of their own, one of each
+    of `roles` (`worker.role`): they join first, then the messages are
+    produced (so no rebalance falls inside the measurement; the producer runs
+    beside them). events/s = N / (the last worker's last event applied -
+    the first message any consumed).
 
     A message the workers dead-letter ends the phase with `events_per_s` None
     and the first letter's reason (a worker that rejects gateway batches)."""
-    name = f"{tag}, {members} worker{'s' * (members > 1)}"
+    if set(roles) == {"all"}:
+        name = f"{tag}, {len(roles)} worker{'s' * (len(roles) > 1)}"
+    else:
+        name = f"{tag}, workers of roles {' + '.join(roles)}"
     bench.bar.phase(name)
     topics = bench.topics(tag)
     asyncio.run(create_topics(bench.bootstrap, dict.fromkeys(topics.values(), 4)))
-    workers = bench.start_group(tag, topics, members, engine_partitions)
+    workers = bench.start_group(tag, topics, roles, engine_partitions)
     try:
         began = time.monotonic()
         sent, events = asyncio.run(produce(bench.bootstrap, topics, messages))

@@ -61,6 +61,9 @@ TARGETS = {
     "batched_split_events_per_s": Target(
         "batched_split_events_per_s", "faust_bare_batched_per_s", 0.60, what="x (b) batched"
     ),
+    "gateway_split_events_per_s": Target(
+        "gateway_split_events_per_s", "raw_events_per_s", 0.25, what="x (a)"
+    ),
     "two_workers_gateway_events_per_s": Target(
         "two_workers_gateway_events_per_s", "gateway_events_per_s", 1.6, what="x one worker"
     ),
@@ -110,6 +113,7 @@ def _rows(result: dict[str, Any], d: dict[str, Any], reasons: dict[str, str]) ->
         ("kpimon, 2 workers, gateway", "two_workers_gateway_events_per_s", rate("two_workers_gateway_events_per_s")),
         ("roles split (2 processes), single", "single_split_events_per_s", rate("single_split_events_per_s")),
         ("roles split (2 processes), batches", "batched_split_events_per_s", rate("batched_split_events_per_s")),
+        ("roles split (2 processes), gateway", "gateway_split_events_per_s", rate("gateway_split_events_per_s")),
         (f"latency p50 at {lat['rate']:,.0f} ev/s", "latency_p50_s", f"{lat['p50_s']:.3f} s"),
         (f"latency p99 at {lat['rate']:,.0f} ev/s", "latency_p99_s", f"{lat['p99_s']:.3f} s"),
         (

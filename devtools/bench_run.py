@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class Bench:
         self.n = args.events
         self.run = f"kb{os.getpid()}x{int(time.time()) % 100_000}"
         self.dir = Path(tempfile.mkdtemp(prefix="kpimon-bench-"))
-        phases = 17 - args.skip_rss + bool(args.horizon)
+        phases = 18 - args.skip_rss + bool(args.horizon)
         self.bar = Bar(1 if args.horizon_only else phases, args.quiet)
         self.broker: Any = None
         self.bootstrap = ""
@@ -191,20 +192,28 @@ data_dir = "{self.dir / f"data-{tag}{member}"}"
         return ingest, engine
 
     def start_group(
-        self, tag: str, inputs: dict[str, str], members: int, engine_partitions: int
+        self,
+        tag: str,
+        inputs: dict[str, str],
+        roles: Sequence[str],
+        engine_partitions: int,
     ) -> list[Worker]:
-        """`members` kpimon workers in one consumer group on the `inputs` topics,
-        once every input partition is assigned and each worker holds some."""
+        """kpimon workers in one consumer group on the `inputs` topics, one of
+        each of `roles` (`worker.role`: "all", "ingest", "engine") in that
+        order, once every input and engine partition is assigned and each
+        worker holds some of the partitions of its role."""
         from agents.settings import load_settings
         from agents.worker import topic_plan
 
         workers = []
-        for i in range(members):
-            config, port = self.write_config(tag, inputs, f"-w{i}", engine_partitions)
+        for i, role in enumerate(roles):
+            config, port = self.write_config(tag, inputs, f"-w{i}", engine_partitions, role)
             if i == 0:
                 asyncio.run(create_topics(self.bootstrap, topic_plan(load_settings(config))))
             child = self.spawn(["kpimon", "--config", str(config)], f"kpimon-{tag}-w{i}.log")
             workers.append(Worker(child, f"http://127.0.0.1:{port}"))
+        reads = [role != "engine" for role in roles]
+        applies = [role != "ingest" for role in roles]
         deadline = time.monotonic() + 180
         stable_since = None
         while True:
@@ -212,8 +221,10 @@ data_dir = "{self.dir / f"data-{tag}{member}"}"
             for w in workers:
                 w.child.check()
             ready = all(p is not None for p in probes)
-            held = [p["assigned"] for p in probes if p is not None]
-            engines = [p.get("engine_assigned", 1) for p in probes if p is not None]
+            held = [p["assigned"] for p, r in zip(probes, reads, strict=True) if p and r]
+            engines = [
+                p.get("engine_assigned", 1) for p, a in zip(probes, applies, strict=True) if p and a
+            ]
             spread = ready and min(held) > 0 and sum(held) == 4 * len(KINDS)
             spread = spread and sum(engines) == engine_partitions and min(engines) > 0
             if spread:

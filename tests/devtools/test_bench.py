@@ -29,6 +29,7 @@ KEYS = (
     "two_workers_gateway_events_per_s",
     "single_split_events_per_s",
     "batched_split_events_per_s",
+    "gateway_split_events_per_s",
     "latency_p50_s",
     "latency_p99_s",
     "peak_rss_bytes",
