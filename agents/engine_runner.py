@@ -202,7 +202,14 @@ class EngineRunner:
         # the offsets they cover are acknowledged: a crash in between
         # would restore an older snapshot past a committed offset, or
         # never send an output again.
-        await asyncio.gather(*delivered)
+        if delivered:
+            # `wait`, not `gather`: a cancelled wait (`forget`, `stop`) leaves
+            # the deliveries be; cancelling them would not take the rows out
+            # of Faust's producer buffer, whose later send then meets a
+            # cancelled future.
+            await asyncio.wait(delivered)  # type: ignore[arg-type]
+            for delivery in delivered:
+                delivery.result()  # type: ignore[attr-defined]
         self.collect(partition)
         if box is not None:
             self.runtime.published["resent"] += await box.deliver(sent)
@@ -383,27 +390,37 @@ class EngineRunner:
 
     async def stop(self, settle_s: float) -> None:
         """The worker stops: from here no snapshot is written and no row deleted;
-        the snapshots in flight have `settle_s` to be delivered and acknowledged.
+        the snapshots in flight and the row deletes under way have `settle_s`
+        to be delivered (and the snapshots' offsets acknowledged).
 
         Called before Faust flushes and stops its producer (`App.on_stop` sends
         `on_before_shutdown` first). A row write still in the producer's buffer
         when the producer has stopped crashes the worker on its way out (the
-        buffer's sender meets `NotReady`), so nothing is put there after this,
-        and what is there already is waited for. What is not acknowledged in
-        time, the next owner applies again from the last delivered snapshot.
+        buffer's sender meets `NotReady`, exit code 1), so nothing is put
+        there after this, and what is there already is waited for. A write the
+        broker does not take within `settle_s` still ends the worker so (the
+        snapshot then is not acknowledged: the next owner applies its
+        messages again from the last delivered one).
         """
         self.stopping = True
-        waited = set(self.in_flight.values()) | self.deleting
-        if not waited:
+        snapshots = set(self.in_flight.values())
+        deletes = set(self.deleting)
+        if not snapshots and not deletes:
             return
-        _, late = await asyncio.wait(waited, timeout=settle_s)
-        given_up = late & set(self.in_flight.values())
+        _, late = await asyncio.wait(snapshots | deletes, timeout=settle_s)
+        given_up = late & snapshots
         for task in given_up:
             task.cancel()
         if given_up:
             await asyncio.wait(given_up)
         if late:
-            log.warning("%s snapshot write(s) not delivered as the worker stopped", len(late))
+            log.warning(
+                "the worker stops with %s snapshot(s) not acknowledged and %s row delete(s) "
+                "not delivered after %.1f s",
+                len(given_up),
+                len(late & deletes),
+                settle_s,
+            )
 
     async def forget(self, partition: int, settle_s: float) -> None:
         """Drop a revoked engine partition's state; the next owner sends the rest."""

@@ -325,9 +325,9 @@ def test_a_partition_revoked_while_its_snapshot_is_planned_writes_nothing(
     assert "row" not in wire.kinds() and "acked" not in wire.kinds()
 
 
-async def _a_snapshot_held(runner: EngineRunner, wire: Wire) -> int:
-    """Apply a message, snapshot it (its delivery held); the rows written."""
-    await runner.step(event(0), wire.ack)
+async def _a_snapshot_held(runner: EngineRunner, wire: Wire, offset: int = 0) -> int:
+    """Apply a message, snapshot it (its delivery held if `wire.held`); the rows written."""
+    await runner.step(event(offset), wire.ack)
     await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
     return wire.kinds().count("row")
 
@@ -434,6 +434,26 @@ def test_a_stopping_worker_waits_for_its_snapshot_in_flight_and_writes_no_more()
     assert [e[1] for e in wire.journal if e[0] == "acked"] == [0]  # delivered in time
 
 
+def test_a_snapshot_planned_when_the_worker_stops_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agents.engine_runner.PLAN_SLICE_S", 0.0)
+    wire = Wire()
+    runner = make(wire)
+
+    async def main() -> None:
+        await runner.step(event(0), wire.ack)
+        snapshot = asyncio.create_task(runner.snapshot(0, runner.runtime.shards[0], wire.ack))
+        await asyncio.sleep(0)  # the plan has begun
+        assert not snapshot.done()
+        await runner.stop(settle_s=0.0)
+        await snapshot
+        assert runner.in_flight == {}
+
+    asyncio.run(main())
+    assert "row" not in wire.kinds() and "acked" not in wire.kinds()
+
+
 def test_a_stopping_worker_gives_up_a_snapshot_not_delivered_in_time() -> None:
     wire = Wire(held=True)
     runner = make(wire)
@@ -443,6 +463,8 @@ def test_a_stopping_worker_gives_up_a_snapshot_not_delivered_in_time() -> None:
         [task] = runner.in_flight.values()
         await runner.stop(settle_s=0.05)
         assert task.cancelled()
+        # The rows' deliveries are left be: Faust's buffer would still send them.
+        assert [future.cancelled() for future, _ in wire.waiting] == [False] * len(wire.waiting)
 
     asyncio.run(main())
     assert "acked" not in wire.kinds()
@@ -460,19 +482,14 @@ def _deleting(runner: EngineRunner) -> list[asyncio.Future[None]]:
     return deletes
 
 
-async def _snapshot_of(runner: EngineRunner, wire: Wire, offset: int) -> None:
-    await runner.step(event(offset), wire.ack)
-    await runner.snapshot(0, runner.runtime.shards[0], wire.ack)
-
-
 def test_a_stopping_worker_waits_for_the_row_deletes_under_way() -> None:
     wire = Wire()
     runner = make(wire)
     deletes = _deleting(runner)
 
     async def main() -> None:
-        await _snapshot_of(runner, wire, 0)
-        await _snapshot_of(runner, wire, 1)
+        await _a_snapshot_held(runner, wire, 0)
+        await _a_snapshot_held(runner, wire, 1)
         await runner.settled(0)
         assert deletes  # rows of the first manifest the second does not reference
         stopping = asyncio.create_task(runner.stop(settle_s=3600.0))
@@ -493,10 +510,10 @@ def test_a_snapshot_delivered_while_the_worker_stops_deletes_no_row() -> None:
     deletes = _deleting(runner)
 
     async def main() -> None:
-        await _snapshot_of(runner, wire, 0)
+        await _a_snapshot_held(runner, wire, 0)
         await runner.settled(0)
         wire.held = True
-        await _snapshot_of(runner, wire, 1)
+        await _a_snapshot_held(runner, wire, 1)
         stopping = asyncio.create_task(runner.stop(settle_s=3600.0))
         await asyncio.sleep(0)
         wire.release()
