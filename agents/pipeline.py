@@ -13,8 +13,9 @@ Two steps, each one an agent in `agents.app`:
    covers them.
 
 Event time follows the wall clock only while no event arrives: after
-`idle_advance_after` seconds of silence, a tick moves the watermark on by
-the wall time elapsed since the last event, so a silent plant's windows
+`idle_advance_after` seconds of silence, with every input read to its end
+as the latest ticks (at most that old) report, a tick moves the watermark
+on by the wall time elapsed since the last event, so a silent plant's windows
 still close and silent machines show as no data (the policy is
 `streams.clock.IdleAdvanceClock`). Ticks are messages too, so a replay
 after a crash sees the same ticks and gets the same result.
@@ -75,7 +76,8 @@ class Shard:
 
     Its event time is an `IdleAdvanceClock`: the slowest input's progress,
     where an input read to its end and quiet for `idle_advance_after_us`
-    moves on at the pace of the wall clock (see `streams.clock`).
+    moves on at the pace of the wall clock while ticks keep saying so (a
+    report no tick renewed for as long holds it again; see `streams.clock`).
     """
 
     def __init__(

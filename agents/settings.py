@@ -134,7 +134,10 @@ class WorkerSettings(_Section):
     )
     tick_interval: float = Field(1.0, gt=0, description="seconds between clock ticks")
     idle_advance_after: float = Field(
-        30.0, gt=0, description="seconds without events after which event time follows the clock"
+        30.0,
+        gt=0,
+        description="seconds without events after which event time follows the clock (while "
+        "ticks report every input read to its end); at least 3 tick intervals",
     )
     max_future_skew: float = Field(
         900.0, gt=0, description="seconds an event may be ahead of the worker's clock"
@@ -158,6 +161,18 @@ class WorkerSettings(_Section):
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _ticks_renew_idle_reports(self) -> WorkerSettings:
+        # A tick's "read to its end" holds for idle_advance_after (`streams.clock`):
+        # with fewer ticks in that time it would lapse between two of them, and
+        # event time would stop and go with every tick.
+        if self.idle_advance_after < 3 * self.tick_interval:
+            raise ValueError(
+                f"worker.idle_advance_after ({self.idle_advance_after:g} s) must be at least "
+                f"3 times worker.tick_interval ({self.tick_interval:g} s)"
+            )
+        return self
 
 
 _USER_INFO = re.compile(

@@ -121,7 +121,8 @@ class IdleAdvanceClock:
             idle = (
                 self.caught_up.get(source, False)
                 and wall_us - seen >= self.idle_us  # type: ignore[operator]
-                and wall_us - self.told.get(source, wall_us - self.idle_us - 1) <= self.idle_us
+                and source in self.told
+                and wall_us - self.told[source] <= self.idle_us
             )
             all_idle = all_idle and idle
             if not idle:

@@ -55,6 +55,10 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             '[engine.shift_calendar]\nshifts = [{name = "a", start = "25:00", end = "14:00"}]\n',
             "start",
         ),
+        (
+            "[worker]\ntick_interval = 5.0\nidle_advance_after = 10.0\n",
+            "worker.idle_advance_after (10 s) must be at least 3 times worker.tick_interval",
+        ),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, names: str) -> None:

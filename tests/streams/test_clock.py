@@ -160,7 +160,7 @@ OLD_STATE = (
 )
 
 
-def test_the_snapshot_has_the_same_bytes_as_before_and_round_trips() -> None:
+def test_the_snapshot_keeps_the_bytes_before_told_and_round_trips() -> None:
     clock = live()
     for source in (MACHINES, ORDERS):  # as an engine message announces them
         clock.announce(source, wall(0))
