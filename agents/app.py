@@ -36,7 +36,7 @@ from agents.progress import EndOffsetWatcher, watch
 from agents.read_back import ReadBack
 from agents.refill import read_range
 from agents.resume import Tail, engine_lettered, input_sent_before
-from agents.runtime import Runtime
+from agents.runtime import Runtime, assignment_of
 from agents.settings import Settings
 from agents.ticks import Ticks
 from agents.wall import install_wall
@@ -141,7 +141,7 @@ def _parts(
     dead_topic = app.topic(s.dead_letter, **RAW)
 
     def assignment() -> set[TP]:  # looked up each time: the consumer is made on first use
-        return app.consumer.assignment()
+        return assignment_of(app)  # type: ignore[no-any-return]
 
     tail = Tail(bootstrap, k, runtime.embedded)
     read_back = ReadBack(functools.partial(read_range, bootstrap, k), runtime.skipped)

@@ -21,7 +21,7 @@ from typing import Any, get_args
 from faust.exceptions import NotReady
 
 from agents.metrics_families import Families, seconds
-from agents.runtime import Runtime
+from agents.runtime import Runtime, assignment_of
 from streams.decode import ErrorReason
 from streams.engine import REFUSALS, Engine
 from streams.metrics_view import consumer_lag, engine_counters, window_close_delay_us
@@ -268,10 +268,7 @@ def input_highwater(app: Any, sources: Mapping[str, str]) -> Highwater:
     def read() -> dict[tuple[str, int], int | None]:
         consumer = app.consumer
         found: dict[tuple[str, int], int | None] = {}
-        try:
-            assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
-        except NotReady:
-            return found
+        assigned = [tp for tp in assignment_of(app) if tp.topic in sources]
         for tp in assigned:
             # aiokafka asserts the partition is still assigned.
             with contextlib.suppress(AssertionError, NotReady):

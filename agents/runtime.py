@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from faust.exceptions import NotReady
+
 from agents.batch_producer import BatchProducer
 from agents.health import IngestProgress
 from agents.outbox import ATTEMPTS, Outbox
@@ -100,3 +102,14 @@ def pipeline_stats(runtime: Runtime) -> dict[str, Any]:
         "published": dict(runtime.published),
         "uptime_s": round(time.monotonic() - runtime.started, 1),
     }
+
+
+def assignment_of(app: Any) -> Any:
+    """The consumer's assignment; none while it is not running (`NotReady`,
+    e.g. `ConsumerNotStarted` before its thread has started: the web server
+    answers first, and a probe then gets 503 "not in the consumer group
+    yet", a scrape no partitions, not a 500)."""
+    try:
+        return app.consumer.assignment()
+    except NotReady:
+        return set()

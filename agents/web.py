@@ -14,11 +14,10 @@ from typing import Any
 
 import faust
 import orjson
-from faust.exceptions import ConsumerNotStarted
 
 from agents.health import Health, judge, live, ready
 from agents.private_api import stream_response
-from agents.runtime import Runtime, pipeline_stats
+from agents.runtime import Runtime, assignment_of, pipeline_stats
 from streams.live import iter_current_windows, live_view
 
 
@@ -86,16 +85,6 @@ class Probes:
             ),
         }
         return web.json(body, status=200 if health.healthy else 503)
-
-
-def assignment_of(app: Any) -> Any:
-    """The consumer's assignment; none before its thread has started (the web
-    server answers first: a probe then gets 503 "not in the consumer group
-    yet", not a 500)."""
-    try:
-        return app.consumer.assignment()
-    except ConsumerNotStarted:
-        return set()
 
 
 def install_routes(app: faust.App, runtime: Runtime) -> None:

@@ -287,7 +287,7 @@ def test_the_probes_answer_before_the_consumer_has_started() -> None:
 
     from faust.exceptions import ConsumerNotStarted
 
-    from agents.web import assignment_of
+    from agents.runtime import assignment_of
 
     def not_started() -> set[Any]:
         raise ConsumerNotStarted("Consumer thread not yet started")
