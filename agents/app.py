@@ -25,6 +25,7 @@ from agents.kafka_client import client_options
 from agents.metrics import install_metrics
 from agents.private_api import (
     committed_offset,
+    count_acks_once,
     delete_table_row,
     hand_over_directly,
     keep_faust_assignor,
@@ -60,6 +61,7 @@ def build_app(settings: Settings, broker_url: str, *, embedded: bool) -> tuple[f
     limit_fetch_wait(app, k.fetch_max_wait)
     keep_faust_assignor(app)  # a group may mix roles (worker.role)
     hand_over_directly(app.consumer)  # no tasks a message in Faust's fetch loop
+    count_acks_once(app.consumer)  # an offset acknowledged twice stalled the commit
     bootstrap = broker_url.removeprefix("kafka://").replace(";", ",")
     engine_topic = app.topic(s.engine, partitions=s.engine_partitions, **RAW)
     ingestion, engine, ticks = _parts(app, runtime, bootstrap, engine_topic)

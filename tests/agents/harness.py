@@ -176,7 +176,14 @@ class Worker:
         wait_for(up, timeout, "the worker's /healthz")
 
     def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        """The end of the worker's output and, if it wrote one, of its log file
+        (`worker.log` in the data dir: warnings such as offsets read back)."""
+        text = self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        log_file = self.dep.data_dir / "worker.log"
+        if log_file.exists():
+            tail = log_file.read_bytes()[-n:].decode("utf-8", "replace")
+            text += f"\n--- {log_file.name} (the end) ---\n{tail}"
+        return text
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -126,7 +126,11 @@ def wait_caught_up(dep: Deployment, worker: Worker) -> None:
     try:
         wait_for(committed_to_the_ends, 120, "committed offsets at their ends")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; still behind: {behind}\n{worker.log_tail()}") from None
+        kpi = worker.try_get("/kpi") or {}
+        raise AssertionError(
+            f"{exc}; still behind: {behind}; the worker's pipeline: {kpi.get('pipeline')}\n"
+            f"{worker.log_tail()}"
+        ) from None
     expected = {(tp.topic, tp.partition): 0.0 for tp in input_partitions(dep)}
     wait_for(lambda: scrape_lag(worker) == expected, 30, f"lag 0 on all of {sorted(expected)}")
 

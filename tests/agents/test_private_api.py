@@ -210,6 +210,51 @@ def test_a_range_read_back_lets_the_commit_pass_it() -> None:
     assert asyncio.run(commit_points()) == (None, 26)
 
 
+def test_an_offset_acknowledged_twice_is_counted_once() -> None:
+    """An offset both read back (a gap) and handed over by the consumer after
+    all, in either order, or acknowledged twice by Faust itself, is counted
+    once: Faust's run of consecutive offsets ends at every repeat, and its
+    commit then moved on by one offset a commit."""
+    import asyncio
+
+    import faust
+    from faust.types import TP, Message
+
+    async def commit_point(case: str, once: bool) -> int | None:
+        app = faust.App("t-private-api", broker="kafka://127.0.0.1:1")
+        consumer = app.consumer  # never started: no connection is made
+        if once:
+            private_api.count_acks_once(consumer)
+        app.topics._acking_topics.add("in")
+        tp = TP("in", 0)
+        consumer._committed_offset[tp] = 10
+
+        def hand_over(offsets: range) -> None:
+            for offset in offsets:
+                consumer.ack(Message("in", 0, offset, 0.0, 0, {}, None, b"", None, tp=tp))
+
+        if case == "read back, then handed over":
+            await private_api.mark_read_back(app, "in", 0, 11, 20)
+            hand_over(range(11, 26))
+        elif case == "handed over, then read back":
+            hand_over(range(11, 26))
+            await private_api.mark_read_back(app, "in", 0, 11, 20)
+        else:  # repeats in Faust's own list, as seen after an assignment
+            consumer._acked[tp] = [11, 12, 12, 13, 13, *range(14, 26)]
+        return consumer._new_offset(tp)
+
+    cases = ("read back, then handed over", "handed over, then read back", "repeated")
+    for case in cases:
+        assert asyncio.run(commit_point(case, once=True)) == 26, case
+    assert all(asyncio.run(commit_point(case, once=False)) != 26 for case in cases)
+    # Faust's commit asks the instance's `_new_offset`, which the wrapper replaces.
+    import inspect
+
+    from faust.transport.consumer import Consumer
+
+    assert "self._new_offset(" in inspect.getsource(Consumer._filter_committable_offsets)
+
+
 def test_a_deleted_row_sends_the_tombstone_faust_sends_to_the_partition_given() -> None:
     """`delete_table_row` writes what `del table[key]` writes (value None, raw),
     to the snapshot's partition, with no event being processed."""
